@@ -1,0 +1,2 @@
+"""pvllm: Personalized Video Comment Generation."""
+__version__ = "0.1.0"

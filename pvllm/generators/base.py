@@ -1,0 +1,58 @@
+"""The one interface every comment generator implements (PV-LLM, Video-LLaVA, Gemini, ...)."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+from pvllm.utils.registry import Registry
+
+GENERATORS = Registry("generator")
+
+
+@dataclass
+class GenerationRequest:
+    """One evaluation sample as a generator sees it (built from a histories.jsonl row)."""
+
+    sample_id: str
+    video_path: str  # absolute path of the target video file
+    history: list[str]  # the user's past comments (possibly empty: history mode `none`)
+    prompt: str  # the user-turn text from pvllm.prompt.build_instruction (no chat markup)
+    title: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GenerationResult:
+    sample_id: str
+    text: str | None  # None when generation failed; never "" standing in for a failure
+    error: str | None = None
+    latency_s: float = 0.0
+
+
+class Generator(abc.ABC):
+    """A batch of (video, history, prompt) -> comments.
+
+    Implementations record in ``model_id`` the exact weights or remote model and in
+    ``generation_config`` the exact decoding parameters; both go into every predictions.jsonl row.
+    """
+
+    registry_name: str = "?"
+    batch_size: int = 1
+
+    @property
+    @abc.abstractmethod
+    def model_id(self) -> str: ...
+
+    @property
+    @abc.abstractmethod
+    def generation_config(self) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def generate(self, batch: list[GenerationRequest]) -> list[GenerationResult]:
+        """Return one result per request, in order. Per-item failures are results with ``error`` set;
+        raise only for failures that make every later item fail too (bad weights, missing key)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients/servers."""

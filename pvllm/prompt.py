@@ -1,0 +1,38 @@
+"""The Figure-5 prompt: the one function every generator and the training data use.
+
+The paper (Fig. 5) feeds the video, then the user's comment history as text, and asks for the
+comment this user would write. The exact wording is not printed in the paper; this is ours, kept in
+one place so that every model sees the same text (§3.1: "the same prompt format for all the models").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+INSTRUCTION_WITH_HISTORY = (
+    "Here are comments this user wrote on other videos:\n{history}\n"
+    "Watch the video and write the comment this user would write on it, in the user's own style."
+)
+INSTRUCTION_NO_HISTORY = "Watch the video and write a comment a viewer would write on it."
+
+
+def _clean(text: str) -> str:
+    # One history comment per line: line breaks inside a comment would look like separate comments.
+    return " ".join(text.split())
+
+
+def build_instruction(history: Sequence[str], title: str | None = None) -> str:
+    """The user-turn text without any model-specific chat markup or video placeholder."""
+    if history:
+        lines = "\n".join(f"{i + 1}. {_clean(h)}" for i, h in enumerate(history))
+        text = INSTRUCTION_WITH_HISTORY.format(history=lines)
+    else:
+        text = INSTRUCTION_NO_HISTORY
+    if title:
+        text = f"Video title: {_clean(title)}\n{text}"
+    return text
+
+
+def build_prompt(history: Sequence[str], title: str | None = None, video_token: str = "<video>") -> str:
+    """Video-LLaVA chat format: ``USER: <video>\\n{instruction} ASSISTANT:`` (the reply follows)."""
+    return f"USER: {video_token}\n{build_instruction(history, title)} ASSISTANT:"

@@ -1,0 +1,48 @@
+"""The interface of an FICL-Score judge ("rater"). FICL logic (prompt, parse, re-ask) lives in
+pvllm/metrics/ficl.py; a rater only answers prompts (LLM judges) or scores pairs (non-LLM floors)."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+from pvllm.utils.registry import Registry
+
+RATERS = Registry("rater")
+
+
+class Rater(abc.ABC):
+    """Base of every rater. ``name`` identifies backend + model in scores.jsonl (``rater`` field)."""
+
+    registry_name: str = "?"
+
+    @property
+    @abc.abstractmethod
+    def name(self) -> str: ...
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Request parameters that change answers (temperature, max tokens, ...): part of the cache key."""
+        return {}
+
+    def check_ready(self) -> None:  # noqa: B027 - optional hook
+        """Fail fast before any work (e.g. a missing API key: name the variable)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+class LLMRater(Rater):
+    """A judge that answers the Table-2 prompt with free text (temperature 0)."""
+
+    @abc.abstractmethod
+    def complete(self, prompts: list[str]) -> list[str | None]:
+        """One reply per prompt; None (with the reason logged) when the request failed after retries."""
+
+
+class PairRater(Rater):
+    """A non-LLM floor that maps (generated, ground truth) directly to rubric scores."""
+
+    @abc.abstractmethod
+    def score_pairs(self, pairs: list[tuple[str, str]]) -> list[tuple[float, float, float]]:
+        """(emotion, style, relevance), each in {0, .25, .5, .75, 1}."""

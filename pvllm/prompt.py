@@ -33,6 +33,11 @@ def build_instruction(history: Sequence[str], title: str | None = None) -> str:
     return text
 
 
-def build_prompt(history: Sequence[str], title: str | None = None, video_token: str = "<video>") -> str:
+def chat_prompt(instruction: str, video_token: str = "<video>") -> str:
     """Video-LLaVA chat format: ``USER: <video>\\n{instruction} ASSISTANT:`` (the reply follows)."""
-    return f"USER: {video_token}\n{build_instruction(history, title)} ASSISTANT:"
+    return f"USER: {video_token}\n{instruction} ASSISTANT:"
+
+
+def build_prompt(history: Sequence[str], title: str | None = None, video_token: str = "<video>") -> str:
+    """The full Video-LLaVA prompt for a history (and optional title): what PV-LLM trains and generates on."""
+    return chat_prompt(build_instruction(history, title), video_token)

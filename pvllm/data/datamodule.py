@@ -1,0 +1,166 @@
+"""Datasets, collation and the LightningDataModule for PV-LLM training and validation."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pvllm.data.dataset import PerVidCom, load_pervidcom
+from pvllm.data.histories import Sample, build_eval_histories, draw_training_samples
+from pvllm.data.video_io import VideoReadError, read_frames
+from pvllm.prompt import build_prompt
+
+log = logging.getLogger(__name__)
+IGNORE_INDEX = -100
+
+
+class SampleDataset(Dataset):
+    """Samples -> (frames, prompt, reply). A bad video raises or is skipped-and-counted (``on_bad_video``)."""
+
+    def __init__(self, ds: PerVidCom, samples: list[Sample], num_frames: int, include_title: bool,
+                 on_bad_video: str = "raise", skipped: Counter[str] | None = None):
+        if on_bad_video not in ("raise", "skip"):
+            raise ValueError(f"on_bad_video must be 'raise' or 'skip', got {on_bad_video!r}")
+        self.ds, self.samples, self.num_frames = ds, samples, num_frames
+        self.include_title, self.on_bad_video = include_title, on_bad_video
+        self.skipped: Counter[str] = Counter() if skipped is None else skipped
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict[str, Any] | None:
+        s = self.samples[i]
+        path = self.ds.video_path(s.video_id)
+        try:
+            frames = read_frames(path, self.num_frames)
+        except VideoReadError as e:
+            if self.on_bad_video == "raise":
+                raise
+            # skip-and-count: never substitute another sample
+            log.warning("skipping sample %s: %s", s.sample_id, e)
+            self.skipped[str(path)] += 1
+            return None
+        title = self.ds.videos[s.video_id].title if self.include_title else None
+        prompt = build_prompt([h["text"] for h in s.history], title)
+        return {"sample_id": s.sample_id, "frames": frames, "prompt": prompt, "reply": s.reference}
+
+
+@dataclass
+class PVLLMCollator:
+    """Tokenizes prompt (with the expanded video tokens) and reply separately, then concatenates,
+    so the label mask covers exactly the reply tokens (+ EOS) and nothing of the prompt."""
+
+    processor: Any
+    max_reply_tokens: int = 64
+    padding_side: str = "right"
+
+    def encode(self, item: dict[str, Any]) -> dict[str, torch.Tensor]:
+        tok = self.processor.tokenizer
+        enc = self.processor(text=[item["prompt"]], videos=[item["frames"]], return_tensors="pt")
+        prompt_ids = enc["input_ids"][0]
+        reply_ids = tok(" " + item["reply"].strip(), add_special_tokens=False)["input_ids"][: self.max_reply_tokens]
+        reply = torch.tensor(reply_ids + [tok.eos_token_id], dtype=torch.long)
+        input_ids = torch.cat([prompt_ids, reply])
+        labels = torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), reply])
+        return {"input_ids": input_ids, "labels": labels, "pixel_values_videos": enc["pixel_values_videos"][0]}
+
+    def __call__(self, items: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+        items = [it for it in items if it is not None]
+        if not items:
+            return None
+        encs = [self.encode(it) for it in items]
+        n = max(len(e["input_ids"]) for e in encs)
+        pad = self.processor.tokenizer.pad_token_id
+        ids = torch.full((len(encs), n), pad, dtype=torch.long)
+        labels = torch.full((len(encs), n), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(encs), n), dtype=torch.long)
+        for i, e in enumerate(encs):
+            L_ = len(e["input_ids"])
+            sl = slice(n - L_, n) if self.padding_side == "left" else slice(0, L_)
+            ids[i, sl], labels[i, sl], mask[i, sl] = e["input_ids"], e["labels"], 1
+        return {
+            "sample_id": [it["sample_id"] for it in items],
+            "input_ids": ids,
+            "attention_mask": mask,
+            "labels": labels,
+            "pixel_values_videos": torch.stack([e["pixel_values_videos"] for e in encs]),
+        }
+
+
+class _EpochSamples(Dataset):
+    """Training samples re-drawn from (seed, epoch) each epoch (paper §3.2)."""
+
+    def __init__(self, make: Any):
+        self.make, self.epoch, self.inner = make, -1, None
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self.inner = epoch, self.make(epoch)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, i: int):
+        return self.inner[i]
+
+
+class PVLLMDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        root: str,
+        num_frames: int = 8,
+        include_title: bool = False,
+        train_split: str = "train",
+        val_split: str = "val",
+        k_min: int = 5,
+        k_max: int = 15,
+        val_k: int = 5,
+        seed: int = 0,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        max_reply_tokens: int = 64,
+        on_bad_video: str = "raise",
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.processor = None
+        self.ds: PerVidCom | None = None
+        self.skipped: Counter[str] = Counter()  # bad video path -> times skipped (train and val)
+
+    def attach_processor(self, processor: Any) -> None:
+        """The model's own processor does the preprocessing (set by train.py after building the model)."""
+        self.processor = processor
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.ds is None:
+            self.ds = load_pervidcom(self.hparams.root)
+        hp = self.hparams
+        make = lambda epoch: SampleDataset(  # noqa: E731
+            self.ds, draw_training_samples(self.ds, hp.train_split, epoch, hp.seed, hp.k_min, hp.k_max),
+            hp.num_frames, hp.include_title, hp.on_bad_video, self.skipped)
+        self.train_set = _EpochSamples(make)
+        self.val_set = SampleDataset(
+            self.ds, build_eval_histories(self.ds, hp.val_split, k=hp.val_k, seed=hp.seed),
+            hp.num_frames, hp.include_title, hp.on_bad_video, self.skipped)
+
+    def _loader(self, dataset: Dataset, shuffle: bool = False) -> DataLoader:
+        if self.processor is None:
+            raise RuntimeError("attach_processor(model_processor) before creating dataloaders")
+        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle,
+                          num_workers=self.hparams.num_workers,
+                          collate_fn=PVLLMCollator(self.processor, self.hparams.max_reply_tokens))
+
+    def train_dataloader(self) -> DataLoader:
+        # the draw is already shuffled from (seed, epoch): no sampler randomness, exact resume
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        self.train_set.set_epoch(epoch)
+        return self._loader(self.train_set)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set)

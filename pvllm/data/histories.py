@@ -1,0 +1,133 @@
+"""Which comments a model sees: training samples and evaluation histories (paper §3.1, §3.2).
+
+Training (§3.2): per user and epoch, one random target video and a history of k ~ U[k_min, k_max]
+comments of the same user on *other* videos, re-drawn every epoch from (seed, epoch).
+Evaluation (§3.1): a fixed target per user and k history comments (default 5), seeded and written
+to ``histories.jsonl`` so that every model of one evaluation reads identical histories.
+
+History modes (Table 5): ``k`` (the user's own comments), ``none`` (no history text), ``others``
+(the same number of comments from one different random user). Targets depend only on ``seed``;
+histories also on ``history_seed``, so App. A can resample histories for the same targets.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pvllm.data.dataset import Comment, PerVidCom
+
+HISTORY_MODES = ("k", "none", "others")
+
+
+@dataclass
+class Sample:
+    """One (user, target video, history) item; ``reference`` is the user's real comment (ground truth)."""
+
+    sample_id: str
+    split: str
+    user_id: str
+    video_id: str
+    target_comment_id: str
+    reference: str
+    history: list[dict] = field(default_factory=list)  # [{comment_id, video_id, text}]
+    history_mode: str = "k"
+    k: int = 0
+    seed: int = 0
+    history_seed: int = 0
+
+    def to_row(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _as_history(comments: Sequence[Comment]) -> list[dict]:
+    return [{"comment_id": c.comment_id, "video_id": c.video_id, "text": c.text} for c in comments]
+
+
+def sample_history(user_comments: Sequence[Comment], exclude_video: str, k: int, rng: random.Random) -> list[Comment]:
+    """Up to ``k`` of the user's comments on videos other than ``exclude_video`` (fewer if fewer exist)."""
+    pool = [c for c in user_comments if c.video_id != exclude_video]
+    return rng.sample(pool, min(k, len(pool)))
+
+
+def _sorted_comments(ds: PerVidCom, user_id: str) -> list[Comment]:
+    # sort so that draws do not depend on file order
+    return sorted(ds.comments_of(user_id), key=lambda c: (c.video_id, c.comment_id))
+
+
+def _pick_target(comments: Sequence[Comment], rng: random.Random) -> Comment:
+    """A random target *video* (as the paper), then one of the user's comments on it."""
+    videos = sorted({c.video_id for c in comments})
+    video = rng.choice(videos)
+    return rng.choice([c for c in comments if c.video_id == video])
+
+
+def eligible_users(ds: PerVidCom, split: str, min_videos: int = 2) -> list[str]:
+    """Users of ``split`` with comments on at least ``min_videos`` distinct videos (a target + a history)."""
+    return [u for u in ds.users(split) if len({c.video_id for c in ds.comments_of(u)}) >= min_videos]
+
+
+def draw_training_samples(
+    ds: PerVidCom, split: str, epoch: int, seed: int, k_min: int = 5, k_max: int = 15
+) -> list[Sample]:
+    """One sample per user for this epoch, in a shuffled order; deterministic in (seed, epoch)."""
+    rng = random.Random(f"train:{seed}:{epoch}")
+    out = []
+    for user in eligible_users(ds, split):
+        comments = _sorted_comments(ds, user)
+        target = _pick_target(comments, rng)
+        k = rng.randint(k_min, k_max)
+        hist = sample_history(comments, target.video_id, k, rng)
+        out.append(Sample(
+            sample_id=f"{split}:{user}:{target.comment_id}:e{epoch}", split=split, user_id=user,
+            video_id=target.video_id, target_comment_id=target.comment_id, reference=target.text,
+            history=_as_history(hist), history_mode="k", k=len(hist), seed=seed, history_seed=seed,
+        ))
+    rng.shuffle(out)
+    return out
+
+
+def build_eval_histories(
+    ds: PerVidCom,
+    split: str,
+    k: int = 5,
+    mode: str = "k",
+    seed: int = 0,
+    history_seed: int | None = None,
+    samples_per_user: int = 1,
+) -> list[Sample]:
+    """Evaluation samples: per user ``samples_per_user`` targets on distinct videos, each with a history.
+
+    Targets are drawn from ``seed`` only; the history from ``history_seed`` (defaults to ``seed``).
+    """
+    if mode not in HISTORY_MODES:
+        raise ValueError(f"unknown history mode {mode!r}; valid: {', '.join(HISTORY_MODES)}")
+    if not 0 <= k <= 15:
+        raise ValueError(f"history k must be in [0, 15] (paper), got {k}")
+    history_seed = seed if history_seed is None else history_seed
+    users = eligible_users(ds, split)
+    all_users = sorted(ds.by_user)
+    out = []
+    for user in users:
+        comments = _sorted_comments(ds, user)
+        trng = random.Random(f"target:{seed}:{split}:{user}")
+        videos = sorted({c.video_id for c in comments})
+        for video in trng.sample(videos, min(samples_per_user, len(videos) - 1)):
+            target = trng.choice([c for c in comments if c.video_id == video])
+            hrng = random.Random(f"history:{history_seed}:{split}:{user}:{target.comment_id}")
+            if mode == "none" or k == 0:
+                hist: list[Comment] = []
+            elif mode == "k":
+                hist = sample_history(comments, video, k, hrng)
+            else:  # others: same number of comments, one different random user, never the target video
+                n = len(sample_history(comments, video, k, random.Random(hrng.random())))
+                others = [u for u in all_users if u != user]
+                other = hrng.choice(others)
+                hist = sample_history(_sorted_comments(ds, other), video, n, hrng)
+            out.append(Sample(
+                sample_id=f"{split}:{user}:{target.comment_id}", split=split, user_id=user, video_id=video,
+                target_comment_id=target.comment_id, reference=target.text, history=_as_history(hist),
+                history_mode=mode, k=len(hist), seed=seed, history_seed=history_seed,
+            ))
+    return out

@@ -74,7 +74,11 @@ def ficl_results(
     if cache_path is not None:
         from pvllm.raters.cache import CachedRater
 
-        complete = CachedRater(rater, cache_path).complete
+        cached = CachedRater(rater, cache_path)
+        try:
+            return ficl_score_llm(cached.complete, examples, pairs)
+        finally:
+            cached.close()
     return ficl_score_llm(complete, examples, pairs)
 
 

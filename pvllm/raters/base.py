@@ -15,6 +15,9 @@ class Rater(abc.ABC):
     """Base of every rater. ``name`` identifies backend + model in scores.jsonl (``rater`` field)."""
 
     registry_name: str = "?"
+    # How CachedRater schedules this rater's requests (set from config by backends that call a server).
+    max_concurrency: int = 1
+    requests_per_second: float | None = None  # None: no rate limit
 
     @property
     @abc.abstractmethod

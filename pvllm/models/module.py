@@ -15,6 +15,8 @@ class PVLLMModule(L.LightningModule):
     def __init__(self, model: torch.nn.Module, optim: dict[str, Any], scheduler: dict[str, Any] | None = None):
         super().__init__()
         self.model = model
+        # from_pretrained returns eval mode and Lightning keeps submodule modes: train explicitly
+        self.model.train()
         self.optim_cfg = dict(optim)
         self.sched_cfg = dict(scheduler or {})
         self._t_last: float | None = None

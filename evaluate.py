@@ -1,0 +1,127 @@
+"""Evaluate a comment generator (paper §4–5): histories -> generate -> score -> report.
+
+    python evaluate.py generator=pvllm generator.pretrained=outputs/train/<run>/hf_model
+    python evaluate.py -m generator=pvllm,video_llava,text_only        # same histories for all
+    python evaluate.py experiment=table4_gemini_flash split=test
+    python evaluate.py shard=0 num_shards=4 stage=generate  ...  then  stage=score num_shards=4
+A rerun of the same evaluation continues in its directory: finished sample ids are not regenerated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("PVLLM_ROOT", str(Path(__file__).resolve().parent))
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from pvllm.config import validate_eval_config  # noqa: E402
+from pvllm.data.dataset import load_pervidcom  # noqa: E402
+from pvllm.evaluation import (  # noqa: E402
+    format_table,
+    generate_resumable,
+    load_or_build_histories,
+    merge_shards,
+    predictions_path,
+    shard_rows,
+)
+from pvllm.utils.jsonl import load_jsonl, write_jsonl  # noqa: E402
+from pvllm.utils.lightning import RankedLogger, loggable_config  # noqa: E402
+
+log = RankedLogger(__name__)
+
+
+def log_to_wandb(cfg: DictConfig, run_dir: Path, summary: dict, preds: list[dict]) -> None:
+    """Summary metrics and a table of generations with their scores (offline unless configured)."""
+    wcfg = (cfg.get("logger") or {}).get("wandb")
+    if wcfg is None:
+        return
+    import wandb
+
+    hc = HydraConfig.get()
+    group = wcfg.get("group") or (Path(hc.sweep.dir).name if hc.mode.name == "MULTIRUN" else None)
+    run = wandb.init(project=wcfg.project, group=group, name=cfg.run_name, dir=str(run_dir), job_type="evaluate",
+                     mode="offline" if wcfg.offline else "online", config=loggable_config(cfg), reinit="finish_previous")
+    run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
+    per_item: dict[str, dict] = {}
+    scores_file = run_dir / "scores.jsonl"
+    for s in load_jsonl(scores_file) if scores_file.is_file() else []:
+        per_item.setdefault(s["sample_id"], {})[s["metric"]] = s["value"]
+    metrics = sorted({m for d in per_item.values() for m in d})
+    table = wandb.Table(columns=["sample_id", "user_id", "history", "reference", "generated", "error", *metrics])
+    for p in preds:
+        sc = per_item.get(p["sample_id"], {})
+        table.add_data(p["sample_id"], p["user_id"], "\n".join(p["history"]), p["reference"], p["text"], p["error"],
+                       *[sc.get(m) for m in metrics])
+    run.log({"generations": table})
+    run.finish()
+
+
+def evaluate(cfg: DictConfig) -> dict | None:
+    validate_eval_config(cfg)  # before any model is loaded or any request sent
+    run_dir = Path(cfg.paths.output_dir)
+    ds = load_pervidcom(cfg.data.root)
+    h = cfg.history
+    rows = load_or_build_histories(Path(cfg.histories_file), ds, cfg.split, h.k, h.mode, h.seed, h.history_seed,
+                                   cfg.samples_per_user)
+    if cfg.max_samples:
+        rows = rows[: cfg.max_samples]
+    rater = hydra.utils.instantiate(cfg.rater) if cfg.get("rater") else None
+    if rater is not None:
+        rater.check_ready()  # e.g. a missing API key fails here, before generation
+
+    if cfg.stage in ("all", "generate"):
+        generator = hydra.utils.instantiate(cfg.generator)
+        mine = shard_rows(rows, cfg.shard, cfg.num_shards)
+        out = predictions_path(run_dir, cfg.shard, cfg.num_shards)
+        try:
+            counts = generate_resumable(generator, mine, ds, out, batch_size=max(1, generator.batch_size),
+                                        include_title=cfg.data.include_title, retry_failed=cfg.retry_failed)
+        finally:
+            generator.close()
+        log.info("generation %s: %s", out.name, counts)
+        if cfg.stage == "generate" or cfg.num_shards > 1:
+            log.info("shard %d/%d written; score with: python evaluate.py ... stage=score num_shards=%d",
+                     cfg.shard, cfg.num_shards, cfg.num_shards)
+            return None
+
+    preds = merge_shards(run_dir, rows, cfg.num_shards)
+    from pvllm.metrics.scoring import score_predictions
+
+    fewshot = Path(cfg.ficl.fewshot_dir) if cfg.ficl.fewshot_dir else None
+    summary = score_predictions(
+        preds, {r["sample_id"]: r["reference"] for r in rows}, rater=rater,
+        fewshot=fewshot if fewshot and fewshot.is_dir() else None, k_shots=cfg.ficl.k_shots,
+        scores_path=run_dir / "scores.jsonl", cache_path=Path(cfg.paths.cache_dir) / "rater_cache.sqlite",
+        seed=cfg.seed,
+    )
+    name = HydraConfig.get().runtime.choices.get("generator", "?")
+    summary.update(generator=name, split=cfg.split, history_mode=h.mode, k=h.k, seed=h.seed,
+                   history_seed=h.history_seed, histories_file=str(cfg.histories_file),
+                   model=preds[0]["model"] if preds else None)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    write_jsonl(run_dir / "config.resolved.jsonl", [loggable_config(cfg)])
+    print(format_table([(name, summary)], title=f"\n{cfg.split} split, history {h.mode} k={h.k} ({cfg.run_name})"))
+    log_to_wandb(cfg, run_dir, summary, preds)
+    if cfg.get("report"):
+        hydra.utils.instantiate(cfg.report, cfg=cfg)
+    return summary
+
+
+@hydra.main(version_base=None, config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg)
+    finally:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Validation of a composed config before any heavy work (all errors reported at once)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from pvllm.data.histories import HISTORY_MODES
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _get(cfg: DictConfig, key: str):
+    return OmegaConf.select(cfg, key, default=None)
+
+
+def _common(cfg: DictConfig, errors: list[str]) -> None:
+    root = _get(cfg, "data.root")
+    if root is None or not Path(str(root)).is_dir():
+        errors.append(f"data.root: no such directory {root!r} (build one with `python -m pvllm.data.build`)")
+    else:
+        for f in ("videos.jsonl", "comments.jsonl", "users.jsonl"):
+            if not (Path(str(root)) / f).is_file():
+                errors.append(f"data.root: {root} has no {f}")
+    mode, k = _get(cfg, "history.mode"), _get(cfg, "history.k")
+    if mode not in HISTORY_MODES:
+        errors.append(f"history.mode: {mode!r} is not one of {', '.join(HISTORY_MODES)}")
+    if not isinstance(k, int) or not 0 <= k <= 15:
+        errors.append(f"history.k: must be an integer in [0, 15] (paper), got {k!r}")
+    nf = _get(cfg, "data.num_frames")
+    if not isinstance(nf, int) or nf < 1:
+        errors.append(f"data.num_frames: must be a positive integer, got {nf!r}")
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    errors: list[str] = []
+    _common(cfg, errors)
+    kmin, kmax = _get(cfg, "history.train_k_min"), _get(cfg, "history.train_k_max")
+    if not (isinstance(kmin, int) and isinstance(kmax, int) and 0 <= kmin <= kmax <= 15):
+        errors.append(f"history.train_k_min/max: need 0 <= min <= max <= 15, got {kmin}, {kmax}")
+    if not _get(cfg, "model.pretrained"):
+        errors.append("model.pretrained: an HF directory or hub id is required")
+    lr = _get(cfg, "optim.lr")
+    if not isinstance(lr, (int, float)) or lr <= 0:
+        errors.append(f"optim.lr: must be > 0, got {lr!r}")
+    if _get(cfg, "scheduler.name") not in ("cosine", "constant"):
+        errors.append(f"scheduler.name: cosine | constant, got {_get(cfg, 'scheduler.name')!r}")
+    ckpt = _get(cfg, "ckpt_path")
+    if ckpt and not Path(str(ckpt)).is_file():
+        errors.append(f"ckpt_path: no such checkpoint {ckpt!r}")
+    if errors:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(errors))
+
+
+def validate_eval_config(cfg: DictConfig) -> None:
+    errors: list[str] = []
+    _common(cfg, errors)
+    if _get(cfg, "split") not in ("train", "val", "test"):
+        errors.append(f"split: train | val | test, got {_get(cfg, 'split')!r}")
+    shard, n = _get(cfg, "shard"), _get(cfg, "num_shards")
+    if not (isinstance(n, int) and n >= 1 and isinstance(shard, int) and 0 <= shard < n):
+        errors.append(f"shard/num_shards: need 0 <= shard < num_shards, got {shard}/{n}")
+    if _get(cfg, "stage") not in ("all", "generate", "score"):
+        errors.append(f"stage: all | generate | score, got {_get(cfg, 'stage')!r}")
+    spu = _get(cfg, "samples_per_user")
+    if not isinstance(spu, int) or spu < 1:
+        errors.append(f"samples_per_user: must be >= 1, got {spu!r}")
+    if _get(cfg, "generator") is None and _get(cfg, "stage") != "score":
+        errors.append("generator: required unless stage=score")
+    if errors:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(errors))

@@ -1,0 +1,110 @@
+"""HF Video-LLaVA generators: PV-LLM (a trained checkpoint) and zero-shot Video-LLaVA-7B.
+
+Both load through ``pvllm.models.builder.build_pvllm`` (the code path training uses), read the
+frames with ``pvllm.data.video_io.read_frames`` and batch with left padding.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pvllm.data.video_io import VideoReadError, read_frames
+from pvllm.generators.base import GENERATORS, GenerationRequest, GenerationResult, Generator
+from pvllm.models.builder import build_pvllm
+from pvllm.prompt import chat_prompt
+
+log = logging.getLogger(__name__)
+
+# Video-LLaVA's own inference defaults (its README/cli: do_sample, temperature 0.1); comments are
+# short, so fewer new tokens than its 1024.
+VIDEO_LLAVA_SAMPLING = {"do_sample": True, "temperature": 0.1, "top_p": None, "max_new_tokens": 64}
+
+
+def load_lightning_weights(model: torch.nn.Module, ckpt_path: str) -> None:
+    """Load a PVLLMModule Lightning checkpoint (keys ``model.*``) into an HF model."""
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
+    state = {k.removeprefix("model."): v for k, v in state.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or missing:
+        raise RuntimeError(f"{ckpt_path}: does not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
+
+
+@GENERATORS.register("video_llava")
+class VideoLlavaGenerator(Generator):
+    """Any VideoLlavaForConditionalGeneration directory or hub id (zero-shot Video-LLaVA-7B by default)."""
+
+    def __init__(
+        self,
+        pretrained: str = "LanguageBind/Video-LLaVA-7B-hf",
+        checkpoint: str | None = None,
+        create: Any = None,
+        sampling: dict | None = None,
+        greedy: bool = False,
+        batch_size: int = 4,
+        num_frames: int = 8,
+        dtype: str = "float32",
+        device: str = "auto",
+        seed: int = 0,
+    ):
+        bundle = build_pvllm(pretrained, create=create, dtype=dtype)
+        self.model, self.processor = bundle.model, bundle.processor
+        if checkpoint:
+            load_lightning_weights(self.model, checkpoint)
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        self.model.to(self.device).eval()
+        self.processor.tokenizer.padding_side = "left"
+        self.batch_size, self.num_frames, self.seed = batch_size, num_frames, seed
+        params = dict(VIDEO_LLAVA_SAMPLING, **(sampling or {}))
+        if greedy:
+            params.update(do_sample=False, temperature=None, top_p=None)
+        self._params = {k: v for k, v in params.items() if v is not None}
+        src = Path(bundle.source)
+        # the exact weights: resolve links such as outputs/train/latest
+        self._model_id = str(Path(checkpoint).resolve() if checkpoint else src.resolve() if src.exists() else src)
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def generation_config(self) -> dict[str, Any]:
+        return dict(self._params, num_frames=self.num_frames, seed=self.seed)
+
+    @torch.inference_mode()
+    def generate(self, batch: list[GenerationRequest]) -> list[GenerationResult]:
+        results: dict[str, GenerationResult] = {}
+        ok: list[tuple[GenerationRequest, Any]] = []
+        for req in batch:
+            try:
+                ok.append((req, read_frames(req.video_path, self.num_frames)))
+            except VideoReadError as e:
+                results[req.sample_id] = GenerationResult(req.sample_id, None, error=f"VideoReadError: {e}")
+        for i in range(0, len(ok), self.batch_size):
+            chunk = ok[i: i + self.batch_size]
+            t0 = time.perf_counter()
+            enc = self.processor(
+                text=[chat_prompt(r.prompt) for r, _ in chunk], videos=[f for _, f in chunk],
+                padding=True, return_tensors="pt",
+            ).to(self.device)
+            if self._params.get("do_sample"):
+                # reproducible sampling: the seed depends on the run seed and the chunk's first id
+                torch.manual_seed(self.seed * 1_000_003 + zlib.crc32(chunk[0][0].sample_id.encode()))
+            tok = self.processor.tokenizer
+            out = self.model.generate(**enc, **self._params, pad_token_id=tok.pad_token_id)
+            texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            dt = (time.perf_counter() - t0) / len(chunk)
+            for (req, _), text in zip(chunk, texts):
+                results[req.sample_id] = GenerationResult(req.sample_id, text.strip(), latency_s=dt)
+        return [results[r.sample_id] for r in batch]
+
+
+@GENERATORS.register("pvllm")
+class PVLLMGenerator(VideoLlavaGenerator):
+    """PV-LLM: a fine-tuned checkpoint, either an HF directory (``hf_model/`` of a train run) or a
+    Lightning ``.ckpt`` on top of the base directory it was trained from."""

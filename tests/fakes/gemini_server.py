@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from . import RecordedRequest, Reply, ScriptedServer
+from .scripted_server import RecordedRequest, Reply, ScriptedServer
 
 GENERATE_RE = re.compile(r"^/v1(beta)?/models/(?P<model>[^/:?]+):generateContent")
 FILE_RE = re.compile(r"^/v1(beta)?/files/(?P<id>[^/?]+)")

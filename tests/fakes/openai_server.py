@@ -9,7 +9,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from . import RecordedRequest, Reply, ScriptedServer
+from .scripted_server import RecordedRequest, Reply, ScriptedServer
 
 
 def completion_reply(

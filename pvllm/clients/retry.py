@@ -1,0 +1,139 @@
+"""Bounded retries with exponential backoff and jitter, shared by every remote-API generator and rater.
+
+The SDKs' own retries are switched off (``max_retries=0`` for openai, no ``retry_options`` for google-genai)
+so that one policy, visible in config and in the request log, decides every retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class RemoteCallError(RuntimeError):
+    """A request that failed for good (after retries, or not retryable); the message names the item."""
+
+
+class AuthError(RemoteCallError):
+    """401/403: every later request fails too, so generation stops instead of recording per-item errors."""
+
+
+class MalformedReplyError(ValueError):
+    """The server answered 2xx but the body is not the API's reply shape (retried: usually transient)."""
+
+
+class EmptyReplyError(ValueError):
+    """A well-formed reply without text (blocked, empty candidates): not retried, recorded as the error."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How a caught exception is handled: ``retryable``, ``fatal`` (auth), a short ``reason`` for logs."""
+
+    retryable: bool
+    reason: str
+    fatal: bool = False
+    retry_after_s: float | None = None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """``attempts`` tries in all; before try n+1 sleep ``min(max_delay, initial * exp_base**n)`` scaled by a
+    random factor in ``[1 - jitter, 1]`` (so concurrent workers do not retry in lockstep), or the server's
+    ``Retry-After`` when that is longer (still capped by ``max_delay_s``)."""
+
+    attempts: int = 5
+    initial_delay_s: float = 1.0
+    max_delay_s: float = 60.0
+    exp_base: float = 2.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("RetryPolicy.attempts must be >= 1")
+        if not 0.0 <= self.jitter <= 1.0:
+            raise ValueError("RetryPolicy.jitter must be in [0, 1]")
+
+    def delay(self, retry_index: int, rng: random.Random, retry_after_s: float | None = None) -> float:
+        base = min(self.max_delay_s, self.initial_delay_s * self.exp_base**retry_index)
+        d = base * (1.0 - self.jitter * rng.random())
+        if retry_after_s is not None:
+            d = max(d, min(retry_after_s, self.max_delay_s))
+        return d
+
+
+def call_with_retry(
+    fn: Callable[[], T],
+    *,
+    policy: RetryPolicy,
+    classify: Callable[[BaseException], Failure],
+    what: str,
+    rng: random.Random | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run ``fn`` under ``policy``; raise ``RemoteCallError``/``AuthError`` naming ``what`` when it gives up."""
+    rng = rng or random.Random()
+    for attempt in range(policy.attempts):
+        try:
+            return fn()
+        except Exception as e:  # classified below; nothing is swallowed
+            f = classify(e)
+            if f.fatal:
+                raise AuthError(f"{what}: {f.reason}") from e
+            if not f.retryable:
+                raise RemoteCallError(f"{what}: {f.reason}") from e
+            if attempt + 1 >= policy.attempts:
+                raise RemoteCallError(f"{what}: {f.reason} (gave up after {policy.attempts} attempts)") from e
+            d = policy.delay(attempt, rng, f.retry_after_s)
+            log.warning(
+                "%s: %s (attempt %d/%d), retrying in %.2fs", what, f.reason, attempt + 1, policy.attempts, d
+            )
+            sleep(d)
+    raise AssertionError("unreachable")
+
+
+class RateLimiter:
+    """At most ``requests_per_minute`` request starts per minute (evenly spaced), shared across threads."""
+
+    def __init__(self, requests_per_minute: float | None):
+        self.interval = 60.0 / requests_per_minute if requests_per_minute else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        if not self.interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.interval
+        if start > now:
+            time.sleep(start - now)
+
+
+def map_concurrent(fn: Callable[[T], R], items: Iterable[T], max_concurrency: int) -> list[R]:
+    """``[fn(x) for x in items]`` with at most ``max_concurrency`` calls in flight; order kept."""
+    items = list(items)
+    if max_concurrency <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=min(max_concurrency, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def retry_policy_from(cfg: RetryPolicy | dict[str, Any] | None) -> RetryPolicy:
+    """Accept a RetryPolicy, a plain/OmegaConf mapping of its fields, or None (defaults)."""
+    if cfg is None:
+        return RetryPolicy()
+    if isinstance(cfg, RetryPolicy):
+        return cfg
+    return RetryPolicy(**dict(cfg))

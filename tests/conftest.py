@@ -1,0 +1,45 @@
+"""Shared fixtures: an isolated cache/output root per test session, tiny models built once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+SAMPLE = REPO / "data" / "sample"
+
+# set before anything imports pvllm/train.py: tests never write into ~/.cache or the repo's outputs/
+_SESSION_TMP = Path(os.environ.get("PVLLM_TEST_TMP", "/tmp")) / f"pvllm-tests-{os.getpid()}"
+os.environ.setdefault("PVLLM_CACHE", str(_SESSION_TMP / "cache"))
+os.environ.setdefault("PVLLM_OUTPUTS", str(_SESSION_TMP / "outputs"))
+os.environ["PVLLM_ROOT"] = str(REPO)
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def requires_shared_data(*parts: str) -> pytest.MarkDecorator:
+    path = SHARED_DATA.joinpath(*parts)
+    return pytest.mark.skipif(not path.exists(), reason=f"real test data {path} is absent (it lives beside the repo)")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    """The tiny random Video-LLaVA of conf/model/tiny.yaml, written once per session."""
+    from pvllm.models.tiny import make_tiny_video_llava
+
+    out = _SESSION_TMP / "tiny-model"
+    if not (out / "config.json").is_file():
+        make_tiny_video_llava(out, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def sample_ds():
+    from pvllm.data.dataset import load_pervidcom
+
+    return load_pervidcom(SAMPLE)

@@ -342,32 +342,36 @@ def make_pvllm_small(
 
     processor = _processor(tokenizer, image_size, patch_size)
 
+    # Written beside `out` and renamed into place: a killed run never leaves a half directory there.
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(out.parent, out.name):
-        if (out / MANIFEST).is_file():  # another process finished it while we were building
-            verify_manifest(out)
-            return
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
-        tmp.chmod(0o755)
-        try:
-            model.save_pretrained(tmp, safe_serialization=True)
-            processor.save_pretrained(tmp)
-            (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
-            (tmp / "README.md").write_text(_readme(provenance, image_size, patch_size, num_frames))
-            write_manifest(tmp)
-            _publish(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
+    tmp.chmod(0o755)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        processor.save_pretrained(tmp)
+        (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
+        (tmp / "README.md").write_text(_readme(provenance, image_size, patch_size, num_frames))
+        write_manifest(tmp)
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _readme(provenance: dict, image_size: int, patch_size: int, num_frames: int) -> str:
     per_frame = (image_size // patch_size) ** 2 + 1
     return (
-        "# PV-LLM-small (pvllm.models.smollm2.make_pvllm_small)\n\n"
+        # The builder logs the first line in the run summary: it must say the vision tower is random.
+        "PV-LLM-small: SmolLM2-135M-Instruct (real weights) + a RANDOM, frozen CLIP vision tower "
+        "(no CLIP weights offline) + a fresh projector.\n\n"
+        "Written by pvllm.models.smollm2.make_pvllm_small.\n\n"
         f"- Language model: {provenance['llm']} (real weights).\n"
-        "- **Vision tower: random CLIP, not pretrained** — no CLIP weights can be installed offline here, so\n"
-        "  video features carry no semantics beyond what the projector learns from random features.\n"
+        "- **Vision tower: random CLIP, not pretrained** (no CLIP weights install offline here): video features\n"
+        "  are a fixed random function of the pixels, so what the model says about the video is weak.\n"
         f"- Frames: {num_frames} × {image_size}px, patch {patch_size} → {num_frames} × {per_frame} video tokens.\n"
         f"- Tokens added: {provenance['added_tokens']} (embedding rows = mean embedding); pad = {provenance['pad_token']}.\n"
         f"- {provenance['lm_head']}.\n"

@@ -49,3 +49,11 @@ class PairRater(Rater):
     @abc.abstractmethod
     def score_pairs(self, pairs: list[tuple[str, str]]) -> list[tuple[float, float, float]]:
         """(emotion, style, relevance), each in {0, .25, .5, .75, 1}."""
+
+
+def similarity_to_rubric(x: float, thresholds: tuple[float, float, float, float] | list[float]) -> float:
+    """Map a similarity to {0, .25, .5, .75, 1}: the number of ``thresholds`` (ascending) it reaches, /4."""
+    t = list(thresholds)
+    if len(t) != 4 or t != sorted(t):
+        raise ValueError(f"thresholds must be 4 ascending cut points, got {t}")
+    return sum(x >= c for c in t) / 4

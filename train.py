@@ -74,6 +74,7 @@ def train(cfg: DictConfig) -> float | None:
         bundle.processor.save_pretrained(out / "hf_model")
         log.info("saved HF model to %s", out / "hf_model")
         link = Path(cfg.paths.output_root) / cfg.task_name / "latest"  # what conf/generator/pvllm.yaml reads
+        link.parent.mkdir(parents=True, exist_ok=True)
         tmp = link.with_name(f".latest.{os.getpid()}")
         tmp.symlink_to(out.resolve(), target_is_directory=True)
         os.replace(tmp, link)

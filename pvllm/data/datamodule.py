@@ -94,28 +94,23 @@ class PVLLMCollator:
 
 
 class ResumableLoader(DataLoader):
-    """A sequential DataLoader that Lightning checkpoints (state_dict/load_state_dict): a run resumed
-    mid-epoch continues with the next unseen batch of the same epoch instead of restarting it."""
+    """A sequential DataLoader that continues mid-epoch after a resume: it skips the batches that the
+    restored fit loop reports as completed in this epoch (0 at a normal epoch start), so a resumed run
+    sees exactly the batches an uninterrupted one would."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, completed_batches=lambda: 0, **kwargs):
         super().__init__(*args, **kwargs)
-        self._yielded = 0
-        self._skip = 0
+        self.completed_batches = completed_batches
 
     def __iter__(self):
-        skip, self._skip = self._skip, 0
-        self._yielded = skip
-        for i, batch in enumerate(super().__iter__()):
-            if i < skip:  # sequential order: skipped batches are the ones trained before the checkpoint
-                continue
-            self._yielded = i + 1
-            yield batch
-
-    def state_dict(self) -> dict[str, int]:
-        return {"yielded": self._yielded}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self._skip = int(state.get("yielded", 0))
+        skip = self.completed_batches()
+        if skip:
+            # the sampler is sequential: skip indices without loading their videos
+            self.batch_sampler.sampler = range(skip * self.batch_size, len(self.dataset))
+        try:
+            yield from super().__iter__()
+        finally:
+            self.batch_sampler.sampler = range(len(self.dataset))
 
 
 class _EpochSamples(Dataset):
@@ -175,18 +170,23 @@ class PVLLMDataModule(L.LightningDataModule):
             self.ds, build_eval_histories(self.ds, hp.val_split, k=hp.val_k, seed=hp.seed),
             hp.num_frames, hp.include_title, hp.on_bad_video, self.skipped)
 
-    def _loader(self, dataset: Dataset, cls: type = DataLoader) -> DataLoader:
+    def _loader(self, dataset: Dataset, cls: type = DataLoader, **kwargs) -> DataLoader:
         if self.processor is None:
             raise RuntimeError("attach_processor(model_processor) before creating dataloaders")
-        return cls(dataset, batch_size=self.hparams.batch_size, shuffle=False,
-                          num_workers=self.hparams.num_workers,
-                          collate_fn=PVLLMCollator(self.processor, self.hparams.max_reply_tokens))
+        return cls(dataset, batch_size=self.hparams.batch_size, shuffle=False, num_workers=self.hparams.num_workers,
+                   collate_fn=PVLLMCollator(self.processor, self.hparams.max_reply_tokens), **kwargs)
+
+    def _completed_batches(self) -> int:
+        """Batches of the current epoch already trained (non-zero only when resuming mid-epoch)."""
+        if self.trainer is None:
+            return 0
+        return int(self.trainer.fit_loop.epoch_loop.batch_progress.current.completed)
 
     def train_dataloader(self) -> DataLoader:
         # the draw is already shuffled from (seed, epoch): no sampler randomness, exact resume
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         self.train_set.set_epoch(epoch)
-        return self._loader(self.train_set, ResumableLoader)
+        return self._loader(self.train_set, ResumableLoader, completed_batches=self._completed_batches)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set)

@@ -93,14 +93,22 @@ def test_inline_video_prompt_and_key_at_the_wire(server, caplog):
     assert SECRET not in repr(gen.generation_config) + gen.model_id
     assert SECRET not in caplog.text
     assert gen.model_id == "gemini-api:gemini-test"
-    assert gen.generation_config == {"decoding": "default", "video_transport": "inline"}
+    assert gen.generation_config == {"server_defaults": True, "video_transport": "inline"}
 
 
 def test_greedy_sends_temperature_zero(server):
-    gen = make_gen(server, decoding="greedy")
+    gen = make_gen(server, greedy=True, sampling={"max_output_tokens": 64, "temperature": 1.0})
     assert gen.generate([req("s1")])[0].text == "a fake comment"
-    assert server.generate_calls()[0].json()["generationConfig"] == {"temperature": 0.0}
-    assert gen.generation_config["temperature"] == 0.0
+    assert server.generate_calls()[0].json()["generationConfig"] == {
+        "temperature": 0.0,
+        "maxOutputTokens": 64,
+    }
+    assert gen.generation_config == {
+        "temperature": 0.0,
+        "max_output_tokens": 64,
+        "server_defaults": False,
+        "video_transport": "auto",
+    }
 
 
 def test_upload_protocol_processing_then_active_once_per_video_and_deleted(server):

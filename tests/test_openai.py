@@ -92,7 +92,7 @@ def test_eight_frames_as_data_urls_then_prompt(server, caplog):
     assert np.abs(got.astype(int) - want.astype(int)).mean() < 6
     assert SECRET not in caplog.text and SECRET not in repr(gen.generation_config) + gen.model_id
     assert gen.generation_config == {
-        "decoding": "default",
+        "server_defaults": True,
         "num_frames": 8,
         "max_side": None,
         "jpeg_quality": 90,
@@ -101,7 +101,7 @@ def test_eight_frames_as_data_urls_then_prompt(server, caplog):
 
 @pytest.mark.skipif(not SHARED_VIDEO.is_file(), reason="shared test data (../shared/data) absent")
 def test_real_clip_downscaled_and_greedy(server):
-    gen = make_gen(server, decoding="greedy", num_frames=4, max_side=128)
+    gen = make_gen(server, greedy=True, num_frames=4, max_side=128)
     assert gen.generate([req("real", video=SHARED_VIDEO)])[0].error is None
     body = server.chat_calls()[0].json()
     assert body["temperature"] == 0.0

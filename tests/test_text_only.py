@@ -40,12 +40,12 @@ def greedy():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     # ~17 s on an idle machine (pure-Python GGUF dequantization): once per session.
-    yield TextOnlyGenerator(decoding="greedy", max_new_tokens=8, batch_size=3)
+    yield TextOnlyGenerator(greedy=True, sampling={"max_new_tokens": 8}, batch_size=3)
     torch.set_num_threads(threads)
 
 
-def shared(greedy, **kw) -> TextOnlyGenerator:
-    return TextOnlyGenerator(model=greedy.model, tokenizer=greedy.tokenizer, **kw)
+def shared(loaded, **kw) -> TextOnlyGenerator:
+    return TextOnlyGenerator(model=loaded.model, tokenizer=loaded.tokenizer, **kw)
 
 
 def test_registered():
@@ -64,7 +64,7 @@ def test_prompt_has_history_and_title_in_the_chat_template(greedy):
     assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n")
     assert "<|im_start|>user\n" + build_instruction(HISTORY, "Big Buck Bunny") + "<|im_end|>" in text
     assert "Video title: Big Buck Bunny" in text and "<video>" not in text
-    no_title = shared(greedy, decoding="greedy", include_title=False).prompt_text(REQS[0])
+    no_title = shared(greedy, greedy=True, include_title=False).prompt_text(REQS[0])
     assert "Video title" not in no_title and "1. I love this song so much" in no_title
 
 
@@ -81,7 +81,6 @@ def test_greedy_batch_size_one_and_n_identical_and_pinned(greedy):
     longer = "I'm glad you're happy with the user's comments. I'll just add a few more to"
     assert longer.startswith(batched[0].text) and len(batched[0].text) >= 15
     assert greedy.generation_config == {
-        "decoding": "greedy",
         "do_sample": False,
         "max_new_tokens": 8,
         "include_title": True,
@@ -94,10 +93,12 @@ def test_greedy_batch_size_one_and_n_identical_and_pinned(greedy):
 @needs_smollm2
 def test_default_sampling_is_recorded_and_seeded_by_sample_ids(greedy):
     card = {"do_sample": True, "temperature": 0.2, "top_p": 0.9}  # SmolLM2 model card's example
-    gen = shared(greedy, default_params=card, max_new_tokens=6, seed=3)
+    gen = shared(greedy, sampling={**card, "max_new_tokens": 6}, seed=3)
     assert gen.generation_config["temperature"] == 0.2 and gen.generation_config["seed"] == 3
     first = gen.generate([REQS[2]])[0].text
     again = gen.generate([REQS[2]])[0].text
     assert first == again and first
-    # Without default_params the model's own generation_config decides: the GGUF ships none -> greedy.
-    assert shared(greedy).params == {"do_sample": False}
+    # Without `sampling` the model's own generation_config decides: the GGUF ships none -> greedy.
+    assert shared(greedy).params == {"do_sample": False, "max_new_tokens": 64}
+    # greedy wins over sampling settings
+    assert shared(greedy, sampling=card, greedy=True).params == {"do_sample": False, "max_new_tokens": 64}

@@ -123,8 +123,8 @@ def gen(layout):
     return VideoChatGPTGenerator(
         llm_path=str(layout["llm"]),
         projector_path=str(layout["projector"]),
-        decoding="greedy",
-        max_new_tokens=6,
+        greedy=True,
+        sampling={"max_new_tokens": 6},
         batch_size=2,
     )
 
@@ -218,7 +218,6 @@ def test_greedy_batch_equals_single_and_errors_per_item(gen):
     assert "Video-ChatGPT" not in batched[0].text  # only new tokens come back, not the prompt
     assert batched[2].text is None and "missing.mp4" in batched[2].error and "sample c" in batched[2].error
     assert gen.generation_config == {
-        "decoding": "greedy",
         "do_sample": False,
         "max_new_tokens": 6,
         "num_frames": 100,
@@ -236,10 +235,9 @@ def test_real_clip_longer_than_100_frames():
 
 
 def test_default_decoding_is_theirs(layout):
-    g = VideoChatGPTGenerator(
-        llm_path=str(layout["llm"]), projector_path=str(layout["projector"]), max_new_tokens=4
-    )
-    assert g.params == {"do_sample": True, "temperature": 0.2}
+    g = VideoChatGPTGenerator(llm_path=str(layout["llm"]), projector_path=str(layout["projector"]))
+    assert g.params == {"do_sample": True, "temperature": 0.2, "max_new_tokens": 1024}
+    g.params["max_new_tokens"] = 4  # keep the test fast
     r = [req("s", VIDEOS / "bunny_01.mp4")]
     assert g.generate(r)[0].text == g.generate(r)[0].text  # sampling seeded by sample id
 

@@ -2,8 +2,8 @@
 
 The video goes first as inline bytes or as an uploaded file (Gemini Developer API's resumable upload), then
 the Figure-5 text (``GenerationRequest.prompt``). Sampling: the model's own defaults (paper, App.: "We use the
-default sampling parameter"), i.e. no sampling field is sent unless configured; ``decoding: greedy`` sends
-temperature 0.
+default sampling parameter"), i.e. no sampling field is sent unless ``sampling`` sets one; ``greedy: true``
+sends temperature 0.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from pvllm.generators.base import GENERATORS, GenerationRequest, GenerationResul
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gemini-3.5-flash"
-DECODINGS = ("default", "greedy")
 TRANSPORTS = ("inline", "upload", "auto")
 INLINE_MAX_BYTES = 20 * 1024 * 1024  # the API's limit on a whole inline request
 
@@ -46,9 +45,8 @@ class GeminiGenerator(Generator):
     def __init__(
         self,
         model: str = DEFAULT_MODEL,
-        decoding: str = "default",
-        default_params: dict[str, Any] | None = None,
-        greedy_params: dict[str, Any] | None = None,
+        sampling: dict[str, Any] | None = None,
+        greedy: bool = False,
         video_transport: str = "auto",
         inline_max_bytes: int = INLINE_MAX_BYTES,
         api_key_env: str = "GEMINI_API_KEY",
@@ -66,8 +64,6 @@ class GeminiGenerator(Generator):
         delete_uploaded: bool = True,
         batch_size: int = 8,
     ):
-        if decoding not in DECODINGS:
-            raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
         if video_transport not in TRANSPORTS:
             raise ValueError(f"video_transport must be one of {TRANSPORTS}, got {video_transport!r}")
         if vertexai and video_transport == "upload":
@@ -75,9 +71,10 @@ class GeminiGenerator(Generator):
                 "video_transport=upload needs the Gemini Developer API (Vertex AI has no files.upload)"
             )
         self.model = model
-        self.decoding = decoding
-        params = (default_params or {}) if decoding == "default" else (greedy_params or {"temperature": 0.0})
-        self.params = dict(params)
+        # GenerateContentConfig fields (temperature, top_p, max_output_tokens, ...); {} = the model's defaults.
+        self.params = dict(sampling or {})
+        if greedy:
+            self.params.update(temperature=0.0)
         self.video_transport = video_transport
         self.inline_max_bytes = int(inline_max_bytes)
         self.vertexai = bool(vertexai)
@@ -110,8 +107,8 @@ class GeminiGenerator(Generator):
 
     @property
     def generation_config(self) -> dict[str, Any]:
-        # The params sent; an empty dict under `default` means the model's own server-side defaults.
-        return {"decoding": self.decoding, **self.params, "video_transport": self.video_transport}
+        # Exactly the sampling fields sent; none sent means the model's own server-side defaults.
+        return {**self.params, "server_defaults": not self.params, "video_transport": self.video_transport}
 
     # -- one sample ---------------------------------------------------------------------------------
     def _call(self, fn: Any, what: str) -> Any:

@@ -2,7 +2,7 @@
 
 The user turn is the ``num_frames`` uniformly sampled frames (``pvllm.data.video_io.read_frames``, the
 same sampling as PV-LLM) as JPEG data URLs, then the Figure-5 text. Sampling: the server's defaults unless
-configured; ``decoding: greedy`` sends temperature 0.
+``sampling`` sets fields; ``greedy: true`` sends temperature 0.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from pvllm.clients.retry import (
 from pvllm.generators.base import GENERATORS, GenerationRequest, GenerationResult, Generator
 
 log = logging.getLogger(__name__)
-DECODINGS = ("default", "greedy")
 
 
 def frames_to_data_urls(frames: Any, jpeg_quality: int = 90, max_side: int | None = None) -> list[str]:
@@ -59,21 +58,19 @@ class OpenAICompatibleGenerator(Generator):
         num_frames: int = 8,
         max_side: int | None = 512,
         jpeg_quality: int = 90,
-        decoding: str = "default",
-        default_params: dict[str, Any] | None = None,
-        greedy_params: dict[str, Any] | None = None,
+        sampling: dict[str, Any] | None = None,
+        greedy: bool = False,
         timeout_s: float = 120.0,
         retry: dict[str, Any] | None = None,
         max_concurrency: int = 4,
         requests_per_minute: float | None = None,
         batch_size: int = 8,
     ):
-        if decoding not in DECODINGS:
-            raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
         self.model = model
-        self.decoding = decoding
-        params = (default_params or {}) if decoding == "default" else (greedy_params or {"temperature": 0.0})
-        self.params = dict(params)
+        # chat.completions fields (temperature, top_p, max_tokens, seed, ...); {} = the server's defaults.
+        self.params = dict(sampling or {})
+        if greedy:
+            self.params.update(temperature=0.0)
         self.num_frames = int(num_frames)
         self.max_side = max_side
         self.jpeg_quality = int(jpeg_quality)
@@ -96,8 +93,8 @@ class OpenAICompatibleGenerator(Generator):
     @property
     def generation_config(self) -> dict[str, Any]:
         return {
-            "decoding": self.decoding,
             **self.params,
+            "server_defaults": not self.params,
             "num_frames": self.num_frames,
             "max_side": self.max_side,
             "jpeg_quality": self.jpeg_quality,

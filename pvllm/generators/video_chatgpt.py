@@ -40,8 +40,7 @@ SYSTEM = (
     "variety of tasks using natural language."
     "Follow the instructions carefully and explain your answers in detail based on the provided video."
 )
-DEFAULT_PARAMS = {"do_sample": True, "temperature": 0.2}
-DECODINGS = ("default", "greedy")
+VIDEO_CHATGPT_SAMPLING = {"do_sample": True, "temperature": 0.2, "max_new_tokens": 1024}  # their inference.py
 
 
 class VideoChatGPTLoadError(RuntimeError):
@@ -195,17 +194,16 @@ class VideoChatGPTGenerator(Generator):
         projector_path: str,
         vision_tower: str | None = None,
         num_frames: int = 100,
-        decoding: str = "default",
-        default_params: dict[str, Any] | None = None,
-        greedy_params: dict[str, Any] | None = None,
-        max_new_tokens: int = 1024,
+        sampling: dict[str, Any] | None = None,
+        greedy: bool = False,
         batch_size: int = 1,
         seed: int = 0,
         dtype: str = "float32",
-        device: str = "cpu",
+        device: str = "auto",
     ):
-        if decoding not in DECODINGS:
-            raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
+        import torch
+
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         parts = load_video_chatgpt(llm_path, projector_path, vision_tower, dtype)
         self.tokenizer = parts["tokenizer"]
         self.llm = parts["llm"].to(device)
@@ -216,12 +214,10 @@ class VideoChatGPTGenerator(Generator):
         self.llm_path, self.projector_path = str(llm_path), str(projector_path)
         self.vision_tower_name = parts["vision_tower_name"]
         self.num_frames = int(num_frames)
-        self.decoding = decoding
-        if decoding == "greedy":
-            self.params = {"do_sample": False, **(greedy_params or {})}
-        else:
-            self.params = dict(default_params if default_params is not None else DEFAULT_PARAMS)
-        self.max_new_tokens = int(max_new_tokens)
+        params = dict(VIDEO_CHATGPT_SAMPLING, **(sampling or {}))
+        if greedy:
+            params.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        self.params = {k: v for k, v in params.items() if v is not None}
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.device = device
@@ -236,7 +232,7 @@ class VideoChatGPTGenerator(Generator):
 
     @property
     def generation_config(self) -> dict[str, Any]:
-        cfg = {"decoding": self.decoding, **self.params, "max_new_tokens": self.max_new_tokens}
+        cfg = dict(self.params)
         cfg.update(
             num_frames=self.num_frames, video_tokens=self.num_video_tokens, template="video-chatgpt_v1"
         )
@@ -326,7 +322,6 @@ class VideoChatGPTGenerator(Generator):
             gen = self.llm.generate(
                 inputs_embeds=embeds,
                 attention_mask=mask,
-                max_new_tokens=self.max_new_tokens,
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=self.tokenizer.eos_token_id,
                 **self.params,

@@ -43,12 +43,22 @@ PIN_PROMPT_TAIL = [40800, 9814, 17321, 42]  # " ASSISTANT:"
 PIN_PROMPT_LEN = 23
 PIN_VISION_PARAMS = 497664
 PIN_LLM_TRAINABLE = 134_516_160
-PIN_FIRST_LOSS = 4.719424724578857
+PIN_FIRST_LOSS = 4.512925148010254
 HISTORY = [
     "OMG the forest is SO GOOD 😂🔥",
     "best rabbit clip EVER 😂🔥",
     "I can't stop watching the cyclists 🤩🔥",
 ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    # On the shared 2-core machine two intra-op threads spin-wait behind other processes: a training
+    # step measured ~10x slower than with one thread (231 s vs 26 s for the training test at load 7).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
@@ -79,8 +89,8 @@ def built(cache_dir, prepared):
     return instantiate(_model_cfg(cache_dir))
 
 
-def _frames(seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, size=(8, 48, 64, 3), dtype=np.uint8)
+def _frames(seed: int, n: int = 8) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, 48, 64, 3), dtype=np.uint8)
 
 
 # ---------------------------------------------------------------- preparation
@@ -296,7 +306,7 @@ def test_first_loss_is_pinned(built):
         [
             {
                 "sample_id": "s",
-                "frames": _frames(1),
+                "frames": _frames(1, n=2),
                 "prompt": build_prompt(HISTORY),
                 "reply": "So fluffy, I love this bunny!",
             }

@@ -124,33 +124,52 @@ def format_table3(rows: list[dict[str, Any]], source: str = "") -> str:
     return "\n".join(out)
 
 
-def report(cfg) -> list[dict[str, Any]]:
-    """Hydra ``report`` hook (conf/experiment/table3_alignment.yaml): print and write Table 3."""
+def report(
+    cfg=None,
+    *,
+    alignment_dir: str,
+    fewshot_dir: str | None = None,
+    k_values: list[int] = (0, 5, 10, 15),
+    raters: dict[str, Any] | None = None,
+    include_selected_rater: bool = True,
+    skip_all_zero: bool = False,
+    use_cache: bool = True,
+    out_dir: str | None = None,
+) -> list[dict[str, Any]]:
+    """Hydra ``report`` hook (conf/experiment/table3_alignment.yaml): print Table 3, write table3.{md,json}.
+
+    ``raters`` (name -> rater or rater config) are all scored; ``cfg.rater`` is added when selected.
+    """
     from hydra.utils import instantiate
 
-    rc = cfg.report
-    preds, refs, ann_path = load_alignment_set(rc.alignment_dir)
-    raters: list[Rater] = [instantiate(r) for r in (rc.get("raters") or {}).values()]
-    if cfg.get("rater") and rc.get("include_selected_rater", True):
-        raters.append(instantiate(cfg.rater))
-    seen, unique = set(), []
-    for r in raters:
-        if r.name not in seen:
-            seen.add(r.name)
+    preds, refs, ann_path = load_alignment_set(alignment_dir)
+    built = [r if isinstance(r, Rater) else instantiate(r) for r in (raters or {}).values()]
+    if cfg is not None and cfg.get("rater") and include_selected_rater:
+        built.append(instantiate(cfg.rater))
+    unique: list[Rater] = []
+    for r in built:  # the selected rater may also be in the list
+        if r.name not in {u.name for u in unique}:
             unique.append(r)
     for r in unique:
-        r.check_ready()
-    fewshot = FewShotPool.from_dir(rc.fewshot_dir) if rc.get("fewshot_dir") else None
-    cache = Path(cfg.paths.cache_dir) / "rater_cache.sqlite" if rc.get("use_cache", True) else None
-    rows = alignment_table(preds, refs, ann_path, unique, k_values=tuple(rc.k_values), fewshot=fewshot,
-                           cache_path=cache, seed=cfg.seed, skip_all_zero=rc.get("skip_all_zero", False))  # fmt: skip
+        r.check_ready()  # e.g. a missing API key, before any work
+    fewshot = FewShotPool.from_dir(fewshot_dir) if fewshot_dir else None
+    cache = None
+    if use_cache and cfg is not None:
+        cache = Path(cfg.paths.cache_dir) / "rater_cache.sqlite"
+    seed = int(cfg.get("seed", 0)) if cfg is not None else 0
+    try:
+        rows = alignment_table(preds, refs, ann_path, unique, k_values=tuple(k_values), fewshot=fewshot,
+                               cache_path=cache, seed=seed, skip_all_zero=skip_all_zero)  # fmt: skip
+    finally:
+        for r in unique:
+            r.close()
     sources = sorted({a.get("source", "?") for a in load_jsonl(ann_path)})
     text = format_table3(rows, source="; ".join(sources))
     print("\nTable 3: average NDCG between automatic metrics and annotations\n" + text)
-    out_dir = Path(rc.get("out_dir") or cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "table3.md").write_text(text + "\n")
-    (out_dir / "table3.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
-    for r in unique:
-        r.close()
+    if out_dir is None and cfg is not None:
+        out_dir = cfg.paths.output_dir
+    if out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "table3.md").write_text(text + "\n")
+        (Path(out_dir) / "table3.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
     return rows

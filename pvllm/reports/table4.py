@@ -1,0 +1,195 @@
+"""Table 4: every evaluated model on validation and test, as Markdown, LaTeX and CSV (+ App. A mean ± std).
+
+    python evaluate.py experiment=table4 [report.runs_dir=outputs/evaluate]
+Reads every run directory under ``runs_dir`` that holds ``summary.json`` (written by evaluate.py next to
+predictions.jsonl and scores.jsonl). Runs that differ only in ``history_seed`` (App. A: histories
+resampled for the same targets) are one row, reported as mean ± std (sample std, ddof=1).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from pvllm.metrics.alignment import human_scores
+
+log = logging.getLogger(__name__)
+
+METRIC_COLS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "FICL-E", "FICL-S", "FICL-R")
+HUMAN_COLS = ("Human-E", "Human-S", "Human-R")
+SPLIT_TITLES = {"val": "Validation Set", "test": "Test Set"}
+
+
+def collect_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
+    """summary.json of every run below ``runs_dir`` (newest wins for an identical setting)."""
+    found: dict[tuple, tuple[float, dict]] = {}
+    for path in sorted(Path(runs_dir).rglob("summary.json")):
+        s = json.loads(path.read_text())
+        if not (path.parent / "predictions.jsonl").is_file():
+            log.warning("%s: no predictions.jsonl beside it; skipped", path)
+            continue
+        s["run_dir"] = str(path.parent)
+        key = tuple(
+            s.get(k) for k in ("split", "generator", "history_mode", "k", "seed", "history_seed", "rater")
+        )
+        mtime = path.stat().st_mtime
+        if key in found:
+            log.warning(
+                "two runs of %s: keeping the newer of %s and %s", key, found[key][1]["run_dir"], path.parent
+            )
+            if found[key][0] > mtime:
+                continue
+        found[key] = (mtime, s)
+    return [s for _, s in found.values()]
+
+
+def _fmt(vals: list[float]) -> str:
+    vals = [v for v in vals if v is not None and math.isfinite(v)]
+    if not vals:
+        return "-"
+    if len(vals) == 1:
+        return f"{vals[0]:.2f}"
+    return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
+
+
+def human_means(annotations_path: str | Path) -> dict[str, dict[str, float]]:
+    """generator -> Human-E/S/R (x100): mean over samples of the annotator-averaged scores."""
+    h = human_scores(str(annotations_path))
+    out: dict[str, dict[str, float]] = defaultdict(dict)
+    for col, dim in zip(HUMAN_COLS, ("emotion", "style", "relevance")):
+        per_gen: dict[str, list[float]] = defaultdict(list)
+        for (_sid, gen), v in h[dim].items():
+            per_gen[gen].append(v)
+        for gen, vs in per_gen.items():
+            out[gen][col] = 100.0 * sum(vs) / len(vs)
+    return out
+
+
+def table4_rows(
+    runs: list[dict[str, Any]], human: dict[str, dict[str, dict[str, float]]] | None = None
+) -> list[dict]:
+    """Rows (split, method, metric strings, n, failures, rater, seeds), val before test, in run order."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for s in runs:
+        key = (
+            s.get("split"),
+            s.get("generator"),
+            s.get("history_mode"),
+            s.get("k"),
+            s.get("seed"),
+            s.get("rater"),
+        )
+        groups[key].append(s)
+    order = {"val": 0, "test": 1}
+    rows = []
+    for key in sorted(groups, key=lambda k: (order.get(k[0], 2), str(k[0]), str(k[1]), str(k[2]), str(k[3]))):
+        split, gen, mode, k, _seed, rater = key
+        ss = groups[key]
+        name = gen if (mode, k) in (("k", 5), (None, None)) else f"{gen} [{mode} k={k}]"
+        row = {"split": split, "method": name}
+        for c in METRIC_COLS:
+            row[c] = _fmt([s.get(c) for s in ss])
+        hm = (human or {}).get(split, {}).get(gen, {})
+        for c in HUMAN_COLS:
+            row[c] = f"{hm[c]:.1f}" if c in hm else "-"
+        row["n"] = "/".join(sorted({str(s.get("n")) for s in ss}))
+        row["failed"] = sum(int(s.get("n_generation_failed") or 0) for s in ss)
+        row["ficl_failed"] = sum(int(s.get("ficl_n_failed") or 0) for s in ss)
+        row["rater"] = rater or "-"
+        row["history_seeds"] = ",".join(str(s.get("history_seed")) for s in ss)
+        rows.append(row)
+    return rows
+
+
+COLUMNS = ("method", *METRIC_COLS, *HUMAN_COLS, "n", "failed", "ficl_failed", "rater")
+
+
+def to_markdown(rows: list[dict]) -> str:
+    out = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    split = None
+    for r in rows:
+        if r["split"] != split:
+            split = r["split"]
+            out.append(f"| *{SPLIT_TITLES.get(split, split)}* |" + " |" * (len(COLUMNS) - 1))
+        out.append("| " + " | ".join(str(r[c]) for c in COLUMNS) + " |")
+    return "\n".join(out)
+
+
+_TEX_ESCAPES = (
+    ("\\", r"\textbackslash{}"),
+    ("&", r"\&"),
+    ("%", r"\%"),
+    ("_", r"\_"),
+    ("#", r"\#"),
+    ("$", r"\$"),
+)
+
+
+def _tex(s: str) -> str:
+    for a, b in _TEX_ESCAPES:
+        s = s.replace(a, b)
+    return s.replace("±", r"$\pm$")  # after escaping "$"
+
+
+def to_latex(rows: list[dict]) -> str:
+    cols = ("method", *METRIC_COLS, *HUMAN_COLS)
+    head = ["Method", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "E", "S", "R", "E", "S", "R"]
+    out = [
+        r"\begin{tabular}{l" + "r" * (len(cols) - 1) + "}",
+        r"\toprule",
+        r" & & & & & \multicolumn{3}{c}{FICL-Score} & \multicolumn{3}{c}{Human Score} \\",
+        " & ".join(head) + r" \\",
+        r"\midrule",
+    ]
+    split = None
+    for r in rows:
+        if r["split"] != split:
+            if split is not None:
+                out.append(r"\midrule")
+            split = r["split"]
+            out.append(rf"\multicolumn{{{len(cols)}}}{{l}}{{\textit{{{SPLIT_TITLES.get(split, split)}}}}} \\")
+        out.append(" & ".join(_tex(str(r[c])) for c in cols) + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(out)
+
+
+def to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["split", *COLUMNS, "history_seeds"], lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r[k] for k in ["split", *COLUMNS, "history_seeds"]})
+    return buf.getvalue()
+
+
+def report(
+    cfg=None,
+    *,
+    runs_dir: str,
+    out_dir: str | None = None,
+    human_annotations: dict[str, str] | None = None,
+) -> list[dict]:
+    """Hydra ``report`` hook (conf/experiment/table4.yaml): print Table 4, write table4.{md,tex,csv}."""
+    runs = collect_runs(runs_dir)
+    if not runs:
+        raise FileNotFoundError(f"no run directory with summary.json and predictions.jsonl under {runs_dir}")
+    human = {split: human_means(p) for split, p in (human_annotations or {}).items() if p}
+    rows = table4_rows(runs, human)
+    md = to_markdown(rows)
+    print(f"\nTable 4 ({len(runs)} runs under {runs_dir}; all scores x100)\n" + md)
+    if out_dir is None and cfg is not None:
+        out_dir = cfg.paths.output_dir
+    if out_dir:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "table4.md").write_text(md + "\n")
+        (out / "table4.tex").write_text(to_latex(rows) + "\n")
+        (out / "table4.csv").write_text(to_csv(rows))
+    return rows

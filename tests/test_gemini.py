@@ -262,3 +262,47 @@ def test_retry_policy_delays_hand_computed():
     assert all(1.0 <= d <= 2.0 for d in ds) and len(set(ds)) > 40
     with pytest.raises(ValueError):
         RetryPolicy(attempts=0)
+
+
+def _compose(overrides):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(version_base=None, config_dir=str(ROOT / "conf")):
+        return compose("evaluate", overrides=overrides)
+
+
+@pytest.mark.parametrize(
+    ("name", "model", "rater_cls"),
+    [
+        ("gemini_flash", "gemini-3.5-flash", GeminiFlashRater),
+        ("gemini_pro", "gemini-2.5-pro", GeminiProRater),
+    ],
+)
+def test_hydra_configs_build_working_clients(server, name, model, rater_cls):
+    import hydra
+
+    fast = [f"{g}.retry.initial_delay_s=0.01" for g in ("generator", "rater")]
+    cfg = _compose(
+        [
+            f"generator={name}",
+            f"rater={name}",
+            f"generator.base_url={server.url}",
+            f"rater.base_url={server.url}",
+            "generator.max_concurrency=1",
+            *fast,
+        ]
+    )
+    assert "GEMINI_API_KEY" in str(cfg.generator) and SECRET not in str(
+        cfg
+    )  # the config names the variable only
+    gen = hydra.utils.instantiate(cfg.generator)
+    rater = hydra.utils.instantiate(cfg.rater)
+    assert isinstance(rater, rater_cls) and rater.name == f"gemini:{model}"
+    server.push(ERR_429)
+    assert gen.generate([req("cfg")])[0].text == "a fake comment"
+    assert rater.complete(["judge"]) == ["a fake comment"]
+    paths = [c.path for c in server.generate_calls()]
+    assert paths == [f"/v1/models/{model}:generateContent"] * 3
+    assert gen.generation_config == {"server_defaults": True, "video_transport": "auto"}
+    gen.close()
+    rater.close()

@@ -196,3 +196,31 @@ def test_rater_concurrency_keeps_order(server):
     rater = OpenAICompatibleRater(model="j", base_url=server.url + "/v1", max_concurrency=4)
     prompts = [f"prompt {i}" for i in range(8)]
     assert rater.complete(prompts) == [p.upper() for p in prompts]
+
+
+def test_hydra_configs_build_working_clients(server):
+    import hydra
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(version_base=None, config_dir=str(ROOT / "conf")):
+        cfg = compose(
+            "evaluate",
+            overrides=[
+                "generator=openai_compatible",
+                "rater=openai_compatible",
+                "generator.model=served-vlm",
+                "rater.model=served-judge",
+                f"generator.base_url={server.url}/v1",
+                f"rater.base_url={server.url}/v1",
+                "generator.greedy=true",
+            ],
+        )
+    assert SECRET not in str(cfg)
+    gen = hydra.utils.instantiate(cfg.generator)
+    rater = hydra.utils.instantiate(cfg.rater)
+    assert gen.generate([req("cfg")])[0].text == "a fake comment"
+    assert rater.complete(["judge"]) == ["a fake comment"]
+    g, r = (c.json() for c in server.chat_calls())
+    assert (g["model"], g["temperature"], len(g["messages"][0]["content"])) == ("served-vlm", 0.0, 8 + 1)
+    assert (r["model"], r["temperature"]) == ("served-judge", 0.0)
+    assert gen.generation_config["num_frames"] == 8  # ${data.num_frames} of the sample dataset (paper: 8)

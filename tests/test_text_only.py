@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +103,17 @@ def test_default_sampling_is_recorded_and_seeded_by_sample_ids(greedy):
     assert shared(greedy).params == {"do_sample": False, "max_new_tokens": 64}
     # greedy wins over sampling settings
     assert shared(greedy, sampling=card, greedy=True).params == {"do_sample": False, "max_new_tokens": 64}
+
+
+@needs_smollm2
+def test_hydra_config(greedy):
+    import hydra
+    from hydra import compose, initialize_config_dir
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(version_base=None, config_dir=str(conf)):
+        cfg = compose("evaluate", overrides=["generator=text_only", "generator.sampling.max_new_tokens=4"])
+    g = hydra.utils.instantiate(cfg.generator, model=greedy.model, tokenizer=greedy.tokenizer)
+    assert g.params == {"do_sample": True, "temperature": 0.2, "top_p": 0.9, "max_new_tokens": 4}
+    assert g.include_title and g.seed == cfg.seed
+    assert g.generate([REQS[1]])[0].error is None

@@ -258,3 +258,23 @@ def test_bad_projector_files_are_named(layout, tmp_path):
     )
     with pytest.raises(VideoChatGPTLoadError, match="hidden size 32"):
         VideoChatGPTGenerator(llm_path=str(layout["llm"]), projector_path=str(narrow))
+
+
+def test_hydra_config_builds_the_generator(layout):
+    import hydra
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(version_base=None, config_dir=str(ROOT / "conf")):
+        cfg = compose(
+            "evaluate",
+            overrides=[
+                "generator=video_chatgpt",
+                f"generator.llm_path={layout['llm']}",
+                f"generator.projector_path={layout['projector']}",
+                "generator.sampling.max_new_tokens=3",
+            ],
+        )
+    g = hydra.utils.instantiate(cfg.generator)
+    assert g.params == {"do_sample": True, "temperature": 0.2, "max_new_tokens": 3}
+    assert g.generation_config["seed"] == cfg.seed and g.num_video_tokens == 116
+    assert g.generate([req("cfg", VIDEOS / "bunny_02.mp4")])[0].error is None

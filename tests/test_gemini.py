@@ -306,3 +306,38 @@ def test_hydra_configs_build_working_clients(server, name, model, rater_cls):
     assert gen.generation_config == {"server_defaults": True, "video_transport": "auto"}
     gen.close()
     rater.close()
+
+
+def test_ficl_through_the_cache_end_to_end(server, tmp_path):
+    """Gemini judge -> SQLite cache -> FICL parse + re-ask: replies decided by the generated text in the prompt."""
+    from pvllm.metrics.ficl import EXTRACT_PROMPT, FewShotExample, ficl_score_llm
+    from pvllm.raters.cache import CachedRater
+
+    def judge(body):
+        prompt = body["contents"][0]["parts"][0]["text"]
+        if "ALPHA" in prompt:
+            return "Emotion: 0.5, Style: 0.75, Relevance: 1"
+        if "BETA" in prompt and not prompt.startswith(EXTRACT_PROMPT):  # first ask: chatty, unparseable
+            return "Both comments are quite similar in tone."
+        return "emotion 0.25 | style: 0.25 | relevance: 0"  # the re-ask (or anything else)
+
+    server.default_text = judge
+    server.push(*[ERR_500] * FAST_RETRY["attempts"])  # the first request fails for good -> None, not cached
+    shot = FewShotExample("shot1", "pvllm", "nice video", "great video", 0.75, 1.0, 0.5)
+    pairs = [("GAMMA comment", "truth"), ("ALPHA comment", "truth"), ("BETA comment", "truth")]
+    cache = tmp_path / "rater_cache.sqlite"
+    rater = GeminiFlashRater(model="judge", base_url=server.url, retry=FAST_RETRY, max_concurrency=1)
+    cached = CachedRater(rater, cache, progress=False)
+    first = ficl_score_llm(cached.complete, [shot], pairs)
+    cached.close()
+    assert [r.status for r in first] == ["error", "ok", "ok"]
+    assert (first[1].emotion, first[1].style, first[1].relevance) == (0.5, 0.75, 1.0)
+    assert first[2].reasked and first[2].status == "ok"
+    n_first = len(server.generate_calls())
+    assert n_first == FAST_RETRY["attempts"] + 1 + 1 + 1  # failed item, ALPHA, BETA, BETA re-ask
+
+    cached = CachedRater(rater, cache, progress=False)  # a rerun (e.g. after a crash)
+    again = ficl_score_llm(cached.complete, [shot], pairs)
+    cached.close()
+    assert len(server.generate_calls()) == n_first + 1  # only the earlier failure is asked again
+    assert [r.status for r in again] == ["ok", "ok", "ok"]

@@ -47,7 +47,9 @@ class GeminiRater(LLMRater):
         self.vertexai = bool(vertexai)
         self.retry = retry_policy_from(retry)
         self.max_concurrency = int(max_concurrency)
-        self.rate = RateLimiter(requests_per_minute)
+        self.rate = RateLimiter(requests_per_minute)  # also spaces retries, which CachedRater does not see
+        # CachedRater (pvllm/raters/cache.py) runs requests with these two: bounded concurrency and rate limit.
+        self.requests_per_second = requests_per_minute / 60.0 if requests_per_minute else None
         self._rng = random.Random()
         self.client = make_gemini_client(
             api_key_env=api_key_env,

@@ -144,3 +144,18 @@ def test_database_is_wal(tmp_path, journal):
     assert db.execute("SELECT backend, model, prompt, reply FROM replies").fetchall() == [
         ("?", "counting/m1", "a", "reply to a")
     ]
+
+
+def test_works_inside_a_running_event_loop(tmp_path):
+    import asyncio
+
+    async def caller():
+        return CachedRater(CountingRater(), tmp_path / "c.sqlite", progress=False).complete(["a", "b"])
+
+    assert asyncio.run(caller()) == ["reply to a", "reply to b"]
+    r = CountingRater()
+    assert CachedRater(r, tmp_path / "c.sqlite", progress=False).complete(["a", "b"]) == [
+        "reply to a",
+        "reply to b",
+    ]
+    assert r.calls == []

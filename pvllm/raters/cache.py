@@ -8,6 +8,7 @@ limit, under a progress bar with ETA. Failed requests (None) are not cached, so 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import json
 import sqlite3
@@ -28,6 +29,16 @@ def request_key(backend: str, model: str, prompt: str, params: dict[str, Any]) -
     """sha256 of (backend, model, full prompt, parameters) in a canonical JSON form."""
     blob = json.dumps([backend, model, prompt, params], sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _run_sync(coro):
+    """asyncio.run, also when called from inside a running event loop (e.g. a notebook)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 class CachedRater(LLMRater):
@@ -51,7 +62,8 @@ class CachedRater(LLMRater):
         self.progress = progress
         self.hits = 0
         self.calls = 0
-        self._db = sqlite3.connect(self.path, isolation_level=None)  # autocommit: one commit per answer
+        # autocommit: one commit per answer; one writer at a time, possibly from a helper thread (_run_sync)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against a process kill
         self._db.execute(_SCHEMA)
@@ -98,7 +110,7 @@ class CachedRater(LLMRater):
         self.hits += sum(p in answers for p in prompts)
         misses = [p for p in dict.fromkeys(prompts) if p not in answers]
         if misses:
-            answers.update(asyncio.run(self._run(misses)))
+            answers.update(_run_sync(self._run(misses)))
         return [answers.get(p) for p in prompts]
 
     async def _run(self, prompts: list[str]) -> dict[str, str | None]:

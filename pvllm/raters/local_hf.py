@@ -67,6 +67,10 @@ class LocalHFRater(LLMRater):
         max_concurrency: int = 1,
         num_threads: int | None = None,
     ):
+        if constrained and prefill != "Emotion:":
+            raise ValueError(
+                f"constrained decoding continues the prefill 'Emotion:', got prefill={prefill!r}"
+            )
         self.model_spec = model
         self.gguf_file = gguf_file
         self.converted_dir = converted_dir

@@ -341,3 +341,37 @@ def test_ficl_through_the_cache_end_to_end(server, tmp_path):
     cached.close()
     assert len(server.generate_calls()) == n_first + 1  # only the earlier failure is asked again
     assert [r.status for r in again] == ["ok", "ok", "ok"]
+
+
+def test_vertex_route_with_adc(server, monkeypatch):
+    """The paper's route: Vertex AI, project/location from the environment, OAuth token from ADC."""
+    import google.auth
+    from google.oauth2.credentials import Credentials
+
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "my-proj")
+    monkeypatch.setenv("GOOGLE_CLOUD_LOCATION", "europe-west4")
+    monkeypatch.setattr(
+        google.auth, "default", lambda scopes=None: (Credentials(token="ya29.adc-token"), "my-proj")
+    )
+    gen = GeminiGenerator(model="gemini-1.5-flash-001", vertexai=True, base_url=server.url, retry=FAST_RETRY)
+    assert gen.model_id == "vertex:gemini-1.5-flash-001"
+    assert gen.generate([req("v1")])[0].text == "a fake comment"
+    (call,) = server.generate_calls()
+    assert call.path == (
+        "/v1beta1/projects/my-proj/locations/europe-west4/publishers/google/models/gemini-1.5-flash-001:generateContent"
+    )
+    assert call.headers["authorization"] == "Bearer ya29.adc-token" and "x-goog-api-key" not in call.headers
+    assert "inlineData" in call.json()["contents"][0]["parts"][0]  # Vertex has no Files API: inline
+
+
+def test_vertex_without_adc_names_the_variable(monkeypatch):
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    def no_adc(scopes=None):
+        raise DefaultCredentialsError("no ADC")
+
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "my-proj")
+    monkeypatch.setattr(google.auth, "default", no_adc)
+    with pytest.raises(MissingCredentialsError, match="GOOGLE_APPLICATION_CREDENTIALS"):
+        GeminiFlashRater(vertexai=True)

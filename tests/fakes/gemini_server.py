@@ -1,7 +1,8 @@
 """A local Gemini API (google-genai speaks to it through ``HttpOptions(base_url=...)``).
 
 Endpoints (``v1`` and ``v1beta`` both accepted):
-- ``POST /{v}/models/<model>:generateContent``: the scripted queue, then ``default_text`` (a str or
+- ``POST /{v}/models/<model>:generateContent`` (Gemini API) and
+  ``POST /{v}/projects/<p>/locations/<l>/publishers/google/models/<model>:generateContent`` (Vertex AI): the scripted queue, then ``default_text`` (a str or
   a callable of the request JSON);
 - Google's resumable upload: ``POST /upload/{v}/files`` (start; answers ``X-Goog-Upload-URL``), chunk
   POSTs to that URL (``X-Goog-Upload-Status: active|final``), ``GET /{v}/files/<id>`` (state PROCESSING for
@@ -17,7 +18,11 @@ from typing import Any
 
 from .scripted_server import RecordedRequest, Reply, ScriptedServer
 
-GENERATE_RE = re.compile(r"^/v1(beta)?/models/(?P<model>[^/:?]+):generateContent")
+# Gemini API: /v1[beta]/models/M; Vertex AI: /v1[beta1]/projects/P/locations/L/publishers/google/models/M
+GENERATE_RE = re.compile(
+    r"^/v1(beta1?)?/(projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/publishers/google/)?"
+    r"models/(?P<model>[^/:?]+):generateContent"
+)
 FILE_RE = re.compile(r"^/v1(beta)?/files/(?P<id>[^/?]+)")
 
 

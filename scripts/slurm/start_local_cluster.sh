@@ -89,7 +89,8 @@ SlurmdLogFile=$STATE_DIR/log/slurmd.log
 SlurmctldTimeout=30
 SlurmdTimeout=30
 InactiveLimit=0
-KillWait=10
+# A requeued or cancelled job gets SIGKILL this many seconds after SIGTERM (submitit and Lightning ignore SIGTERM).
+KillWait=5
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$REAL_MEM State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF

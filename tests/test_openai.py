@@ -224,3 +224,10 @@ def test_hydra_configs_build_working_clients(server):
     assert (g["model"], g["temperature"], len(g["messages"][0]["content"])) == ("served-vlm", 0.0, 8 + 1)
     assert (r["model"], r["temperature"]) == ("served-judge", 0.0)
     assert gen.generation_config["num_frames"] == 8  # ${data.num_frames} of the sample dataset (paper: 8)
+
+
+def test_rate_limit_spaces_request_starts(server):
+    gen = make_gen(server, requests_per_minute=600, max_concurrency=3)  # one start every 0.1 s
+    assert [r.error for r in gen.generate([req(f"s{i}") for i in range(3)])] == [None] * 3
+    t = sorted(c.t for c in server.chat_calls())
+    assert t[1] - t[0] >= 0.09 and t[2] - t[1] >= 0.09

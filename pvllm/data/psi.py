@@ -10,7 +10,9 @@ with fewer than 2 comments: there is no pair to score, and we never guess a valu
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -41,18 +43,54 @@ def default_model_path() -> Path:
 
 
 class PsiScorer:
-    """Embeds texts once per run (cache keyed by text) and scores videos with :func:`psi_from_similarities`."""
+    """Embeds texts once per run (cache keyed by text) and scores videos with :func:`psi_from_similarities`.
 
-    def __init__(self, model_path: str | Path | None = None, batch_size: int = 128, device: str = "cpu"):
+    ``cache_file`` (optional ``.npz``) keeps embeddings across runs, keyed by sha256 of the text; it
+    holds no text, so it is no more identifying than the dataset itself.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        batch_size: int = 128,
+        device: str = "cpu",
+        cache_file: str | Path | None = None,
+    ):
         from sentence_transformers import SentenceTransformer
 
         self.model_path = str(model_path or default_model_path())
         self.model = SentenceTransformer(self.model_path, device=device)
         self.batch_size = batch_size
         self._cache: dict[str, np.ndarray] = {}
+        self._disk: dict[str, np.ndarray] = {}
+        self.cache_file = Path(cache_file) if cache_file else None
+        if self.cache_file and self.cache_file.exists():
+            with np.load(self.cache_file) as z:
+                self._disk = dict(zip(z["keys"].tolist(), z["vecs"]))
+
+    @staticmethod
+    def _key(text: str) -> str:
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def save_cache(self) -> None:
+        """Write the on-disk cache (atomic); no-op without ``cache_file``."""
+        if not self.cache_file:
+            return
+        self._disk.update((self._key(t), v) for t, v in self._cache.items())
+        if not self._disk:
+            return
+        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache_file.with_name(self.cache_file.name + ".tmp.npz")
+        keys = np.array(list(self._disk))
+        np.savez(tmp, keys=keys, vecs=np.stack([self._disk[k] for k in keys.tolist()]))
+        os.replace(tmp, self.cache_file)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-norm embeddings (rows), computing only texts not seen before in this run."""
+        if self._disk:
+            for t in texts:
+                if t not in self._cache and self._key(t) in self._disk:
+                    self._cache[t] = self._disk[self._key(t)]
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if missing:
             vecs = self.model.encode(

@@ -1,0 +1,188 @@
+"""Dataset statistics of the paper's §2.2: Table 1, Figures 2-4, the ψ distribution, and DATASET.md."""
+
+from __future__ import annotations
+
+import csv
+import random
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+SPLIT_COLUMNS = (("train", "Train"), ("val", "Validation"), ("test", "Test"))
+
+
+def count_words(text: str) -> int:
+    """Whitespace words, as for English in the paper; CJK text without spaces counts as few words."""
+    return len(text.split())
+
+
+def table1(
+    comments: Sequence[Mapping[str, Any]], user_split: Mapping[str, str]
+) -> dict[str, dict[str, float]]:
+    """Rows -> columns (Train, Validation, Test, Total) of Table 1, plus average characters."""
+    cols: dict[str, list[Mapping[str, Any]]] = {name: [] for _, name in SPLIT_COLUMNS}
+    key = dict(SPLIT_COLUMNS)
+    for c in comments:
+        cols[key[user_split[c["user_id"]]]].append(c)
+    cols["Total"] = list(comments)
+    rows: dict[str, dict[str, float]] = defaultdict(dict)
+    for name, cs in cols.items():
+        rows["# of Users"][name] = len({c["user_id"] for c in cs})
+        rows["# of Videos"][name] = len({c["video_id"] for c in cs})
+        rows["# of Comments"][name] = len(cs)
+        rows["Avg. # of Words"][name] = (
+            sum(count_words(c["text"]) for c in cs) / len(cs) if cs else float("nan")
+        )
+        rows["Avg. # of Characters"][name] = sum(len(c["text"]) for c in cs) / len(cs) if cs else float("nan")
+    return dict(rows)
+
+
+def _fmt(v: float) -> str:
+    return f"{v:,}" if isinstance(v, int) else f"{v:.2f}"
+
+
+def write_table1(rows: Mapping[str, Mapping[str, float]], out_dir: Path) -> str:
+    """Write ``table1.md`` and ``table1.csv``; returns the Markdown."""
+    cols = [name for _, name in SPLIT_COLUMNS] + ["Total"]
+    md = ["| | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    md += [f"| {r} | " + " | ".join(_fmt(vals[c]) for c in cols) + " |" for r, vals in rows.items()]
+    text = "\n".join(md) + "\n"
+    (out_dir / "table1.md").write_text(text, encoding="utf-8")
+    with (out_dir / "table1.csv").open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["statistic", *cols])
+        for r, vals in rows.items():
+            w.writerow([r, *(vals[c] if isinstance(vals[c], int) else round(vals[c], 4) for c in cols)])
+    return text
+
+
+def bar_histogram(counter: Counter, path: Path, xlabel: str, ylabel: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = sorted(counter)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    ax.bar(xs, [counter[x] for x in xs], width=0.8, color="#4C72B0")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def users_by_video_count(comments: Sequence[Mapping[str, Any]]) -> Counter:
+    """Figure 2 data: {number of distinct videos a user commented on: number of users}."""
+    per_user: dict[str, set] = defaultdict(set)
+    for c in comments:
+        per_user[c["user_id"]].add(c["video_id"])
+    return Counter(len(v) for v in per_user.values())
+
+
+def videos_by_user_count(comments: Sequence[Mapping[str, Any]]) -> Counter:
+    """Figure 3 data: {number of distinct (frequent) users commenting a video: number of videos}."""
+    per_video: dict[str, set] = defaultdict(set)
+    for c in comments:
+        per_video[c["video_id"]].add(c["user_id"])
+    return Counter(len(u) for u in per_video.values())
+
+
+def find_cjk_font() -> str | None:
+    """A font file with CJK glyphs, if one is installed (e.g. Debian fonts-ipafont-gothic, fonts-noto-cjk)."""
+    from matplotlib import font_manager
+
+    for f in font_manager.findSystemFonts():
+        name = Path(f).name.lower()
+        if any(
+            k in name for k in ("ipag", "ipaexg", "notosanscjk", "notoserifcjk", "droidsansfallback", "wqy")
+        ):
+            return f
+    return None
+
+
+def has_cjk(texts: Sequence[str]) -> bool:
+    return any(unicodedata.east_asian_width(ch) in ("W", "F") and ch.isalpha() for t in texts for ch in t)
+
+
+def fig4_wordclouds(
+    comments: Sequence[Mapping[str, Any]],
+    path: Path,
+    seed: int = 0,
+    n_users: int = 4,
+    font_path: str | None = None,
+) -> tuple[list[str], str | None]:
+    """Word clouds of ``n_users`` users drawn with ``seed``; returns (users, font used)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from wordcloud import WordCloud
+
+    texts: dict[str, list[str]] = defaultdict(list)
+    for c in comments:
+        texts[c["user_id"]].append(c["text"])
+    users = random.Random(seed).sample(sorted(texts), min(n_users, len(texts)))
+    all_texts = [t for u in users for t in texts[u]]
+    if font_path is None and has_cjk(all_texts):
+        font_path = find_cjk_font()
+    cols = 2 if len(users) > 1 else 1
+    rows = (len(users) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 3.6 * rows), dpi=120, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, u in zip(axes.flat, users):
+        wc = WordCloud(
+            width=600,
+            height=340,
+            background_color="white",
+            font_path=font_path,
+            random_state=seed,
+            collocations=False,
+        )
+        joined = "\n".join(texts[u])
+        if any(w.isalnum() for w in joined):
+            ax.imshow(wc.generate(joined), interpolation="bilinear")
+        ax.set_title(f"user {u[:10]}… ({len(texts[u])} comments)", fontsize=11)
+    fig.suptitle("Figure 4: word clouds of randomly sampled users", fontsize=13)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return users, font_path
+
+
+def psi_summary(psi_kept: Sequence[float]) -> dict[str, Any]:
+    vals = sorted(psi_kept)
+    if not vals:
+        return {"n": 0}
+    q = lambda p: vals[min(len(vals) - 1, int(p * (len(vals) - 1) + 0.5))]  # noqa: E731 (nearest rank)
+    return {
+        "n": len(vals),
+        "min": vals[0],
+        "median": q(0.5),
+        "max": vals[-1],
+        "share_gt_0.95": sum(v > 0.95 for v in vals) / len(vals),
+        "share_gt_0.9": sum(v > 0.9 for v in vals) / len(vals),
+    }
+
+
+def fig_psi(psi_all: Sequence[float], threshold: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    ax.hist(psi_all, bins=[i / 20 for i in range(21)], color="#55A868", edgecolor="white")
+    ax.axvline(threshold, color="#C44E52", linestyle="--", label=f"threshold ψ > {threshold}")
+    ax.set_xlabel("Personalization Score ψ (eq. 3)")
+    ax.set_ylabel("number of videos")
+    ax.set_title("ψ of videos with a defined score (before the ψ filter)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -61,8 +61,15 @@ def log_to_wandb(cfg: DictConfig, run_dir: Path, summary: dict, preds: list[dict
     run.finish()
 
 
+def run_report(cfg: DictConfig):
+    # _partial_: the report's own nodes are built, but `cfg` (generator, rater, ...) is passed untouched
+    return hydra.utils.instantiate(cfg.report, _partial_=True)(cfg=cfg)
+
+
 def evaluate(cfg: DictConfig) -> dict | None:
     validate_eval_config(cfg)  # before any model is loaded or any request sent
+    if cfg.stage == "report":  # tables from earlier runs only (Table 3, Table 4)
+        return run_report(cfg)
     run_dir = Path(cfg.paths.output_dir)
     ds = load_pervidcom(cfg.data.root)
     h = cfg.history
@@ -108,7 +115,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
     print(format_table([(name, summary)], title=f"\n{cfg.split} split, history {h.mode} k={h.k} ({cfg.run_name})"))
     log_to_wandb(cfg, run_dir, summary, preds)
     if cfg.get("report"):
-        hydra.utils.instantiate(cfg.report, cfg=cfg)
+        run_report(cfg)
     return summary
 
 

@@ -63,12 +63,15 @@ def validate_eval_config(cfg: DictConfig) -> None:
     shard, n = _get(cfg, "shard"), _get(cfg, "num_shards")
     if not (isinstance(n, int) and n >= 1 and isinstance(shard, int) and 0 <= shard < n):
         errors.append(f"shard/num_shards: need 0 <= shard < num_shards, got {shard}/{n}")
-    if _get(cfg, "stage") not in ("all", "generate", "score"):
-        errors.append(f"stage: all | generate | score, got {_get(cfg, 'stage')!r}")
+    stage = _get(cfg, "stage")
+    if stage not in ("all", "generate", "score", "report"):
+        errors.append(f"stage: all | generate | score | report, got {stage!r}")
+    if stage == "report" and _get(cfg, "report") is None:
+        errors.append("stage=report needs a `report` node (e.g. experiment=table4)")
     spu = _get(cfg, "samples_per_user")
     if not isinstance(spu, int) or spu < 1:
         errors.append(f"samples_per_user: must be >= 1, got {spu!r}")
-    if _get(cfg, "generator") is None and _get(cfg, "stage") != "score":
-        errors.append("generator: required unless stage=score")
+    if _get(cfg, "generator") is None and stage in ("all", "generate"):
+        errors.append("generator: required unless stage=score or stage=report")
     if errors:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(errors))

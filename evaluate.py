@@ -17,7 +17,7 @@ os.environ.setdefault("PVLLM_ROOT", str(Path(__file__).resolve().parent))
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 from pvllm.config import validate_eval_config  # noqa: E402
 from pvllm.data.dataset import load_pervidcom  # noqa: E402

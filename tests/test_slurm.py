@@ -239,3 +239,49 @@ def test_sharded_evaluation_on_slurm_then_merge(history_sweep, tmp_path):
     )
     with pytest.raises(Exception, match="(?i)once|duplicate|twice"):
         merge_shards(run_dir, rows, 2)
+
+
+def test_multinode_sbatch_script_runs_ddp_over_slurm_tasks(tmp_path):
+    """scripts/slurm/train_multinode.sbatch with 2 tasks on the CPU node: 2 DDP ranks wired by SLURM.
+
+    The node has no GPUs, so the copy submitted here drops the `--gpus-per-node` line; everything
+    else (srun, the overrides the script adds, the run directory) is the shipped script.
+    """
+    script = (ROOT / "scripts" / "slurm" / "train_multinode.sbatch").read_text()
+    assert "#SBATCH --gpus-per-node=8\n" in script
+    cpu_script = tmp_path / "cpu.sbatch"
+    cpu_script.write_text(script.replace("#SBATCH --gpus-per-node=8\n", ""))
+    run_dir = tmp_path / "run"
+    env = dict(_env(tmp_path), PVLLM_PYTHON=sys.executable, PVLLM_RUN_DIR=str(run_dir))
+    job = subprocess.run(
+        ["sbatch", "--parsable", "--ntasks-per-node=2", "--cpus-per-task=1", "--time=15",
+         f"--output={tmp_path}/slurm-%j.out", str(cpu_script), "experiment=demo", "trainer.max_steps=2",
+         "strategy=ddp", "logger=csv", "trainer.enable_progress_bar=false", *PROBE],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+
+    def state():
+        out = subprocess.run(
+            ["sacct", "--parsable2", "-j", job], capture_output=True, text=True
+        ).stdout.splitlines()
+        st = out[1].split("|")[1] if len(out) > 1 else ""
+        return (
+            st
+            if st in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
+            else None
+        )
+
+    final = _wait_for(state, 600, f"job {job} to finish")
+    log = "\n".join(p.read_text() for p in tmp_path.glob("slurm-*.out"))
+    assert final == "COMPLETED", log[-3000:]
+    assert "1 node(s) x 2 task(s)" in log
+    ranks = [
+        [json.loads(x) for x in (run_dir / "probe" / f"rank{r}.jsonl").read_text().splitlines()]
+        for r in (0, 1)
+    ]
+    for recs in ranks:
+        assert recs[0]["world_size"] == 2 and recs[0]["cluster_environment"] == "SLURMEnvironment"
+        assert recs[0]["slurm_job_id"] == job
+        assert recs[-1]["event"] == "end" and recs[-1]["step"] == 2
+    assert ranks[0][-1]["param_checksum"] == ranks[1][-1]["param_checksum"]  # DDP replicas in sync
+    assert (run_dir / "hf_model" / "config.json").is_file()

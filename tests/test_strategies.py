@@ -115,7 +115,8 @@ def test_make_adamw_follows_offload():
     assert type(opt) is torch.optim.AdamW and opt.param_groups[0]["lr"] == 2e-5
 
 
-def test_paper_experiment_8xa100():
+def test_paper_experiment_8xa100(monkeypatch):
+    monkeypatch.delenv("VIDEO_LLAVA_PATH", raising=False)  # a local copy would replace the hub id
     cfg = _compose("experiment=pvllm_7b_8xa100")
     t = cfg.trainer
     # paper §3.2: total batch 8 over 8 GPUs, accumulate every 8 iterations, 2 epochs

@@ -212,7 +212,12 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if a.rank_main:
         train_rank(a.strategy, a.model_dir, a.out, a.steps, a.lr, a.seed)
-        return
+        # Everything is on disk (checkpoint, rank record). Skip interpreter teardown: on CPU, C++
+        # destructors of DeepSpeed's comm threads sometimes abort ("terminate called without an
+        # active exception", SIGABRT) after a run that succeeded.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     for rec in launch(a.strategy, a.model_dir, a.out, a.nproc, a.steps, a.lr, a.seed):
         print(json.dumps(rec))
 

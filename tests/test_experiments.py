@@ -175,3 +175,21 @@ def test_report_refuses_a_mix_of_raters(tmp_path):
         table5.report(cfg, runs_dir=str(tmp_path / "eval"), generator="pvllm")
     rows = table5.report(cfg, runs_dir=str(tmp_path / "eval"), generator="pvllm", rater="gemini/b")
     assert [(name, s["rater"]) for name, s in rows] == [("Default", "gemini/b")]
+
+
+def test_table6_prints_labelled_runs(tmp_path, capsys):
+    from pvllm.reports.table6 import main
+
+    dirs = {}
+    for label, vals in (("Video + Text", (30.0, 49.8, 43.5)), ("Video (Default)", (30.3, 49.9, 43.7))):
+        d = tmp_path / label.replace(" ", "_")
+        d.mkdir()
+        dirs[label] = d
+        s = dict(zip(("FICL-E", "FICL-S", "FICL-R"), vals), n=50, n_generation_failed=0, ficl_n_failed=1)
+        (d / "summary.json").write_text(json.dumps(s))
+    md = main([f"{k}={v}" for k, v in dirs.items()] + ["--out", str(tmp_path / "out")])
+    assert "| Video + Text | 30.00 | 49.80 | 43.50 | 50 | 0 | 1 |" in md
+    assert "| Video (Default) | 30.30 | 49.90 | 43.70 | 50 | 0 | 1 |" in md.splitlines()[3]
+    assert (tmp_path / "out" / "table6.md").read_text() == md + "\n" and "Table 6" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="no summary.json"):
+        main([f"x={tmp_path / 'nope'}"])

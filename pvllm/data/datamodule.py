@@ -59,9 +59,15 @@ class PVLLMCollator:
     processor: Any
     max_reply_tokens: int = 64
     padding_side: str = "right"
+    text_instructions: dict | None = None  # encoding limits of text-only items (pvllm.data.text_instructions)
 
     def encode(self, item: dict[str, Any]) -> dict[str, torch.Tensor]:
         tok = self.processor.tokenizer
+        if item.get("conversations") is not None:  # text-only (Table 6): no video token, no pixel values
+            from pvllm.data.text_instructions import encode_conversation
+
+            limits = {k: v for k, v in (self.text_instructions or {}).items() if k.startswith("max_")}
+            return encode_conversation(tok, item["conversations"], **limits)
         enc = self.processor(text=[item["prompt"]], videos=[item["frames"]], return_tensors="pt")
         prompt_ids = enc["input_ids"][0]
         reply_ids = tok(" " + item["reply"].strip(), add_special_tokens=False)["input_ids"][: self.max_reply_tokens]
@@ -84,12 +90,14 @@ class PVLLMCollator:
             L_ = len(e["input_ids"])
             sl = slice(n - L_, n) if self.padding_side == "left" else slice(0, L_)
             ids[i, sl], labels[i, sl], mask[i, sl] = e["input_ids"], e["labels"], 1
+        # videos of the video items only, in batch order: VideoLlava fills the batch's video tokens in order
+        videos = [e["pixel_values_videos"] for e in encs if "pixel_values_videos" in e]
         return {
             "sample_id": [it["sample_id"] for it in items],
             "input_ids": ids,
             "attention_mask": mask,
             "labels": labels,
-            "pixel_values_videos": torch.stack([e["pixel_values_videos"] for e in encs]),
+            "pixel_values_videos": torch.stack(videos) if videos else None,
         }
 
 
@@ -147,6 +155,7 @@ class PVLLMDataModule(L.LightningDataModule):
         num_workers: int = 0,
         max_reply_tokens: int = 64,
         on_bad_video: str = "raise",
+        text_instructions: dict | None = None,  # Table 6: {path, ratio, max_tokens, max_turn_tokens}; None = off
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -165,6 +174,10 @@ class PVLLMDataModule(L.LightningDataModule):
         make = lambda epoch: SampleDataset(  # noqa: E731
             self.ds, draw_training_samples(self.ds, hp.train_split, epoch, hp.seed, hp.k_min, hp.k_max),
             hp.num_frames, hp.include_title, hp.on_bad_video, self.skipped)
+        if hp.text_instructions:
+            from pvllm.data.text_instructions import mix_text_instructions
+
+            make = mix_text_instructions(make, **hp.text_instructions, seed=hp.seed)
         self.train_set = _EpochSamples(make)
         self.val_set = SampleDataset(
             self.ds, build_eval_histories(self.ds, hp.val_split, k=hp.val_k, seed=hp.seed),
@@ -174,7 +187,8 @@ class PVLLMDataModule(L.LightningDataModule):
         if self.processor is None:
             raise RuntimeError("attach_processor(model_processor) before creating dataloaders")
         return cls(dataset, batch_size=self.hparams.batch_size, shuffle=False, num_workers=self.hparams.num_workers,
-                   collate_fn=PVLLMCollator(self.processor, self.hparams.max_reply_tokens), **kwargs)
+                   collate_fn=PVLLMCollator(self.processor, self.hparams.max_reply_tokens,
+                                             text_instructions=self.hparams.text_instructions), **kwargs)
 
     def _completed_batches(self) -> int:
         """Batches of the current epoch already trained (non-zero only when resuming mid-epoch)."""

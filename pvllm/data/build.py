@@ -235,7 +235,7 @@ def render_card(s: dict, table_md: str) -> str:
         f"{'kept' if f['unknown_likes'] == 'keep' else 'dropped'}** (`--unknown-likes {f['unknown_likes']}`); "
         "null is never read as 0.",
         f"2. Personalization Score (paper eq. 1-3, all-MiniLM-L6-v2 cosine similarities): keep `ψ > "
-        f"{f['psi_threshold']}`, computed on {'all collected comments of the video' if f['psi_scope'] == 'all' else 'the kept users comments, recomputed each round'}. "  # noqa: E501
+        f"{f['psi_threshold']}`{' (**below 0: the ψ filter is off**, ψ is still computed and reported)' if f['psi_threshold'] < 0 else ''}, computed on {'all collected comments of the video' if f['psi_scope'] == 'all' else 'the kept users comments, recomputed each round'}. "  # noqa: E501
         f"ψ is undefined without a title or with < 2 comments; **undefined ψ: "
         f"{'kept (psi = null in videos.jsonl)' if f['undefined_psi'] == 'keep' else 'dropped'}** "
         f"(`--undefined-psi {f['undefined_psi']}`).",
@@ -267,7 +267,11 @@ def render_card(s: dict, table_md: str) -> str:
         f"{s['psi_undefined_before_filter']}. Share with ψ > 0.9: {_pct(s['psi_all_defined'].get('share_gt_0.9'))}.",
         f"- In the final dataset: {s['psi_kept'].get('n', 0)} videos with ψ, {s['videos_with_undefined_psi']} with "
         f"ψ undefined (null); **share with ψ > 0.95: {_pct(s['psi_kept'].get('share_gt_0.95'))}** "
-        f"(paper: 96.3%); median {s['psi_kept'].get('median', 'n/a') if s['psi_kept'].get('n') else 'n/a'}.",
+        + (
+            f"(paper: 96.3%); median {s['psi_kept']['median']:.3f}."
+            if s["psi_kept"].get("n")
+            else "(paper: 96.3%)."
+        ),
         "- Histogram: ![psi](figures/psi_histogram.png)",
         "",
         "## Table 1",
@@ -320,7 +324,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--unknown-likes", choices=("keep", "drop"), default="drop", help="videos with likes = null"
     )
-    p.add_argument("--psi-threshold", type=float, default=0.9, help="videos need ψ strictly above this")
+    p.add_argument(
+        "--psi-threshold",
+        type=float,
+        default=0.9,
+        help="videos need ψ strictly above this (below 0: filter off)",
+    )
     p.add_argument(
         "--undefined-psi", choices=("keep", "drop"), default="drop", help="no title / < 2 comments"
     )

@@ -66,7 +66,11 @@ def bar_histogram(counter: Counter, path: Path, xlabel: str, ylabel: str, title:
 
     xs = sorted(counter)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    from matplotlib.ticker import MaxNLocator
+
     ax.bar(xs, [counter[x] for x in xs], width=0.8, color="#4C72B0")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no fractional ticks
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -178,11 +182,12 @@ def fig_psi(psi_all: Sequence[float], threshold: float, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     ax.hist(psi_all, bins=[i / 20 for i in range(21)], color="#55A868", edgecolor="white")
-    ax.axvline(threshold, color="#C44E52", linestyle="--", label=f"threshold ψ > {threshold}")
+    if 0 <= threshold <= 1:  # a negative threshold disables the ψ filter: no line to draw
+        ax.axvline(threshold, color="#C44E52", linestyle="--", label=f"threshold ψ > {threshold}")
+        ax.legend()
     ax.set_xlabel("Personalization Score ψ (eq. 3)")
     ax.set_ylabel("number of videos")
     ax.set_title("ψ of videos with a defined score (before the ψ filter)")
-    ax.legend()
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -112,6 +112,18 @@ def test_build_unknown_likes_kept_writes_exact_records_and_table(tmp_path):
         assert (out / "figures" / f"{name}.png").stat().st_size > 10_000
 
 
+def test_downloaded_files_are_referenced_and_checked(tmp_path):
+    out = tmp_path / "ds"
+    (out / "videos").mkdir(parents=True)
+    for i in range(11):
+        (out / "videos" / f"v{i:02d}.webm").write_bytes(b"x")  # the extension yt-dlp chose
+    s = build_dataset(synthetic_raw(tmp_path), out, BuildConfig(), psi_fn=fake_psi)
+    assert s["check_files"] is True and s["video_files_present"] == 11
+    ds = load_pervidcom(out)  # files checked
+    assert ds.video_path("v03") == out / "videos" / "v03.webm"
+    assert "All present" in (out / "DATASET.md").read_text()
+
+
 def test_raw_user_ids_must_be_pseudonyms(tmp_path):
     raw = synthetic_raw(tmp_path)
     rows = load_jsonl(raw / "comments.jsonl")

@@ -187,3 +187,22 @@ def test_import_real_biotech_comments_rekeys_authors(tmp_path):
     assert len({c["user_id"] for c in out}) == len(raw_authors) == 5
     blob = (tmp_path / "comments.jsonl").read_text() + (tmp_path / "videos.jsonl").read_text()
     assert not any(a in blob for a in raw_authors)
+
+
+def test_collector_output_builds_a_dataset(fake, tmp_path):
+    from pvllm.data.build import BuildConfig, build_dataset
+    from pvllm.data.dataset import load_pervidcom
+    from pvllm.data.filters import FilterConfig
+
+    collector(fake, tmp_path / "raw").run()
+    cfg = BuildConfig(filters=FilterConfig(min_user_videos=2, unknown_likes="keep"))
+    summary = build_dataset(tmp_path / "raw", tmp_path / "ds", cfg, psi_fn=lambda vs: {v: 1.0 for v in vs})
+    ds = load_pervidcom(tmp_path / "ds", check_files=False)
+    # vid2 (comments off) has no comment left; vid1/vid3/vid5 carry authors 0,1,2 / 0,1,2 / 0,1
+    assert sorted(ds.videos) == ["vid1", "vid3", "vid5"] and ds.videos["vid5"].likes is None
+    assert sorted(ds.user_split) == sorted(Pseudonymizer(b"test-hmac-key")(raw_author(i)) for i in range(3))
+    assert len(ds.comments) == 12 and summary["final"] == {"videos": 3, "users": 3, "comments": 12}
+    blob = "\n".join(
+        p.read_text(encoding="utf-8") for p in (tmp_path / "ds").glob("*.*") if p.suffix != ".png"
+    )
+    assert "UCrawAuthorChannel" not in blob and "RawDisplayName" not in blob

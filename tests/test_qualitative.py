@@ -120,6 +120,7 @@ def test_page_refuses_runs_of_different_histories(runs):
     with pytest.raises(KeyError, match="none of the runs"):
         build_page(["no-such-id"], [a, b], SAMPLE)
     # a sample missing from one run is shown as such and counted
-    page, counts = build_page([rows[1]["sample_id"]], [a, c], SAMPLE, num_frames=1)
+    page, counts = build_page([rows[1]["sample_id"]], [a, c], SAMPLE, num_frames=1, labels=["PV-LLM", "Text"])
+    assert "<td>PV-LLM<br>" in page and "<td>Text<br>" in page and "<td>pvllm<br>" not in page
     assert counts == {"samples": 1, "missing_predictions": 1, "frame_errors": 0}
     assert "no prediction in this run" in page

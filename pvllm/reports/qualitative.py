@@ -106,6 +106,7 @@ def build_page(
     data_root: str | Path,
     *,
     runs_dir: str | Path | None = None,
+    labels: Sequence[str] | None = None,
     num_frames: int = 8,
     thumb_height: int = 96,
     title: str = "Generated comments (Figures 7/8)",
@@ -113,7 +114,11 @@ def build_page(
     """The HTML page and counts of what is missing (predictions, frames)."""
     if not sample_ids or not runs:
         raise ValueError("give report.sample_ids=[...] and report.runs=[...] (evaluate.py run directories)")
+    if labels is not None and len(labels) != len(runs):
+        raise ValueError(f"report.labels has {len(labels)} names for {len(runs)} runs")
     loaded = [_load_run(r, runs_dir) for r in runs]
+    for run, label in zip(loaded, labels or []):
+        run["label"] = label
     ds = load_pervidcom(data_root, check_files=False)
     counts = {"samples": 0, "missing_predictions": 0, "frame_errors": 0}
     samples = []
@@ -177,6 +182,7 @@ def report(
     sample_ids: Sequence[str],
     runs: Sequence[str],
     runs_dir: str | None = None,
+    labels: Sequence[str] | None = None,
     data_root: str | None = None,
     out_dir: str,
     num_frames: int = 8,
@@ -190,6 +196,7 @@ def report(
         list(runs),
         data_root,
         runs_dir=runs_dir,
+        labels=None if labels is None else list(labels),
         num_frames=num_frames,
         thumb_height=thumb_height,
     )

@@ -206,3 +206,20 @@ def test_collector_output_builds_a_dataset(fake, tmp_path):
         p.read_text(encoding="utf-8") for p in (tmp_path / "ds").glob("*.*") if p.suffix != ".png"
     )
     assert "UCrawAuthorChannel" not in blob and "RawDisplayName" not in blob
+
+
+def test_cli_missing_keys_exit_2_naming_the_variable(fake, tmp_path, monkeypatch, capsys):
+    args = ["youtube", "--out", str(tmp_path), "--video-ids", "vid1", "--endpoint", fake.url]
+    monkeypatch.delenv("YOUTUBE_API_KEY")
+    assert main(args) == 2 and "YOUTUBE_API_KEY is not set" in capsys.readouterr().err
+    monkeypatch.setenv("YOUTUBE_API_KEY", API_KEY)
+    monkeypatch.delenv("PVLLM_PSEUDONYM_KEY")
+    assert main(args) == 2 and "PVLLM_PSEUDONYM_KEY is not set" in capsys.readouterr().err
+    assert fake.calls == {}  # nothing was fetched without a way to pseudonymize it
+
+
+def test_explicit_video_ids_are_all_collected(fake, tmp_path):
+    cfg = CollectConfig(out_dir=tmp_path, video_ids=["vid5", "vid3"], max_videos=1, endpoint=fake.url)
+    summary = YouTubeCollector(cfg).run()
+    assert summary["videos"] == 2 and summary["quota_used_today"] == 1 + 2 + 1  # videos.list + 2 + 1 pages
+    assert "search" not in fake.calls

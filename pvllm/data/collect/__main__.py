@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from pvllm.data.collect.importer import import_comments
-from pvllm.data.collect.youtube import API_KEY_ENV, CollectConfig, YouTubeCollector
+from pvllm.data.collect.youtube import API_KEY_ENV, CollectConfig, MissingApiKeyError, YouTubeCollector
+from pvllm.data.privacy import MissingKeyError
 
 EXIT_QUOTA = 75  # EX_TEMPFAIL: try again later
 
@@ -45,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
 
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except (MissingKeyError, MissingApiKeyError) as e:  # a setup problem: say what to set, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.cmd == "import":
         exclude = dict(e.split("=", 1) for e in args.exclude)
         summary = import_comments(args.comments, args.out, args.videos, args.title_field, exclude)

@@ -40,6 +40,10 @@ SKIP_REASONS = {
 STOP_REASONS = {"quotaExceeded", "dailyLimitExceeded"}
 
 
+class MissingApiKeyError(RuntimeError):
+    """No YouTube Data API key was given."""
+
+
 class QuotaStop(Exception):
     """The API (or the local budget) says no more calls today; state is saved, rerun to continue."""
 
@@ -114,7 +118,9 @@ class YouTubeCollector:
     ):
         api_key = api_key or os.environ.get(API_KEY_ENV)
         if not api_key:
-            raise RuntimeError(f"environment variable {API_KEY_ENV} is not set (a YouTube Data API v3 key)")
+            raise MissingApiKeyError(
+                f"environment variable {API_KEY_ENV} is not set (a YouTube Data API v3 key)"
+            )
         self.cfg = cfg
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -238,7 +244,8 @@ class YouTubeCollector:
             st["page_token"] = resp.get("nextPageToken")
             st["done"] = st["page_token"] is None
             self._save_state()
-        del ids[self.cfg.max_videos :]
+        if not self.cfg.video_ids:  # explicit ids are all kept; a listing stops at max_videos
+            del ids[self.cfg.max_videos :]
 
     def fetch_stats(self) -> None:
         """videos.list in batches of 50: title, likes (null when hidden), duration; deleted ones counted."""

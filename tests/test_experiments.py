@@ -24,8 +24,8 @@ def _multirun(overrides: list[str], output_root: Path) -> None:
         "-m",
         *overrides,
         f"paths.output_root={output_root}",
-        "hydra/job_logging=disabled",
-        "hydra/hydra_logging=disabled",
+        "hydra/job_logging=none",  # root: null, so the test process keeps its logging (caplog)
+        "hydra/hydra_logging=none",
     ]
     try:
         task()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import random
 import unicodedata
 from collections import Counter, defaultdict
@@ -40,7 +41,15 @@ def table1(
 
 
 def _fmt(v: float) -> str:
-    return f"{v:,}" if isinstance(v, int) else f"{v:.2f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return "n/a" if math.isnan(v) else f"{v:.2f}"  # an empty split has no average
+
+
+def _csv_value(v: float) -> int | float | str:
+    if isinstance(v, int):
+        return v
+    return "" if math.isnan(v) else round(v, 4)
 
 
 def write_table1(rows: Mapping[str, Mapping[str, float]], out_dir: Path) -> str:
@@ -54,7 +63,7 @@ def write_table1(rows: Mapping[str, Mapping[str, float]], out_dir: Path) -> str:
         w = csv.writer(f)
         w.writerow(["statistic", *cols])
         for r, vals in rows.items():
-            w.writerow([r, *(vals[c] if isinstance(vals[c], int) else round(vals[c], 4) for c in cols)])
+            w.writerow([r, *(_csv_value(vals[c]) for c in cols)])
     return text
 
 

@@ -181,3 +181,11 @@ def test_datamodule_mixes_text_each_epoch(tiny_model_dir, bundle):
     ids = [i for b, _ in seen for i in b]
     assert ids == [epoch0[j]["sample_id"] for j in range(8)]
     assert any(i.startswith("text:") for i in ids)
+
+
+def test_mistyped_setting_is_an_error(bundle):
+    dm = PVLLMDataModule(
+        root=str(SAMPLE), text_instructions={"path": str(SAMPLE_FILE), "ratio": 1, "max_token": 9}
+    )
+    with pytest.raises(TypeError, match="max_token"):
+        dm.setup("fit")

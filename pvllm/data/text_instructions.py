@@ -164,10 +164,14 @@ def mix_text_instructions(
     path: str,
     ratio: float,
     seed: int,
+    max_tokens: int = 1024,
+    max_turn_tokens: int = 256,
     skipped: Counter[str] | None = None,
-    **_encoding,
 ) -> Callable[[int], Dataset]:
-    """Wrap an epoch -> video dataset factory so each epoch also holds text conversations."""
+    """Wrap an epoch -> video dataset factory so each epoch also holds text conversations.
+
+    ``max_tokens``/``max_turn_tokens`` are the collator's (listed so that a mistyped setting is an error).
+    """
     if ratio < 0:
         raise ValueError(f"data.text_instructions.ratio must be >= 0, got {ratio}")
     pool = load_conversations(path, skipped)

@@ -155,6 +155,7 @@ def test_train_multirun_runs_two_slurm_jobs(history_sweep):
     assert len(list(history_sweep.glob(".submitit/*/*_result.pkl"))) == 2
 
 
+@pytest.mark.slow  # ~75 s: two trainings side by side, one of them requeued and restarted
 def test_requeue_resumes_from_checkpoint_with_same_final_loss(tmp_path):
     """SIGUSR1 mid-training -> Lightning saves hpc_ckpt + `scontrol requeue` -> rerun resumes at that step."""
     common = [sys.executable, "train.py", "-m", *LAUNCHER, "experiment=demo", "trainer.max_steps=6", "logger=csv",

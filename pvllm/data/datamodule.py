@@ -66,7 +66,8 @@ class PVLLMCollator:
         if item.get("conversations") is not None:  # text-only (Table 6): no video token, no pixel values
             from pvllm.data.text_instructions import encode_conversation
 
-            limits = {k: v for k, v in (self.text_instructions or {}).items() if k in ("max_tokens", "max_turn_tokens")}
+            ti = self.text_instructions or {}
+            limits = {k: ti[k] for k in ("max_tokens", "max_turn_tokens") if k in ti}
             return encode_conversation(tok, item["conversations"], **limits)
         enc = self.processor(text=[item["prompt"]], videos=[item["frames"]], return_tensors="pt")
         prompt_ids = enc["input_ids"][0]

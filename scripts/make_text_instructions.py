@@ -22,7 +22,8 @@ QA = [
     ),
     (
         "Give me three tips for riding a bike in the rain.",
-        "Brake earlier than usual, avoid painted lines and metal covers, and wear something bright so drivers see you.",
+        "Brake earlier than usual, avoid painted lines and metal covers, and wear something bright so drivers "
+        "see you.",
     ),
     (
         "What is the difference between a rabbit and a hare?",
@@ -41,7 +42,8 @@ QA = [
     ("Translate 'good morning' into Spanish and French.", "Spanish: buenos días. French: bonjour."),
     (
         "What makes a comment sound friendly?",
-        "Warm words, a compliment or a question to the author, and an emoji or exclamation mark used sparingly.",
+        "Warm words, a compliment or a question to the author, and an emoji or exclamation mark used "
+        "sparingly.",
     ),
     (
         "How long should I let a cake cool before frosting it?",

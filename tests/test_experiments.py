@@ -35,7 +35,7 @@ def _multirun(overrides: list[str], output_root: Path) -> None:
 
 class _UnigramMeteor:
     """Stands in for METEOR (~5 s per call in its JVM on the shared CPUs; its real values are tested in
-    test_caption_metrics.py): these tests are about sweeps and reports, which copy whatever the summary holds."""
+    test_caption_metrics.py): these tests are about sweeps and reports, which copy what the summary holds."""
 
     def compute_score(self, gts, res):
         items = [

@@ -156,7 +156,8 @@ class PVLLMDataModule(L.LightningDataModule):
         num_workers: int = 0,
         max_reply_tokens: int = 64,
         on_bad_video: str = "raise",
-        text_instructions: dict | None = None,  # Table 6: {path, ratio, max_tokens, max_turn_tokens}; None = off
+        # Table 6: {path, ratio, max_tokens, max_turn_tokens} of text-only conversations; None = off
+        text_instructions: dict | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()

@@ -1,6 +1,7 @@
 """Text-only instruction conversations mixed into PV-LLM training (paper §5.4, Table 6).
 
-Input: LLaVA's conversation JSON, as in Video-LLaVA's ``nlp_tune.json`` or LLaVA's ``llava_v1_5_mix665k.json``:
+Input: LLaVA's conversation JSON, as in Video-LLaVA's ``nlp_tune.json`` or LLaVA's
+``llava_v1_5_mix665k.json``:
 ``[{"id": ..., "conversations": [{"from": "human", "value": ...}, {"from": "gpt", "value": ...}, ...]}]``
 (a ``.jsonl`` with one such object per line also works). Only text-only items are used: an item with an
 ``image``/``video`` key, or an ``<image>``/``<video>`` placeholder in its text, is skipped and counted, as is

@@ -43,13 +43,16 @@ table { border-collapse: collapse; } td, th { border: 1px solid #ddd; padding: 4
 <section id="{{ s.sample_id }}">
 <h2>Example: user {{ s.user_id }} <small>(sample {{ s.sample_id }}, video {{ s.video_id }})</small></h2>
 {% if s.frames_error %}<p class="error">frames: {{ s.frames_error }}</p>{% endif %}
-<div class="frames">{% for f in s.frames %}<img alt="frame {{ loop.index }}" src="data:image/jpeg;base64,{{ f }}">{% endfor %}</div>
+<div class="frames">{% for f in s.frames %}
+<img alt="frame {{ loop.index }}" src="data:image/jpeg;base64,{{ f }}">{% endfor %}</div>
 <h3>Comment history for user {{ s.user_id }}</h3>
-{% if s.history %}<ol>{% for h in s.history %}<li>{{ h }}</li>{% endfor %}</ol>{% else %}<p>(no history)</p>{% endif %}
+{% if s.history %}<ol>{% for h in s.history %}<li>{{ h }}</li>{% endfor %}</ol>
+{% else %}<p>(no history)</p>{% endif %}
 <h3>Predicted comments</h3>
 <table><tr><th>model</th><th>comment</th>{% for _, name in ficl %}<th>{{ name }}</th>{% endfor %}</tr>
 {% for p in s.predictions %}<tr><td>{{ p.label }}<br><small>{{ p.model }}</small></td>
-<td>{% if p.error %}<span class="error">{{ p.error }}</span>{% else %}<span class="comment">{{ p.text }}</span>{% endif %}</td>
+<td>{% if p.error %}<span class="error">{{ p.error }}</span>
+{% else %}<span class="comment">{{ p.text }}</span>{% endif %}</td>
 {% for col, _ in ficl %}<td>{{ p.scores[col] }}</td>{% endfor %}</tr>
 {% endfor %}</table>
 <h3>Target comment</h3><p class="comment">{{ s.reference }}</p>

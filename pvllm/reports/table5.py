@@ -25,7 +25,7 @@ SETTINGS = (("none", "No History"), ("others", "Others' History"), ("k", "Defaul
 
 
 def selection(cfg: Any, generator: str | None = None, rater: str | None = None) -> dict[str, Any]:
-    """The summary fields a run must match: this evaluation's generator, split and seeds (+ rater if given)."""
+    """Summary fields a run must match: this evaluation's generator, split and seeds (+ rater if given)."""
     if generator is None:
         from hydra.core.hydra_config import HydraConfig
 

@@ -1,6 +1,7 @@
 """Table 6: PV-LLM trained on video only vs video + text-only instructions, FICL-Score on the validation set.
 
-    python -m pvllm.reports.table6 "Video + Text=outputs/eval/RUN_A" "Video (Default)=outputs/eval/RUN_B" [--out DIR]
+    python -m pvllm.reports.table6 "Video + Text=outputs/eval/RUN_A" \\
+        "Video (Default)=outputs/eval/RUN_B" [--out DIR]
 Each argument is ``label=run_dir`` of an evaluate.py run (its ``summary.json``); evaluate the two checkpoints
 with their own ``run_name=...`` so that the runs do not share a directory.
 """

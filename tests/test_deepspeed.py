@@ -191,3 +191,33 @@ def test_match_prefix_strips_wrapper_names():
     assert _match_prefix(sorted(expected), expected) == ""
     with pytest.raises(KeyError, match="do not match"):
         _match_prefix(["x.lm_head.weight", "y.model.language_model.embed_tokens.weight"], expected)
+
+
+def test_gpu_checks_plumbing_on_cpu(capsys):
+    """The GPU benchmark script runs end to end at tiny size (the real numbers need a GPU)."""
+    from pvllm.distributed.gpu_checks import build_config, main
+
+    main(
+        [
+            "--tiny",
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--strategies",
+            "none",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+        ]
+    )
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    rec = json.loads(line)
+    assert rec["video_tokens"] == 8 * ((32 // 8) ** 2 + 1) == 136  # 8 frames × (16 patches + CLS)
+    assert rec["tokens_per_sample"] == 384 + 136
+    assert 0 < rec["params_trainable"] < rec["params_total"]  # vision tower + word embeddings frozen
+    assert rec["tokens_per_s"] > 0 and len(rec["losses"]) == 1
+    cfg7b = build_config(tiny=False, layers=None)  # the 7B shape the GPU run uses
+    assert (cfg7b.text_config.hidden_size, cfg7b.text_config.num_hidden_layers) == (4096, 32)
+    assert (cfg7b.vision_config.image_size // cfg7b.vision_config.patch_size) ** 2 + 1 == 257

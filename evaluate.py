@@ -106,6 +106,10 @@ def evaluate(cfg: DictConfig) -> dict | None:
         scores_path=run_dir / "scores.jsonl", cache_path=Path(cfg.paths.cache_dir) / "rater_cache.sqlite",
         seed=cfg.seed,
     )
+    n_empty = sum(1 for p in preds if p["error"] is None and not (p["text"] or "").strip())
+    if n_empty:  # a real output (the model stopped at once), reported rather than hidden
+        log.warning("%d generation(s) are empty strings", n_empty)
+    summary["n_empty_generations"] = n_empty
     name = HydraConfig.get().runtime.choices.get("generator", "?")
     summary.update(generator=name, split=cfg.split, history_mode=h.mode, k=h.k, seed=h.seed,
                    history_seed=h.history_seed, histories_file=str(cfg.histories_file),

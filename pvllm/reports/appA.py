@@ -24,7 +24,7 @@ def report(
     *,
     runs_dir: str,
     out_dir: str | None = None,
-    history_seeds: Sequence[int] = (1, 2, 3),
+    history_seeds: Sequence[int] = (0, 1, 2),
     generator: str | None = None,
     rater: str | None = None,
 ) -> dict[str, str]:

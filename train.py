@@ -68,7 +68,11 @@ def train(cfg: DictConfig) -> float | None:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     out = Path(cfg.paths.output_dir)
-    if cfg.get("save_hf_model") and trainer.is_global_zero:
+    zero3 = getattr(trainer.strategy, "zero_stage_3", False)
+    if cfg.get("save_hf_model") and zero3:  # rank 0 holds only a shard of each weight under ZeRO-3
+        log.info("ZeRO-3: write the HF directory with `python -m pvllm.distributed.consolidate "
+                 "%s/checkpoints/last.ckpt %s/hf_model --base %s`", out, out, bundle.source)
+    elif cfg.get("save_hf_model") and trainer.is_global_zero:
         model = module.model.merge_and_unload() if hasattr(module.model, "merge_and_unload") else module.model
         model.save_pretrained(out / "hf_model")
         bundle.processor.save_pretrained(out / "hf_model")

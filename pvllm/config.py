@@ -49,7 +49,7 @@ def validate_train_config(cfg: DictConfig) -> None:
     if _get(cfg, "scheduler.name") not in ("cosine", "constant"):
         errors.append(f"scheduler.name: cosine | constant, got {_get(cfg, 'scheduler.name')!r}")
     ckpt = _get(cfg, "ckpt_path")
-    if ckpt and not Path(str(ckpt)).is_file():
+    if ckpt and not Path(str(ckpt)).exists():  # a file, or a directory (DeepSpeed checkpoints)
         errors.append(f"ckpt_path: no such checkpoint {ckpt!r}")
     if errors:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(errors))

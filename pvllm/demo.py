@@ -59,7 +59,10 @@ def main() -> None:
           "so here the user's history, not the video, carries the signal. FICL uses the offline `embedding` "
           "rater (a similarity floor, not an LLM judge).")
     print("\n## Examples")
-    for sid in list(preds["k"])[:3]:
+    first_per_user: dict[str, str] = {}
+    for sid, p in preds["k"].items():  # one example from each of three different users
+        first_per_user.setdefault(p["user_id"], sid)
+    for sid in list(first_per_user.values())[:3]:
         pk, pn = preds["k"][sid], preds["none"][sid]
         print(f"\n[{sid}]")
         print("  history:")

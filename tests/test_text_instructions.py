@@ -109,13 +109,15 @@ def test_mixed_batch_trains_with_loss_on_replies_only(bundle):
     # one optimizer step on the mixed batch: finite loss, the LLM and the projector learn
     module = PVLLMModule(model, optim={"lr": 1e-3})
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    loss = module(batch).loss
+    loss = module(batch)  # reply positions only through the LM head (logits_to_keep) ...
+    full = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values_videos", "labels")}).loss
+    torch.testing.assert_close(loss, full, atol=1e-5, rtol=1e-5)  # ... equals HF's loss over every position
     assert torch.isfinite(loss)
     loss.backward()
     assert model.model.multi_modal_projector.linear_1.weight.grad.abs().sum() > 0
     assert model.lm_head.weight.grad.abs().sum() > 0
     opt.step()
-    assert module(batch).loss < loss
+    assert module(batch) < loss
 
 
 def test_truncation_keeps_the_first_reply(bundle):

@@ -22,6 +22,7 @@ demo: $(STAMP)
 	$(PY) -m pvllm.demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -m "not gpu" --durations=15
 
 lint: $(STAMP)

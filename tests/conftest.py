@@ -43,3 +43,11 @@ def sample_ds():
     from pvllm.data.dataset import load_pervidcom
 
     return load_pervidcom(SAMPLE)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove this session's caches (prepared SmolLM2, tiny models, runs: several GB) unless asked to keep."""
+    import shutil
+
+    if not os.environ.get("PVLLM_KEEP_TEST_TMP") and os.environ.get("PYTEST_XDIST_WORKER") is None:
+        shutil.rmtree(_SESSION_TMP, ignore_errors=True)

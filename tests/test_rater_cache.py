@@ -124,8 +124,10 @@ def test_rate_limit_spaces_request_starts(tmp_path):
     r = CountingRater()
     c = CachedRater(r, tmp_path / "c.sqlite", max_concurrency=5, requests_per_second=10, progress=False)
     c.complete([f"p{i}" for i in range(5)])
-    gaps = [b - a for a, b in zip(sorted(r.starts), sorted(r.starts)[1:])]
-    assert len(gaps) == 4 and min(gaps) >= 0.09
+    starts = sorted(r.starts)
+    # 10/s spaces 5 starts over 0.4 s; a thread scheduled late shortens one gap and lengthens the next
+    # under load, so assert the span (unlimited, 5 concurrent starts fall within a few ms)
+    assert len(starts) == 5 and starts[-1] - starts[0] >= 0.3
 
 
 def test_progress_bar_shows_count(tmp_path, capsys):

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-import random
 from typing import Any
 
 from pvllm.clients.gemini_client import classify_gemini_error, make_gemini_client, reply_text
-from pvllm.clients.retry import (
-    AuthError,
-    RateLimiter,
-    RemoteCallError,
-    call_with_retry,
-    map_concurrent,
-    retry_policy_from,
-)
-from pvllm.raters.base import RATERS, LLMRater
-
-log = logging.getLogger(__name__)
+from pvllm.raters.base import RATERS
+from pvllm.raters.remote import RemoteLLMRater
 
 
-class GeminiRater(LLMRater):
+class GeminiRater(RemoteLLMRater):
     """Answers FICL prompts with a Gemini model at temperature 0 (paper App.: lowers score RSD from 5% to <1%)."""
 
     default_model = "gemini-3.5-flash"
@@ -45,12 +34,7 @@ class GeminiRater(LLMRater):
         self.temperature = float(temperature)
         self.max_output_tokens = max_output_tokens
         self.vertexai = bool(vertexai)
-        self.retry = retry_policy_from(retry)
-        self.max_concurrency = int(max_concurrency)
-        self.rate = RateLimiter(requests_per_minute)  # also spaces retries, which CachedRater does not see
-        # CachedRater (pvllm/raters/cache.py) runs requests with these two: bounded concurrency and rate limit.
-        self.requests_per_second = requests_per_minute / 60.0 if requests_per_minute else None
-        self._rng = random.Random()
+        self._init_remote(retry, max_concurrency, requests_per_minute)
         self.client = make_gemini_client(
             api_key_env=api_key_env,
             vertexai=vertexai,
@@ -73,37 +57,13 @@ class GeminiRater(LLMRater):
             p["max_output_tokens"] = int(self.max_output_tokens)
         return p
 
-    def _one(self, item: tuple[int, str]) -> str | None:
+    classify = staticmethod(classify_gemini_error)
+
+    def _request(self, prompt: str) -> str:
         from google.genai import types
 
-        i, prompt = item
         config = types.GenerateContentConfig(**self.params)
-
-        def attempt() -> str:
-            self.rate.acquire()
-            return reply_text(
-                self.client.models.generate_content(model=self.model, contents=prompt, config=config)
-            )
-
-        try:
-            return call_with_retry(
-                attempt,
-                policy=self.retry,
-                classify=classify_gemini_error,
-                what=f"{self.name} prompt {i}",
-                rng=self._rng,
-            )
-        except AuthError:
-            raise
-        except RemoteCallError as e:
-            log.error("%s", e)
-            return None
-
-    def complete(self, prompts: list[str]) -> list[str | None]:
-        return map_concurrent(self._one, list(enumerate(prompts)), self.max_concurrency)
-
-    def close(self) -> None:
-        self.client.close()
+        return reply_text(self.client.models.generate_content(model=self.model, contents=prompt, config=config))
 
 
 @RATERS.register("gemini_flash")

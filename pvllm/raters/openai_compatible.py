@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-import random
 from typing import Any
 
 from pvllm.clients.openai_client import classify_openai_error, completion_text, make_openai_client
-from pvllm.clients.retry import (
-    AuthError,
-    RateLimiter,
-    RemoteCallError,
-    call_with_retry,
-    map_concurrent,
-    retry_policy_from,
-)
-from pvllm.raters.base import RATERS, LLMRater
-
-log = logging.getLogger(__name__)
+from pvllm.raters.base import RATERS
+from pvllm.raters.remote import RemoteLLMRater
 
 
 @RATERS.register("openai_compatible")
-class OpenAICompatibleRater(LLMRater):
+class OpenAICompatibleRater(RemoteLLMRater):
     """One user turn per FICL prompt, temperature 0."""
 
     def __init__(
@@ -41,12 +30,7 @@ class OpenAICompatibleRater(LLMRater):
         self.temperature = float(temperature)
         self.max_tokens = max_tokens
         self.seed = seed
-        self.retry = retry_policy_from(retry)
-        self.max_concurrency = int(max_concurrency)
-        self.rate = RateLimiter(requests_per_minute)  # also spaces retries, which CachedRater does not see
-        # CachedRater (pvllm/raters/cache.py) runs requests with these two: bounded concurrency and rate limit.
-        self.requests_per_second = requests_per_minute / 60.0 if requests_per_minute else None
-        self._rng = random.Random()
+        self._init_remote(retry, max_concurrency, requests_per_minute)
         self.client = make_openai_client(
             api_key_env=api_key_env,
             base_url=base_url,
@@ -67,33 +51,8 @@ class OpenAICompatibleRater(LLMRater):
             p["seed"] = int(self.seed)
         return p
 
-    def _one(self, item: tuple[int, str]) -> str | None:
-        i, prompt = item
+    classify = staticmethod(classify_openai_error)
 
-        def attempt() -> str:
-            self.rate.acquire()
-            return completion_text(
-                self.client.chat.completions.create(
-                    model=self.model, messages=[{"role": "user", "content": prompt}], **self.params
-                )
-            )
-
-        try:
-            return call_with_retry(
-                attempt,
-                policy=self.retry,
-                classify=classify_openai_error,
-                what=f"{self.name} prompt {i}",
-                rng=self._rng,
-            )
-        except AuthError:
-            raise
-        except RemoteCallError as e:
-            log.error("%s", e)
-            return None
-
-    def complete(self, prompts: list[str]) -> list[str | None]:
-        return map_concurrent(self._one, list(enumerate(prompts)), self.max_concurrency)
-
-    def close(self) -> None:
-        self.client.close()
+    def _request(self, prompt: str) -> str:
+        return completion_text(self.client.chat.completions.create(
+            model=self.model, messages=[{"role": "user", "content": prompt}], **self.params))

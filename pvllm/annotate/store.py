@@ -1,0 +1,214 @@
+"""Data side of the annotation tool: the samples to annotate, the blind model order, and annotations.jsonl.
+
+No web code here (importable without starlette). ``annotations.jsonl`` follows DESIGN.md: one row per
+sample x generator x submit, append-only; a resubmitted sample appends newer rows and readers keep the
+latest per (sample_id, generator, annotator) with :func:`latest_annotations`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pvllm.metrics.ficl import DIMENSIONS, RUBRIC_VALUES
+from pvllm.utils.jsonl import append_jsonl, read_jsonl_tolerant
+
+# Paper §4.1 rubric, in the order the page shows it.
+RUBRIC_LABELS: tuple[tuple[float, str], ...] = (
+    (0.0, "not similar or relevant at all"),
+    (0.25, "slightly similar"),
+    (0.5, "similar in some aspects"),
+    (0.75, "similar in many aspects"),
+    (1.0, "almost identical"),
+)
+DIMENSION_LABELS = {"emotion": "Emotion", "style": "Language style", "relevance": "Content relevance"}
+SOURCE_HUMAN = "human"
+ANNOTATION_FIELDS = ("sample_id", "generator", "annotator", *DIMENSIONS, "source", "created_at")
+
+
+class ScoreError(ValueError):
+    """A submitted form is incomplete or holds a value outside the rubric; ``field`` names the input."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Output:
+    """One generator's comment for a sample; ``text`` is None when the generation failed."""
+
+    generator: str
+    text: str | None
+    error: str | None
+
+    @property
+    def scorable(self) -> bool:
+        return self.error is None and self.text is not None
+
+
+@dataclass
+class Sample:
+    sample_id: str
+    user_id: str | None
+    video_id: str | None
+    history: list[str]
+    reference: str
+    outputs: dict[str, Output] = field(default_factory=dict)  # generator -> output
+
+    def scorable_generators(self) -> list[str]:
+        return sorted(g for g, o in self.outputs.items() if o.scorable)
+
+
+def _predictions_file(run: str | Path) -> Path:
+    run = Path(run)
+    path = run if run.is_file() else run / "predictions.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run}: no predictions.jsonl (pass an evaluation run directory)")
+    return path
+
+
+def load_samples(runs: Iterable[str | Path]) -> list[Sample]:
+    """Samples present in every run, in the first run's order, each with every run's output.
+
+    A run is a directory holding ``predictions.jsonl`` (pvllm.evaluation ``prediction_row`` rows).
+    Within a file the last row of a (sample_id, generator) wins (append-only, resumable files). The same
+    generator in two runs, or two runs disagreeing on a sample's reference or history, is an error: the
+    runs would not be one evaluation.
+    """
+    runs = list(runs)
+    if not runs:
+        raise ValueError("no prediction runs given")
+    per_run: list[dict[str, dict[str, dict[str, Any]]]] = []  # run -> sample_id -> generator -> row
+    owner: dict[str, Path] = {}  # generator -> file
+    order: list[str] = []
+    for i, run in enumerate(runs):
+        path = _predictions_file(run)
+        by_sample: dict[str, dict[str, dict[str, Any]]] = {}
+        for lineno, row in enumerate(read_jsonl_tolerant(path), start=1):
+            for key in ("sample_id", "generator", "reference"):
+                if row.get(key) is None:
+                    raise ValueError(f"{path}: row {lineno} has no {key!r}")
+            gen = str(row["generator"])
+            if owner.setdefault(gen, path) != path:
+                raise ValueError(f"generator {gen!r} appears in both {owner[gen]} and {path}")
+            sid = str(row["sample_id"])
+            if i == 0 and sid not in by_sample:
+                order.append(sid)
+            by_sample.setdefault(sid, {})[gen] = row
+        if not by_sample:
+            raise ValueError(f"{path}: no predictions")
+        per_run.append(by_sample)
+    samples = []
+    for sid in order:
+        if not all(sid in r for r in per_run):
+            continue
+        rows = [row for r in per_run for row in r[sid].values()]
+        first = rows[0]
+        hist = [str(h) for h in (first.get("history") or [])]
+        for row in rows[1:]:
+            if row["reference"] != first["reference"] or [str(h) for h in (row.get("history") or [])] != hist:
+                raise ValueError(
+                    f"sample {sid!r}: generators {first['generator']!r} and {row['generator']!r} disagree on "
+                    "the reference or history; the runs are not one evaluation"
+                )
+        s = Sample(sid, first.get("user_id"), first.get("video_id"), hist, str(first["reference"]))
+        for row in rows:
+            err = row.get("error")
+            text = row.get("text")
+            if err is None and text is None:
+                err = "no text"
+            s.outputs[str(row["generator"])] = Output(str(row["generator"]), text, None if err is None else str(err))
+        samples.append(s)
+    if not samples:
+        raise ValueError(f"no sample is present in all {len(runs)} runs")
+    return samples
+
+
+def blind_order(sample_id: str, generators: Iterable[str], seed: int) -> list[str]:
+    """Seeded per-sample shuffle of the generators: the page shows "Model A, B, ..." in this order."""
+    gens = sorted(generators)
+    random.Random(f"{seed}:{sample_id}").shuffle(gens)
+    return gens
+
+
+def parse_score(raw: Any) -> float | None:
+    """A rubric value from a form string/number; None when absent or outside {0, .25, .5, .75, 1}."""
+    if raw is None or isinstance(raw, bool):
+        return None
+    try:
+        v = float(str(raw).strip())
+    except ValueError:
+        return None
+    if math.isnan(v) or v not in RUBRIC_VALUES:
+        return None
+    return v
+
+
+def now_iso() -> str:
+    """ISO-8601 UTC timestamp with microseconds (keeps rows of quick resubmits distinct)."""
+    return datetime.now(timezone.utc).isoformat()
+
+
+def annotation_row(sample_id: str, generator: str, annotator: str, scores: Mapping[str, float],
+                   created_at: str | None = None) -> dict[str, Any]:
+    """One DESIGN.md annotations.jsonl row (``source: "human"``)."""
+    row: dict[str, Any] = {"sample_id": sample_id, "generator": generator, "annotator": annotator}
+    for d in DIMENSIONS:
+        row[d] = scores[d]
+    row["source"] = SOURCE_HUMAN
+    row["created_at"] = created_at or now_iso()
+    return row
+
+
+def latest_annotations(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Keep, per (sample_id, generator, annotator), only the latest row; the rest are superseded.
+
+    "Latest" is the last one in file (iteration) order: the tool only appends, so a resubmitted sample's
+    newer rows come after the older ones. Concatenating the files of different annotators keeps this
+    true, since the key includes the annotator. The result keeps first-appearance order of the keys.
+    Feed this, not the raw file, to averaging (``pvllm.metrics.ficl.average_annotations`` averages every
+    row it is given).
+    """
+    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for r in rows:
+        key = (str(r["sample_id"]), str(r["generator"]), str(r.get("annotator", "")))
+        latest[key] = dict(r)  # a re-assigned key keeps its position, takes the newer row
+    return list(latest.values())
+
+
+def read_annotations(path: str | Path) -> list[dict[str, Any]]:
+    """All rows of an annotations.jsonl (a torn last line from a kill is dropped); missing file -> []."""
+    return read_jsonl_tolerant(path)
+
+
+class AnnotationStore:
+    """One annotator's view of ``--out``: the latest scores per (sample_id, generator); appends with fsync."""
+
+    def __init__(self, path: str | Path, annotator: str):
+        if not annotator or not annotator.strip():
+            raise ValueError("annotator name is empty (use a pseudonym)")
+        self.path = Path(path)
+        self.annotator = annotator
+        self.latest: dict[tuple[str, str], dict[str, Any]] = {}
+        for r in latest_annotations(read_annotations(self.path)):
+            if r.get("annotator") == annotator:
+                self.latest[(str(r["sample_id"]), str(r["generator"]))] = r
+
+    def scores(self, sample_id: str, generator: str) -> dict[str, float] | None:
+        r = self.latest.get((sample_id, generator))
+        return None if r is None else {d: r[d] for d in DIMENSIONS}
+
+    def is_done(self, sample: Sample) -> bool:
+        """Every scorable output of the sample has a score by this annotator (vacuous if none is)."""
+        return all((sample.sample_id, g) in self.latest for g in sample.scorable_generators())
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        append_jsonl(self.path, rows)  # flush + fsync
+        for r in rows:
+            self.latest[(r["sample_id"], r["generator"])] = r

@@ -56,7 +56,7 @@ def write_runs(tmp_path: Path, *, xss: bool = False, failed: bool = False, extra
             if xss and g == GENS[1] and sid == "s1":
                 text = XSS
             if failed and g == GENS[2] and sid == "s2":
-                rows.append(_pred(sid, g, None, "RuntimeError: decode failed"))
+                rows.append(_pred(sid, g, None, f"RuntimeError: {g}-weights ({g}) decode failed"))
                 continue
             rows.append(_pred(sid, g, text))
         if extra and g == GENS[0]:
@@ -150,8 +150,10 @@ def test_invalid_score_is_400_and_nothing_written(tmp_path, bad):
         form["m1_style"] = bad
     r = c.post("/sample/1", data=form)
     assert r.status_code == 400
-    assert "m1_style" in r.text and "Model B" in r.text
+    assert "m1_style" in r.text and "Model B" in r.text and "Not saved" in r.text
     assert not out.exists() or out.read_text() == ""
+    # the page comes back with the valid choices still selected (8 of 9)
+    assert r.text.count(" checked") == 8
 
 
 def test_stale_form_for_another_sample_is_rejected(tmp_path):
@@ -167,6 +169,7 @@ def test_failed_generation_is_shown_and_not_scorable(tmp_path):
     c = client(tmp_path, out, failed=True)
     html = c.get("/sample/2").text
     assert "Generation failed" in html and "decode failed" in html
+    assert not any(g in html for g in GENS)  # the error message is redacted too (blind)
     assert len(_slots(html)) == 2
     r = c.post("/sample/2", data=_full_form(html, "s2"), follow_redirects=False)
     assert r.status_code == 303
@@ -229,6 +232,25 @@ def test_export_loads_through_human_scores(tmp_path):
     assert len(average_annotations(load_jsonl(out1))) == 3  # a single annotator's raw file loads too
 
 
+def test_merge_writes_table3_alignment_dir(tmp_path):
+    from pvllm.reports.table3 import load_alignment_set
+
+    runs = write_runs(tmp_path)
+    out = tmp_path / "a.jsonl"
+    c = TestClient(build_app(runs, "ann1", out))
+    c.post("/sample/2", data=_full_form(c.get("/sample/2").text, "s2", "0.25"))
+    align = tmp_path / "align"
+    assert merge_main([str(out), "--alignment-dir", str(align), "--predictions", *map(str, runs)]) == 0
+    preds, refs, ann_path = load_alignment_set(align)
+    assert set(preds) == set(GENS) and all([p["sample_id"] for p in ps] == ["s2"] for ps in preds.values())
+    assert refs == {"s2": "ground truth two"}
+    assert human_scores(ann_path)["style"] == {("s2", g): 0.25 for g in GENS}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({**load_jsonl(out)[0], "emotion": 0.3}) + "\n")
+    assert merge_main([str(bad), "--out", str(tmp_path / "m.jsonl")]) == 2
+    assert not (tmp_path / "m.jsonl").exists()
+
+
 def test_frames_with_dataset_and_note_when_missing(tmp_path):
     pytest.importorskip("decord")
     sample = Path(__file__).resolve().parents[1] / "data" / "sample"
@@ -238,6 +260,7 @@ def test_frames_with_dataset_and_note_when_missing(tmp_path):
     c = TestClient(app)
     html = c.get("/sample/1").text
     assert html.count('src="data:image/jpeg;base64,') == 8
+    assert "bunny_01" in html and "Big Buck Bunny" in html  # video id and title
     html2 = c.get("/sample/2").text
     assert "No frames" in html2 and "nope" in html2
 

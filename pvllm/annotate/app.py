@@ -64,7 +64,7 @@ _SAMPLE = """{% extends "base.html" %}
   <a href="/">first unfinished</a>
 </nav>
 <h2>Sample {{ n }} / {{ total }} {% if finished %}<small>(annotated; saving again replaces your scores)</small>{% endif %}</h2>
-{% if error %}<p class="error">{{ error }}</p>{% endif %}
+{% if error %}<p class="error" role="alert">{{ error }}</p>{% endif %}
 <details open><summary>Rubric</summary><ul>
 {% for v, label in rubric %}<li><b>{{ v | score }}</b>: {{ label }}</li>{% endfor %}
 </ul><p class="note">Emotion: how well the generated comment aligns with the emotion of the user's comment.
@@ -76,6 +76,7 @@ the generated comment and the target comment.</p></details>
 {% else %}<p class="note">No frames: {{ frames_note }}</p>{% endif %}
 </div>
 {% endif %}
+{% if video_id %}<p>Video: <code>{{ video_id }}</code>{% if video_title %} &mdash; {{ video_title }}{% endif %}</p>{% endif %}
 <h3>User's comment history</h3>
 {% if history %}<ol class="box">{% for h in history %}<li class="text">{{ h }}</li>{% endfor %}</ol>
 {% else %}<p class="note">(no history)</p>{% endif %}
@@ -195,14 +196,19 @@ class Annotator:
             rows.append(annotation_row(s.sample_id, gen, self.store.annotator, scores))
         return rows
 
-    def page_context(self, idx: int) -> dict[str, Any]:
+    def page_context(self, idx: int, form: dict[str, Any] | None = None, error: str | None = None
+                     ) -> dict[str, Any]:
+        """What sample.html shows; with ``form`` (a rejected submit) its valid choices stay selected."""
         s = self.samples[idx]
         models = []
         for i, gen in enumerate(self.order(s)):
             out = s.outputs[gen]
+            scores = self.store.scores(s.sample_id, gen)
+            if form is not None:
+                scores = {d: parse_score(form.get(f"{slot_name(i)}_{d}")) for d in DIMENSIONS}
             models.append({
                 "slot": slot_name(i), "label": model_label(i), "scorable": out.scorable, "text": out.text,
-                "error": out.error, "scores": self.store.scores(s.sample_id, gen),
+                "error": out.error, "scores": scores,
             })
         frames, note = ([], None)
         if self.frames is not None:
@@ -213,7 +219,8 @@ class Annotator:
             "sample_id": s.sample_id, "seed": self.seed, "history": s.history, "reference": s.reference,
             "models": models, "any_scorable": any(m["scorable"] for m in models),
             "rubric": RUBRIC_LABELS, "dims": DIMENSIONS, "dim_labels": DIMENSION_LABELS,
-            "show_frames": self.frames is not None, "frames": frames, "frames_note": note, "error": None,
+            "show_frames": self.frames is not None, "frames": frames, "frames_note": note, "error": error,
+            "video_id": s.video_id, "video_title": self.frames.title(s.video_id) if self.frames else None,
         }
 
 
@@ -249,7 +256,9 @@ def create_app(annotator: Annotator) -> Starlette:
         try:
             rows = annotator.parse_form(s, form)
         except ScoreError as e:
-            return error(400, str(e), back=f"/sample/{i + 1}")
+            if e.field in ("sample_id", "seed"):  # a stale page: the choices cannot be mapped back
+                return error(400, str(e), back=f"/sample/{i + 1}")
+            return render("sample.html", 400, **annotator.page_context(i, form=form, error=f"Not saved: {e}"))
         with annotator.lock:
             if rows:
                 annotator.store.append(rows)

@@ -23,10 +23,15 @@ class FrameSource:
         vfile = self.root / "videos.jsonl"
         if not vfile.is_file():
             raise FileNotFoundError(f"{self.root}: no videos.jsonl (is --dataset a dataset directory?)")
-        self.files = {str(v["video_id"]): str(v["file"]) for v in load_jsonl(vfile) if v.get("file")}
+        videos = load_jsonl(vfile)
+        self.files = {str(v["video_id"]): str(v["file"]) for v in videos if v.get("file")}
+        self.titles = {str(v["video_id"]): v["title"] for v in videos if v.get("title")}
         self.num_frames, self.width, self.cache_size = num_frames, width, cache_size
         self._cache: OrderedDict[str, tuple[list[str], str | None]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def title(self, video_id: str | None) -> str | None:
+        return None if video_id is None else self.titles.get(video_id)
 
     def thumbnails(self, video_id: str | None) -> tuple[list[str], str | None]:
         if video_id is None:

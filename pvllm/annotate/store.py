@@ -45,7 +45,7 @@ class Output:
 
     generator: str
     text: str | None
-    error: str | None
+    error: str | None  # shown on the page: generator and model names are already replaced by "[model]"
 
     @property
     def scorable(self) -> bool:
@@ -65,7 +65,7 @@ class Sample:
         return sorted(g for g, o in self.outputs.items() if o.scorable)
 
 
-def _predictions_file(run: str | Path) -> Path:
+def predictions_file(run: str | Path) -> Path:
     run = Path(run)
     path = run if run.is_file() else run / "predictions.jsonl"
     if not path.is_file():
@@ -88,7 +88,7 @@ def load_samples(runs: Iterable[str | Path]) -> list[Sample]:
     owner: dict[str, Path] = {}  # generator -> file
     order: list[str] = []
     for i, run in enumerate(runs):
-        path = _predictions_file(run)
+        path = predictions_file(run)
         by_sample: dict[str, dict[str, dict[str, Any]]] = {}
         for lineno, row in enumerate(read_jsonl_tolerant(path), start=1):
             for key in ("sample_id", "generator", "reference"):
@@ -123,11 +123,19 @@ def load_samples(runs: Iterable[str | Path]) -> list[Sample]:
             text = row.get("text")
             if err is None and text is None:
                 err = "no text"
-            s.outputs[str(row["generator"])] = Output(str(row["generator"]), text, None if err is None else str(err))
+            gen = str(row["generator"])
+            s.outputs[gen] = Output(gen, text, None if err is None else redact(str(err), gen, row.get("model")))
         samples.append(s)
     if not samples:
         raise ValueError(f"no sample is present in all {len(runs)} runs")
     return samples
+
+
+def redact(message: str, *names: Any) -> str:
+    """Replace generator/model names in an error message (the page is blind): longest first."""
+    for name in sorted({str(n) for n in names if n}, key=len, reverse=True):
+        message = message.replace(name, "[model]")
+    return message
 
 
 def blind_order(sample_id: str, generators: Iterable[str], seed: int) -> list[str]:

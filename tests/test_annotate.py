@@ -75,8 +75,12 @@ def _slots(html: str) -> list[str]:
     return sorted(set(re.findall(r'name="(m\d+)_emotion"', html)))
 
 
+def _token(html: str) -> str:
+    return re.search(r'name="token" value="([^"]+)"', html).group(1)
+
+
 def _full_form(html: str, sid: str, value: str = "0.75") -> dict:
-    form = {"sample_id": sid, "seed": "0"}
+    form = {"sample_id": sid, "seed": "0", "token": _token(html)}
     for m in _slots(html):
         for d in ("emotion", "style", "relevance"):
             form[f"{m}_{d}"] = value
@@ -117,7 +121,7 @@ def test_submit_writes_exactly_the_expected_rows(tmp_path):
     for g in GENS:
         pos = html.index(_text(g, "s1"))
         slot_of[g] = re.findall(r'name="(m\d+)_emotion"', html[pos:])[0]
-    form = {"sample_id": "s1", "seed": "0"}
+    form = {"sample_id": "s1", "seed": "0", "token": _token(html)}
     want = {GENS[0]: (1, 0.75, 0.5), GENS[1]: (0, 0.25, 0.5), GENS[2]: (0.75, 1, 0)}
     for g, (e, s, rel) in want.items():
         form.update({f"{slot_of[g]}_emotion": str(e), f"{slot_of[g]}_style": str(s),
@@ -156,12 +160,24 @@ def test_invalid_score_is_400_and_nothing_written(tmp_path, bad):
     assert r.text.count(" checked") == 8
 
 
-def test_stale_form_for_another_sample_is_rejected(tmp_path):
+def test_stale_or_foreign_form_is_rejected(tmp_path):
     out = tmp_path / "ann.jsonl"
     c = client(tmp_path, out)
-    form = _full_form(c.get("/sample/1").text, "s2")
-    assert c.post("/sample/1", data=form).status_code == 400
+    html = c.get("/sample/1").text
+    assert c.post("/sample/1", data=_full_form(html, "s2")).status_code == 400  # form of another sample
+    for field, value in (("token", "guessed"), ("seed", "1")):  # cross-site post / another server start
+        r = c.post("/sample/1", data={**_full_form(html, "s1"), field: value})
+        assert r.status_code == 400 and "reload the page" in r.text
     assert not out.exists()
+
+
+def test_loopback_server_refuses_foreign_host_header(tmp_path):
+    from pvllm.annotate.__main__ import allowed_hosts
+
+    app = build_app(write_runs(tmp_path), "ann1", tmp_path / "ann.jsonl", allowed_hosts=allowed_hosts("127.0.0.1"))
+    assert TestClient(app, base_url="http://127.0.0.1:8765").get("/sample/1").status_code == 200
+    assert TestClient(app, base_url="http://evil.example:8765").get("/sample/1").status_code == 400
+    assert allowed_hosts("0.0.0.0") is None
 
 
 def test_failed_generation_is_shown_and_not_scorable(tmp_path):
@@ -204,6 +220,28 @@ def test_restart_resumes_at_first_unfinished_and_latest_wins(tmp_path):
     r = c3.post("/sample/3", data=_full_form(c3.get("/sample/3").text, "s3"), follow_redirects=False)
     assert r.headers["location"] == "/done"
     assert "3 / 3 annotated" in c3.get("/done").text
+
+
+def test_torn_last_line_is_cut_and_bad_rows_refused(tmp_path):
+    out = tmp_path / "ann.jsonl"
+    c = client(tmp_path, out)
+    c.post("/sample/1", data=_full_form(c.get("/sample/1").text, "s1"))
+    good = out.read_text()
+    out.write_text(good + '{"sample_id": "s2", "gener')  # killed mid-write
+    c2 = TestClient(build_app(write_runs(tmp_path), "ann1", out))
+    assert out.read_text() == good
+    c2.post("/sample/2", data=_full_form(c2.get("/sample/2").text, "s2"))
+    assert len(load_jsonl(out)) == 6
+    out.write_text(good.replace('"style": 0.75', '"style": 0.7', 1))
+    with pytest.raises(ValueError, match="row 1: style=0.7"):
+        build_app(write_runs(tmp_path), "ann1", out)
+
+
+def test_cli_reports_bad_input(tmp_path, capsys):
+    from pvllm.annotate.__main__ import main
+
+    assert main(["--predictions", str(tmp_path / "nope"), "--annotator", "a", "--out", str(tmp_path / "o")]) == 2
+    assert "no predictions.jsonl" in capsys.readouterr().err
 
 
 def test_latest_annotations_keeps_last_per_key():

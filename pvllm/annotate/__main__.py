@@ -23,16 +23,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def allowed_hosts(host: str) -> list[str] | None:
+    """Host headers a loopback-bound server accepts (stops DNS rebinding); None (any) otherwise."""
+    return ["127.0.0.1", "localhost", "[::1]"] if host in LOOPBACK else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from pvllm.annotate.app import build_app
 
     try:
-        app = build_app(args.predictions, args.annotator, args.out, seed=args.seed, dataset=args.dataset)
+        app = build_app(args.predictions, args.annotator, args.out, seed=args.seed, dataset=args.dataset,
+                        allowed_hosts=allowed_hosts(args.host))
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     a = app.state.annotator
+    if a.store.repaired:
+        print(f"warning: {args.out} ended in an incomplete line (a killed write); it was cut", file=sys.stderr)
     print(f"{len(a.samples)} samples, {a.done_count()} already annotated by {args.annotator!r}; "
           f"writing to {args.out}", file=sys.stderr)
     print(f"open http://{args.host}:{args.port}/ in a browser (Ctrl-C to stop; progress is saved per submit)",

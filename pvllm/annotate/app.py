@@ -9,12 +9,15 @@ the form fields are named by slot (``m0_emotion``), mapped back to generators on
 
 from __future__ import annotations
 
+import secrets
 import threading
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -85,6 +88,7 @@ the generated comment and the target comment.</p></details>
 <form method="post" action="/sample/{{ n }}">
 <input type="hidden" name="sample_id" value="{{ sample_id }}">
 <input type="hidden" name="seed" value="{{ seed }}">
+<input type="hidden" name="token" value="{{ token }}">
 {% for m in models %}
 <div class="box{% if not m.scorable %} failed{% endif %}">
 <h3>{{ m.label }}</h3>
@@ -153,6 +157,7 @@ class Annotator:
     def __init__(self, samples: list[Sample], store: AnnotationStore, seed: int = 0,
                  frames: FrameSource | None = None):
         self.samples, self.store, self.seed, self.frames = samples, store, seed, frames
+        self.token = secrets.token_urlsafe(16)  # per server start: a form from another site cannot know it
         self.lock = threading.Lock()
 
     def order(self, s: Sample) -> list[str]:
@@ -175,6 +180,9 @@ class Annotator:
         if str(form.get("sample_id", "")) != s.sample_id:
             raise ScoreError("sample_id", f"form is for sample {form.get('sample_id')!r}, not {s.sample_id!r}; "
                              "reload the page")
+        if not secrets.compare_digest(str(form.get("token", "")), self.token):
+            raise ScoreError("token", "this form does not come from this server's pages (or the server was "
+                             "restarted); reload the page")
         if str(form.get("seed", "")) != str(self.seed):
             raise ScoreError("seed", "the page was made with another model order (seed); reload the page")
         rows = []
@@ -216,7 +224,7 @@ class Annotator:
         return {
             "n": idx + 1, "total": len(self.samples), "done": self.done_count(),
             "finished": self.store.is_done(s) and bool(s.scorable_generators()),
-            "sample_id": s.sample_id, "seed": self.seed, "history": s.history, "reference": s.reference,
+            "sample_id": s.sample_id, "seed": self.seed, "token": self.token, "history": s.history, "reference": s.reference,
             "models": models, "any_scorable": any(m["scorable"] for m in models),
             "rubric": RUBRIC_LABELS, "dims": DIMENSIONS, "dim_labels": DIMENSION_LABELS,
             "show_frames": self.frames is not None, "frames": frames, "frames_note": note, "error": error,
@@ -224,7 +232,7 @@ class Annotator:
         }
 
 
-def create_app(annotator: Annotator) -> Starlette:
+def create_app(annotator: Annotator, allowed_hosts: list[str] | None = None) -> Starlette:
     env = make_env()
 
     def render(name: str, http_status: int = 200, **ctx: Any) -> HTMLResponse:
@@ -256,7 +264,7 @@ def create_app(annotator: Annotator) -> Starlette:
         try:
             rows = annotator.parse_form(s, form)
         except ScoreError as e:
-            if e.field in ("sample_id", "seed"):  # a stale page: the choices cannot be mapped back
+            if e.field in ("sample_id", "seed", "token"):  # a stale page: the choices cannot be mapped back
                 return error(400, str(e), back=f"/sample/{i + 1}")
             return render("sample.html", 400, **annotator.page_context(i, form=form, error=f"Not saved: {e}"))
         with annotator.lock:
@@ -274,17 +282,20 @@ def create_app(annotator: Annotator) -> Starlette:
         Route("/sample/{n:int}", submit, methods=["POST"]),
         Route("/done", done),
     ]
-    app = Starlette(routes=routes)
+    middleware = []
+    if allowed_hosts:  # a loopback server answers only to loopback names (no DNS rebinding)
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))
+    app = Starlette(routes=routes, middleware=middleware)
     app.state.annotator = annotator
     return app
 
 
 def build_app(predictions: list[str | Path], annotator: str, out: str | Path, seed: int = 0,
-              dataset: str | Path | None = None) -> Starlette:
+              dataset: str | Path | None = None, allowed_hosts: list[str] | None = None) -> Starlette:
     """Load the runs and the annotator's previous work (resume) and return the app."""
     from pvllm.annotate.store import load_samples
 
     samples = load_samples(predictions)
     store = AnnotationStore(out, annotator)
     frames = FrameSource(dataset) if dataset is not None else None
-    return create_app(Annotator(samples, store, seed=seed, frames=frames))
+    return create_app(Annotator(samples, store, seed=seed, frames=frames), allowed_hosts=allowed_hosts)

@@ -19,18 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pvllm.annotate.store import ANNOTATION_FIELDS, latest_annotations, parse_score, read_annotations
-from pvllm.metrics.ficl import DIMENSIONS
+from pvllm.annotate.store import check_row, latest_annotations, read_annotations
 from pvllm.utils.jsonl import write_jsonl
-
-
-def check_row(row: dict[str, Any], where: str) -> None:
-    for f in ANNOTATION_FIELDS:
-        if row.get(f) is None:
-            raise ValueError(f"{where}: missing field {f!r}")
-    for d in DIMENSIONS:
-        if isinstance(row[d], bool) or not isinstance(row[d], (int, float)) or parse_score(row[d]) is None:
-            raise ValueError(f"{where}: {d}={row[d]!r} is not one of 0, 0.25, 0.5, 0.75, 1")
 
 
 def merge(paths: list[str | Path]) -> list[dict[str, Any]]:

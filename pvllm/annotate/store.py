@@ -7,7 +7,9 @@ latest per (sample_id, generator, annotator) with :func:`latest_annotations`.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -110,9 +112,9 @@ def load_samples(runs: Iterable[str | Path]) -> list[Sample]:
             continue
         rows = [row for r in per_run for row in r[sid].values()]
         first = rows[0]
-        hist = [str(h) for h in (first.get("history") or [])]
+        hist = _history(first)
         for row in rows[1:]:
-            if row["reference"] != first["reference"] or [str(h) for h in (row.get("history") or [])] != hist:
+            if row["reference"] != first["reference"] or _history(row) != hist:
                 raise ValueError(
                     f"sample {sid!r}: generators {first['generator']!r} and {row['generator']!r} disagree on "
                     "the reference or history; the runs are not one evaluation"
@@ -136,6 +138,11 @@ def redact(message: str, *names: Any) -> str:
     for name in sorted({str(n) for n in names if n}, key=len, reverse=True):
         message = message.replace(name, "[model]")
     return message
+
+
+def _history(row: Mapping[str, Any]) -> list[str]:
+    """The history comments' texts (plain strings, or ``{comment_id, video_id, text}`` records)."""
+    return [str(h["text"]) if isinstance(h, Mapping) else str(h) for h in (row.get("history") or [])]
 
 
 def blind_order(sample_id: str, generators: Iterable[str], seed: int) -> list[str]:
@@ -195,6 +202,44 @@ def read_annotations(path: str | Path) -> list[dict[str, Any]]:
     return read_jsonl_tolerant(path)
 
 
+def check_row(row: Mapping[str, Any], where: str) -> None:
+    """Raise ValueError naming ``where`` and the field unless ``row`` is a DESIGN.md annotation row."""
+    for f in ANNOTATION_FIELDS:
+        if row.get(f) is None:
+            raise ValueError(f"{where}: missing field {f!r}")
+    for d in DIMENSIONS:
+        v = row[d]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or parse_score(v) is None:
+            raise ValueError(f"{where}: {d}={v!r} is not one of 0, 0.25, 0.5, 0.75, 1")
+
+
+def repair_torn_tail(path: Path) -> bool:
+    """Cut an incomplete last line (a write killed half-way) so that the next append starts a clean line.
+
+    Returns True when something was cut. A complete last row that only lacks its newline gets one.
+    """
+    if not path.is_file():
+        return False
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return False
+    cut = data.rfind(b"\n") + 1
+    tail = data[cut:]
+    try:
+        complete = isinstance(json.loads(tail), dict)
+    except ValueError:
+        complete = False
+    with path.open("r+b") as f:
+        if complete:
+            f.seek(0, 2)
+            f.write(b"\n")
+        else:
+            f.truncate(cut)
+        f.flush()
+        os.fsync(f.fileno())
+    return not complete
+
+
 class AnnotationStore:
     """One annotator's view of ``--out``: the latest scores per (sample_id, generator); appends with fsync."""
 
@@ -204,7 +249,11 @@ class AnnotationStore:
         self.path = Path(path)
         self.annotator = annotator
         self.latest: dict[tuple[str, str], dict[str, Any]] = {}
-        for r in latest_annotations(read_annotations(self.path)):
+        self.repaired = repair_torn_tail(self.path)
+        rows = read_annotations(self.path)
+        for i, r in enumerate(rows, start=1):
+            check_row(r, f"{self.path}: row {i}")
+        for r in latest_annotations(rows):
             if r.get("annotator") == annotator:
                 self.latest[(str(r["sample_id"]), str(r["generator"]))] = r
 

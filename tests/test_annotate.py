@@ -112,6 +112,14 @@ def test_generated_comment_is_escaped(tmp_path):
     assert "&lt;img src=x onerror=" in html
 
 
+def test_control_characters_are_made_visible():
+    from pvllm.annotate.app import make_env
+
+    env = make_env()
+    out = env.from_string("{{ t | visible }}").render(t="a\x0bb\x02<i>\nc")
+    assert out == "a\ufffdb\ufffd&lt;i&gt;\nc"
+
+
 def test_submit_writes_exactly_the_expected_rows(tmp_path):
     out = tmp_path / "ann.jsonl"
     c = client(tmp_path, out)
@@ -136,7 +144,8 @@ def test_submit_writes_exactly_the_expected_rows(tmp_path):
         assert row["sample_id"] == "s1" and row["annotator"] == "ann1" and row["source"] == "human"
         assert (row["emotion"], row["style"], row["relevance"]) == want[row["generator"]]
         assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00$", row["created_at"])
-    assert {r["generator"] for r in rows} == set(GENS)
+    assert [r["generator"] for r in rows] == sorted(GENS)  # not the blind page order
+    assert len({r["created_at"] for r in rows}) == 1
     assert "1 / 3 annotated" in c.get("/sample/2").text
     # the revisited page shows the saved choices
     page1 = c.get("/sample/1").text

@@ -9,6 +9,7 @@ the form fields are named by slot (``m0_emotion``), mapped back to generators on
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 from pathlib import Path
@@ -31,6 +32,7 @@ from pvllm.annotate.store import (
     ScoreError,
     annotation_row,
     blind_order,
+    now_iso,
     parse_score,
 )
 from pvllm.metrics.ficl import DIMENSIONS
@@ -81,10 +83,10 @@ the generated comment and the target comment.</p></details>
 {% endif %}
 {% if video_id %}<p>Video: <code>{{ video_id }}</code>{% if video_title %} &mdash; {{ video_title }}{% endif %}</p>{% endif %}
 <h3>User's comment history</h3>
-{% if history %}<ol class="box">{% for h in history %}<li class="text">{{ h }}</li>{% endfor %}</ol>
+{% if history %}<ol class="box">{% for h in history %}<li class="text">{{ h | visible }}</li>{% endfor %}</ol>
 {% else %}<p class="note">(no history)</p>{% endif %}
 <h3>Ground-truth comment</h3>
-<div class="box gt text" id="ground-truth">{{ reference }}</div>
+<div class="box gt text" id="ground-truth">{{ reference | visible }}</div>
 <form method="post" action="/sample/{{ n }}">
 <input type="hidden" name="sample_id" value="{{ sample_id }}">
 <input type="hidden" name="seed" value="{{ seed }}">
@@ -93,7 +95,7 @@ the generated comment and the target comment.</p></details>
 <div class="box{% if not m.scorable %} failed{% endif %}">
 <h3>{{ m.label }}</h3>
 {% if m.scorable %}
-<div class="text comment">{{ m.text if m.text else "(empty comment)" }}</div>
+<div class="text comment">{{ m.text | visible if m.text else "(empty comment)" }}</div>
 <table class="scores"><tr><th></th>{% for v, label in rubric %}<th title="{{ label }}">{{ v | score }}</th>{% endfor %}</tr>
 {% for d in dims %}<tr><th class="dim">{{ dim_labels[d] }}</th>
 {% for v, label in rubric %}<td><input type="radio" name="{{ m.slot }}_{{ d }}" value="{{ v | score }}" title="{{ label }}"
@@ -131,6 +133,14 @@ def _fmt_score(v: float) -> str:
     return f"{v:g}"
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _visible(text: object) -> str:
+    """Control characters (invalid in HTML, invisible) become U+FFFD so garbage output shows as such."""
+    return _CONTROL.sub("\ufffd", str(text))
+
+
 def make_env() -> jinja2.Environment:
     """Jinja2 with autoescape turned on explicitly (every template: comments are untrusted text)."""
     env = jinja2.Environment(
@@ -140,6 +150,7 @@ def make_env() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters["score"] = _fmt_score
+    env.filters["visible"] = _visible
     return env
 
 
@@ -186,6 +197,7 @@ class Annotator:
         if str(form.get("seed", "")) != str(self.seed):
             raise ScoreError("seed", "the page was made with another model order (seed); reload the page")
         rows = []
+        created_at = now_iso()  # one time stamp for the whole submit
         for i, gen in enumerate(self.order(s)):
             if not s.outputs[gen].scorable:
                 continue
@@ -201,8 +213,8 @@ class Annotator:
                     raise ScoreError(name, f"invalid score {str(raw)[:40]!r} for {label} (field {name}); "
                                      "choose one of 0, 0.25, 0.5, 0.75, 1")
                 scores[d] = v
-            rows.append(annotation_row(s.sample_id, gen, self.store.annotator, scores))
-        return rows
+            rows.append(annotation_row(s.sample_id, gen, self.store.annotator, scores, created_at))
+        return sorted(rows, key=lambda r: r["generator"])  # file order says nothing about the page order
 
     def page_context(self, idx: int, form: dict[str, Any] | None = None, error: str | None = None
                      ) -> dict[str, Any]:

@@ -25,8 +25,12 @@ from pvllm.utils.jsonl import load_jsonl  # noqa: E402
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 GENS = ("pvllm_small_gen", "gemini_flash_gen", "gemini_pro_gen")
 SAMPLES = {
-    "s1": dict(user_id="u1", video_id="bunny_01", history=["first old comment", "second old comment"],
-               reference="ground truth one"),
+    "s1": dict(
+        user_id="u1",
+        video_id="bunny_01",
+        history=["first old comment", "second old comment"],
+        reference="ground truth one",
+    ),
     "s2": dict(user_id="u2", video_id="nope", history=["u2 history"], reference="ground truth two"),
     "s3": dict(user_id="u3", video_id="bikes_full", history=[], reference="ground truth three"),
 }
@@ -37,8 +41,16 @@ EXTRA = dict(user_id="u9", video_id="v9", history=[], reference="only here")
 
 def _pred(sid: str, gen: str, text: str | None, error: str | None = None) -> dict:
     ctx = SAMPLES.get(sid, EXTRA)
-    return {"sample_id": sid, "generator": gen, "model": gen + "-weights", "generation": {}, "text": text,
-            "error": error, "latency_s": 0.1, **ctx}
+    return {
+        "sample_id": sid,
+        "generator": gen,
+        "model": gen + "-weights",
+        "generation": {},
+        "text": text,
+        "error": error,
+        "latency_s": 0.1,
+        **ctx,
+    }
 
 
 def _text(g: str, sid: str) -> str:
@@ -107,7 +119,7 @@ def test_page_shows_history_ground_truth_and_comments_but_no_model_names(tmp_pat
 def test_generated_comment_is_escaped(tmp_path):
     c = client(tmp_path, tmp_path / "ann.jsonl", xss=True)
     html = c.get("/sample/1").text
-    assert "<script>" not in html and "onerror=\"window" not in html
+    assert "<script>" not in html and 'onerror="window' not in html
     assert "&lt;script&gt;window.__xss=1&lt;/script&gt;" in html
     assert "&lt;img src=x onerror=" in html
 
@@ -132,15 +144,28 @@ def test_submit_writes_exactly_the_expected_rows(tmp_path):
     form = {"sample_id": "s1", "seed": "0", "token": _token(html)}
     want = {GENS[0]: (1, 0.75, 0.5), GENS[1]: (0, 0.25, 0.5), GENS[2]: (0.75, 1, 0)}
     for g, (e, s, rel) in want.items():
-        form.update({f"{slot_of[g]}_emotion": str(e), f"{slot_of[g]}_style": str(s),
-                     f"{slot_of[g]}_relevance": str(rel)})
+        form.update(
+            {
+                f"{slot_of[g]}_emotion": str(e),
+                f"{slot_of[g]}_style": str(s),
+                f"{slot_of[g]}_relevance": str(rel),
+            }
+        )
     r = c.post("/sample/1", data=form, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/sample/2"
     rows = load_jsonl(out)
     assert len(rows) == 3
     for row in rows:
-        assert set(row) == {"sample_id", "generator", "annotator", "emotion", "style", "relevance", "source",
-                            "created_at"}
+        assert set(row) == {
+            "sample_id",
+            "generator",
+            "annotator",
+            "emotion",
+            "style",
+            "relevance",
+            "source",
+            "created_at",
+        }
         assert row["sample_id"] == "s1" and row["annotator"] == "ann1" and row["source"] == "human"
         assert (row["emotion"], row["style"], row["relevance"]) == want[row["generator"]]
         assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00$", row["created_at"])
@@ -183,7 +208,9 @@ def test_stale_or_foreign_form_is_rejected(tmp_path):
 def test_loopback_server_refuses_foreign_host_header(tmp_path):
     from pvllm.annotate.__main__ import allowed_hosts
 
-    app = build_app(write_runs(tmp_path), "ann1", tmp_path / "ann.jsonl", allowed_hosts=allowed_hosts("127.0.0.1"))
+    app = build_app(
+        write_runs(tmp_path), "ann1", tmp_path / "ann.jsonl", allowed_hosts=allowed_hosts("127.0.0.1")
+    )
     assert TestClient(app, base_url="http://127.0.0.1:8765").get("/sample/1").status_code == 200
     assert TestClient(app, base_url="http://evil.example:8765").get("/sample/1").status_code == 400
     assert allowed_hosts("0.0.0.0") is None
@@ -249,7 +276,9 @@ def test_torn_last_line_is_cut_and_bad_rows_refused(tmp_path):
 def test_cli_reports_bad_input(tmp_path, capsys):
     from pvllm.annotate.__main__ import main
 
-    assert main(["--predictions", str(tmp_path / "nope"), "--annotator", "a", "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(["--predictions", str(tmp_path / "nope"), "--annotator", "a", "--out", str(tmp_path / "o")]) == 2
+    )
     assert "no predictions.jsonl" in capsys.readouterr().err
 
 

@@ -12,13 +12,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Serve the human annotation tool (paper Fig. 9): score each model's comment against the "
         "ground truth on emotion, style and relevance. Resumes from --out.",
     )
-    p.add_argument("--predictions", nargs="+", required=True, metavar="RUN_DIR",
-                   help="evaluation run directories (each with predictions.jsonl); samples in all of them are shown")
-    p.add_argument("--annotator", required=True, help="your pseudonym (written into every row; not your real name)")
+    p.add_argument(
+        "--predictions",
+        nargs="+",
+        required=True,
+        metavar="RUN_DIR",
+        help="evaluation run directories (each with predictions.jsonl); samples in all of them are shown",
+    )
+    p.add_argument(
+        "--annotator", required=True, help="your pseudonym (written into every row; not your real name)"
+    )
     p.add_argument("--out", required=True, help="annotations.jsonl to append to (and resume from)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8765)
-    p.add_argument("--dataset", default=None, help="dataset directory (videos.jsonl + videos) to show 8 frames")
+    p.add_argument(
+        "--dataset", default=None, help="dataset directory (videos.jsonl + videos) to show 8 frames"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the per-sample blind model order")
     return p.parse_args(argv)
 
@@ -36,18 +45,31 @@ def main(argv: list[str] | None = None) -> int:
     from pvllm.annotate.app import build_app
 
     try:
-        app = build_app(args.predictions, args.annotator, args.out, seed=args.seed, dataset=args.dataset,
-                        allowed_hosts=allowed_hosts(args.host))
+        app = build_app(
+            args.predictions,
+            args.annotator,
+            args.out,
+            seed=args.seed,
+            dataset=args.dataset,
+            allowed_hosts=allowed_hosts(args.host),
+        )
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     a = app.state.annotator
     if a.store.repaired:
-        print(f"warning: {args.out} ended in an incomplete line (a killed write); it was cut", file=sys.stderr)
-    print(f"{len(a.samples)} samples, {a.done_count()} already annotated by {args.annotator!r}; "
-          f"writing to {args.out}", file=sys.stderr)
-    print(f"open http://{args.host}:{args.port}/ in a browser (Ctrl-C to stop; progress is saved per submit)",
-          file=sys.stderr)
+        print(
+            f"warning: {args.out} ended in an incomplete line (a killed write); it was cut", file=sys.stderr
+        )
+    print(
+        f"{len(a.samples)} samples, {a.done_count()} already annotated by {args.annotator!r}; "
+        f"writing to {args.out}",
+        file=sys.stderr,
+    )
+    print(
+        f"open http://{args.host}:{args.port}/ in a browser (Ctrl-C to stop; progress is saved per submit)",
+        file=sys.stderr,
+    )
     import uvicorn
 
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -68,7 +68,8 @@ _SAMPLE = """{% extends "base.html" %}
   {% if n < total %}<a href="/sample/{{ n + 1 }}">next &rarr;</a>{% endif %}
   <a href="/">first unfinished</a>
 </nav>
-<h2>Sample {{ n }} / {{ total }} {% if finished %}<small>(annotated; saving again replaces your scores)</small>{% endif %}</h2>
+<h2>Sample {{ n }} / {{ total }}
+{% if finished %}<small>(annotated; saving again replaces your scores)</small>{% endif %}</h2>
 {% if error %}<p class="error" role="alert">{{ error }}</p>{% endif %}
 <details open><summary>Rubric</summary><ul>
 {% for v, label in rubric %}<li><b>{{ v | score }}</b>: {{ label }}</li>{% endfor %}
@@ -81,7 +82,8 @@ the generated comment and the target comment.</p></details>
 {% else %}<p class="note">No frames: {{ frames_note }}</p>{% endif %}
 </div>
 {% endif %}
-{% if video_id %}<p>Video: <code>{{ video_id }}</code>{% if video_title %} &mdash; {{ video_title }}{% endif %}</p>{% endif %}
+{% if video_id %}<p>Video: <code>{{ video_id }}</code>
+{% if video_title %} &mdash; {{ video_title }}{% endif %}</p>{% endif %}
 <h3>User's comment history</h3>
 {% if history %}<ol class="box">{% for h in history %}<li class="text">{{ h | visible }}</li>{% endfor %}</ol>
 {% else %}<p class="note">(no history)</p>{% endif %}
@@ -96,10 +98,12 @@ the generated comment and the target comment.</p></details>
 <h3>{{ m.label }}</h3>
 {% if m.scorable %}
 <div class="text comment">{{ m.text | visible if m.text else "(empty comment)" }}</div>
-<table class="scores"><tr><th></th>{% for v, label in rubric %}<th title="{{ label }}">{{ v | score }}</th>{% endfor %}</tr>
+<table class="scores"><tr><th></th>
+{% for v, label in rubric %}<th title="{{ label }}">{{ v | score }}</th>{% endfor %}</tr>
 {% for d in dims %}<tr><th class="dim">{{ dim_labels[d] }}</th>
-{% for v, label in rubric %}<td><input type="radio" name="{{ m.slot }}_{{ d }}" value="{{ v | score }}" title="{{ label }}"
- aria-label="{{ m.label }} {{ dim_labels[d] }} {{ v | score }}" required{% if m.scores and m.scores[d] == v %} checked{% endif %}></td>{% endfor %}
+{% for v, label in rubric %}<td><input type="radio" name="{{ m.slot }}_{{ d }}" value="{{ v | score }}"
+ title="{{ label }}" aria-label="{{ m.label }} {{ dim_labels[d] }} {{ v | score }}" required
+ {%- if m.scores and m.scores[d] == v %} checked{% endif %}></td>{% endfor %}
 </tr>{% endfor %}</table>
 {% else %}
 <p>Generation failed: not scored.</p><p class="note text">{{ m.error }}</p>
@@ -116,8 +120,8 @@ _DONE = """{% extends "base.html" %}
 {% block title %}Done{% endblock %}
 {% block body %}
 <h2>{{ done }} / {{ total }} annotated</h2>
-{% if done == total %}<p>Every sample is annotated. Thank you! Your scores are in the output file; you can close
-this page (or revisit a sample to change its scores).</p>{% endif %}
+{% if done == total %}<p>Every sample is annotated. Thank you! Your scores are in the output file;
+you can close this page (or revisit a sample to change its scores).</p>{% endif %}
 <p><a href="/sample/1">Go to sample 1</a></p>
 {% endblock %}
 """
@@ -144,8 +148,9 @@ def _visible(text: object) -> str:
 def make_env() -> jinja2.Environment:
     """Jinja2 with autoescape turned on explicitly (every template: comments are untrusted text)."""
     env = jinja2.Environment(
-        loader=jinja2.DictLoader({"base.html": _BASE, "sample.html": _SAMPLE, "done.html": _DONE,
-                                  "error.html": _ERROR}),
+        loader=jinja2.DictLoader(
+            {"base.html": _BASE, "sample.html": _SAMPLE, "done.html": _DONE, "error.html": _ERROR}
+        ),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
@@ -165,8 +170,9 @@ def model_label(i: int) -> str:
 class Annotator:
     """The state behind the app: samples, the annotator's store, the blind order; thread-safe submits."""
 
-    def __init__(self, samples: list[Sample], store: AnnotationStore, seed: int = 0,
-                 frames: FrameSource | None = None):
+    def __init__(
+        self, samples: list[Sample], store: AnnotationStore, seed: int = 0, frames: FrameSource | None = None
+    ):
         self.samples, self.store, self.seed, self.frames = samples, store, seed, frames
         self.token = secrets.token_urlsafe(16)  # per server start: a form from another site cannot know it
         self.lock = threading.Lock()
@@ -189,11 +195,16 @@ class Annotator:
     def parse_form(self, s: Sample, form: dict[str, Any]) -> list[dict[str, Any]]:
         """The rows a submitted form stands for; ScoreError naming the first bad field otherwise."""
         if str(form.get("sample_id", "")) != s.sample_id:
-            raise ScoreError("sample_id", f"form is for sample {form.get('sample_id')!r}, not {s.sample_id!r}; "
-                             "reload the page")
+            raise ScoreError(
+                "sample_id",
+                f"form is for sample {form.get('sample_id')!r}, not {s.sample_id!r}; reload the page",
+            )
         if not secrets.compare_digest(str(form.get("token", "")), self.token):
-            raise ScoreError("token", "this form does not come from this server's pages (or the server was "
-                             "restarted); reload the page")
+            raise ScoreError(
+                "token",
+                "this form does not come from this server's pages (or the server was "
+                "restarted); reload the page",
+            )
         if str(form.get("seed", "")) != str(self.seed):
             raise ScoreError("seed", "the page was made with another model order (seed); reload the page")
         rows = []
@@ -210,14 +221,18 @@ class Annotator:
                     raise ScoreError(name, f"missing score for {label} (field {name})")
                 v = parse_score(raw)
                 if v is None:
-                    raise ScoreError(name, f"invalid score {str(raw)[:40]!r} for {label} (field {name}); "
-                                     "choose one of 0, 0.25, 0.5, 0.75, 1")
+                    raise ScoreError(
+                        name,
+                        f"invalid score {str(raw)[:40]!r} for {label} (field {name}); "
+                        "choose one of 0, 0.25, 0.5, 0.75, 1",
+                    )
                 scores[d] = v
             rows.append(annotation_row(s.sample_id, gen, self.store.annotator, scores, created_at))
         return sorted(rows, key=lambda r: r["generator"])  # file order says nothing about the page order
 
-    def page_context(self, idx: int, form: dict[str, Any] | None = None, error: str | None = None
-                     ) -> dict[str, Any]:
+    def page_context(
+        self, idx: int, form: dict[str, Any] | None = None, error: str | None = None
+    ) -> dict[str, Any]:
         """What sample.html shows; with ``form`` (a rejected submit) its valid choices stay selected."""
         s = self.samples[idx]
         models = []
@@ -226,21 +241,40 @@ class Annotator:
             scores = self.store.scores(s.sample_id, gen)
             if form is not None:
                 scores = {d: parse_score(form.get(f"{slot_name(i)}_{d}")) for d in DIMENSIONS}
-            models.append({
-                "slot": slot_name(i), "label": model_label(i), "scorable": out.scorable, "text": out.text,
-                "error": out.error, "scores": scores,
-            })
+            models.append(
+                {
+                    "slot": slot_name(i),
+                    "label": model_label(i),
+                    "scorable": out.scorable,
+                    "text": out.text,
+                    "error": out.error,
+                    "scores": scores,
+                }
+            )
         frames, note = ([], None)
         if self.frames is not None:
             frames, note = self.frames.thumbnails(s.video_id)
         return {
-            "n": idx + 1, "total": len(self.samples), "done": self.done_count(),
+            "n": idx + 1,
+            "total": len(self.samples),
+            "done": self.done_count(),
             "finished": self.store.is_done(s) and bool(s.scorable_generators()),
-            "sample_id": s.sample_id, "seed": self.seed, "token": self.token, "history": s.history, "reference": s.reference,
-            "models": models, "any_scorable": any(m["scorable"] for m in models),
-            "rubric": RUBRIC_LABELS, "dims": DIMENSIONS, "dim_labels": DIMENSION_LABELS,
-            "show_frames": self.frames is not None, "frames": frames, "frames_note": note, "error": error,
-            "video_id": s.video_id, "video_title": self.frames.title(s.video_id) if self.frames else None,
+            "sample_id": s.sample_id,
+            "seed": self.seed,
+            "token": self.token,
+            "history": s.history,
+            "reference": s.reference,
+            "models": models,
+            "any_scorable": any(m["scorable"] for m in models),
+            "rubric": RUBRIC_LABELS,
+            "dims": DIMENSIONS,
+            "dim_labels": DIMENSION_LABELS,
+            "show_frames": self.frames is not None,
+            "frames": frames,
+            "frames_note": note,
+            "error": error,
+            "video_id": s.video_id,
+            "video_title": self.frames.title(s.video_id) if self.frames else None,
         }
 
 
@@ -257,11 +291,11 @@ def create_app(annotator: Annotator, allowed_hosts: list[str] | None = None) -> 
         n = request.path_params["n"]
         return n - 1 if 1 <= n <= len(annotator.samples) else None
 
-    async def home(request: Request) -> Response:
+    def home(request: Request) -> Response:  # sync handlers run in the thread pool (frame decoding)
         i = annotator.first_unfinished()
         return RedirectResponse("/done" if i is None else f"/sample/{i + 1}", status_code=303)
 
-    async def show(request: Request) -> Response:
+    def show(request: Request) -> Response:
         i = index_of(request)
         if i is None:
             return error(404, f"no sample {request.path_params['n']} (there are {len(annotator.samples)})")
@@ -285,7 +319,7 @@ def create_app(annotator: Annotator, allowed_hosts: list[str] | None = None) -> 
             nxt = annotator.first_unfinished(i + 1)
         return RedirectResponse("/done" if nxt is None else f"/sample/{nxt + 1}", status_code=303)
 
-    async def done(request: Request) -> Response:
+    def done(request: Request) -> Response:
         return render("done.html", done=annotator.done_count(), total=len(annotator.samples))
 
     routes = [
@@ -302,8 +336,14 @@ def create_app(annotator: Annotator, allowed_hosts: list[str] | None = None) -> 
     return app
 
 
-def build_app(predictions: list[str | Path], annotator: str, out: str | Path, seed: int = 0,
-              dataset: str | Path | None = None, allowed_hosts: list[str] | None = None) -> Starlette:
+def build_app(
+    predictions: list[str | Path],
+    annotator: str,
+    out: str | Path,
+    seed: int = 0,
+    dataset: str | Path | None = None,
+    allowed_hosts: list[str] | None = None,
+) -> Starlette:
     """Load the runs and the annotator's previous work (resume) and return the app."""
     from pvllm.annotate.store import load_samples
 

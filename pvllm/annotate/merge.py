@@ -34,7 +34,9 @@ def merge(paths: list[str | Path]) -> list[dict[str, Any]]:
     return latest_annotations(rows)
 
 
-def write_alignment_dir(out_dir: str | Path, annotations: list[dict[str, Any]], runs: list[str | Path]) -> Path:
+def write_alignment_dir(
+    out_dir: str | Path, annotations: list[dict[str, Any]], runs: list[str | Path]
+) -> Path:
     """Table 3's input directory from merged annotations and the evaluation runs they were made on."""
     from pvllm.annotate.store import predictions_file
     from pvllm.utils.jsonl import read_jsonl_tolerant
@@ -52,8 +54,10 @@ def write_alignment_dir(out_dir: str | Path, annotations: list[dict[str, Any]], 
                 refs.setdefault(sid, row["reference"])
     missing = sorted(annotated - set(preds))
     if missing:
-        raise ValueError(f"{len(missing)} annotated (sample_id, generator) pairs have no prediction in the "
-                         f"given runs, e.g. {missing[0]}")
+        raise ValueError(
+            f"{len(missing)} annotated (sample_id, generator) pairs have no prediction in the "
+            f"given runs, e.g. {missing[0]}"
+        )
     write_jsonl(out / "annotations.jsonl", annotations)
     write_jsonl(out / "predictions.jsonl", preds.values())
     write_jsonl(out / "references.jsonl", ({"sample_id": k, "text": v} for k, v in refs.items()))
@@ -62,11 +66,20 @@ def write_alignment_dir(out_dir: str | Path, annotations: list[dict[str, Any]], 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pvllm.annotate.merge", description=__doc__.split("\n\n")[1])
-    ap.add_argument("inputs", nargs="+", help="annotations.jsonl files (one per annotator, or already merged)")
+    ap.add_argument(
+        "inputs", nargs="+", help="annotations.jsonl files (one per annotator, or already merged)"
+    )
     ap.add_argument("--out", help="merged file (written atomically)")
-    ap.add_argument("--alignment-dir", help="write Table 3's directory here (annotations, predictions, references)")
-    ap.add_argument("--predictions", nargs="+", default=[], metavar="RUN_DIR",
-                    help="with --alignment-dir: the evaluation runs that were annotated")
+    ap.add_argument(
+        "--alignment-dir", help="write Table 3's directory here (annotations, predictions, references)"
+    )
+    ap.add_argument(
+        "--predictions",
+        nargs="+",
+        default=[],
+        metavar="RUN_DIR",
+        help="with --alignment-dir: the evaluation runs that were annotated",
+    )
     args = ap.parse_args(argv)
     if not args.out and not args.alignment_dir:
         ap.error("give --out, --alignment-dir, or both")
@@ -83,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         write_jsonl(args.out, rows)
     annotators = sorted({r["annotator"] for r in rows})
     where = " and ".join(x for x in (args.out, args.alignment_dir) if x)
-    print(f"{len(rows)} rows from {len(annotators)} annotators ({', '.join(annotators)}) -> {where}",
-          file=sys.stderr)
+    print(
+        f"{len(rows)} rows from {len(annotators)} annotators ({', '.join(annotators)}) -> {where}",
+        file=sys.stderr,
+    )
     return 0
 
 

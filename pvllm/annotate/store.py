@@ -126,7 +126,9 @@ def load_samples(runs: Iterable[str | Path]) -> list[Sample]:
             if err is None and text is None:
                 err = "no text"
             gen = str(row["generator"])
-            s.outputs[gen] = Output(gen, text, None if err is None else redact(str(err), gen, row.get("model")))
+            s.outputs[gen] = Output(
+                gen, text, None if err is None else redact(str(err), gen, row.get("model"))
+            )
         samples.append(s)
     if not samples:
         raise ValueError(f"no sample is present in all {len(runs)} runs")
@@ -170,8 +172,9 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-def annotation_row(sample_id: str, generator: str, annotator: str, scores: Mapping[str, float],
-                   created_at: str | None = None) -> dict[str, Any]:
+def annotation_row(
+    sample_id: str, generator: str, annotator: str, scores: Mapping[str, float], created_at: str | None = None
+) -> dict[str, Any]:
     """One DESIGN.md annotations.jsonl row (``source: "human"``)."""
     row: dict[str, Any] = {"sample_id": sample_id, "generator": generator, "annotator": annotator}
     for d in DIMENSIONS:

@@ -282,6 +282,19 @@ def test_cli_reports_bad_input(tmp_path, capsys):
     assert "no predictions.jsonl" in capsys.readouterr().err
 
 
+def test_pick_users_is_seeded_one_sample_per_user(tmp_path):
+    from pvllm.annotate.store import Sample, load_samples, pick_users
+
+    samples = load_samples(write_runs(tmp_path))
+    samples.append(Sample("s1b", "u1", "v", [], "second sample of u1"))
+    picked = pick_users(samples, 2, seed=3)
+    assert len(picked) == 2 and len({s.user_id for s in picked}) == 2
+    assert [s.sample_id for s in picked] == [s.sample_id for s in pick_users(samples, 2, seed=3)]
+    assert [s.sample_id for s in pick_users(samples, 10)] == ["s1", "s2", "s3"]
+    app = build_app(write_runs(tmp_path), "ann1", tmp_path / "ann.jsonl", users=1, users_seed=0)
+    assert "0 / 1 annotated" in TestClient(app).get("/sample/1").text
+
+
 def test_latest_annotations_keeps_last_per_key():
     rows = [
         {"sample_id": "a", "generator": "g", "annotator": "x", "emotion": 0},

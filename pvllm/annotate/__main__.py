@@ -29,6 +29,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dataset", default=None, help="dataset directory (videos.jsonl + videos) to show 8 frames"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the per-sample blind model order")
+    p.add_argument(
+        "--users",
+        type=int,
+        default=None,
+        help="annotate N random users, one sample each (paper: 50 per split); all annotators use the same N",
+    )
+    p.add_argument(
+        "--users-seed", type=int, default=0, help="seed of the --users draw (same for all annotators)"
+    )
     return p.parse_args(argv)
 
 
@@ -52,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             dataset=args.dataset,
             allowed_hosts=allowed_hosts(args.host),
+            users=args.users,
+            users_seed=args.users_seed,
         )
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -343,11 +343,18 @@ def build_app(
     seed: int = 0,
     dataset: str | Path | None = None,
     allowed_hosts: list[str] | None = None,
+    users: int | None = None,
+    users_seed: int = 0,
 ) -> Starlette:
-    """Load the runs and the annotator's previous work (resume) and return the app."""
-    from pvllm.annotate.store import load_samples
+    """Load the runs and the annotator's previous work (resume) and return the app.
+
+    ``users``: annotate only that many random users (seeded by ``users_seed``), one sample each.
+    """
+    from pvllm.annotate.store import load_samples, pick_users
 
     samples = load_samples(predictions)
+    if users is not None:
+        samples = pick_users(samples, users, users_seed)
     store = AnnotationStore(out, annotator)
     frames = FrameSource(dataset) if dataset is not None else None
     return create_app(Annotator(samples, store, seed=seed, frames=frames), allowed_hosts=allowed_hosts)

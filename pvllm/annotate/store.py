@@ -142,6 +142,23 @@ def redact(message: str, *names: Any) -> str:
     return message
 
 
+def pick_users(samples: list[Sample], n: int, seed: int = 0) -> list[Sample]:
+    """``n`` users drawn at random (seeded) with one sample each (their first), in the samples' order.
+
+    The paper annotates 100 random users (50 per split), one sample each. Every annotator must use the same
+    ``n`` and ``seed`` to see the same samples. ``n`` >= the number of users keeps one sample per user.
+    """
+    if n <= 0:
+        raise ValueError(f"--users must be positive, got {n}")
+    first: dict[str, Sample] = {}
+    for s in samples:
+        first.setdefault(s.user_id if s.user_id is not None else s.sample_id, s)
+    users = sorted(first)
+    chosen = set(random.Random(seed).sample(users, min(n, len(users))))
+    keep = {id(first[u]) for u in chosen}
+    return [s for s in samples if id(s) in keep]
+
+
 def _history(row: Mapping[str, Any]) -> list[str]:
     """The history comments' texts (plain strings, or ``{comment_id, video_id, text}`` records)."""
     return [str(h["text"]) if isinstance(h, Mapping) else str(h) for h in (row.get("history") or [])]

@@ -285,3 +285,15 @@ def test_embedding_rater_real_minilm():
     assert all(len(set(s)) == 1 for s in scores)  # one similarity for all three dimensions
     assert r.cosine(pairs[::-1]) == pytest.approx(cos[::-1], abs=1e-5)
     assert r.name == "embedding/all-MiniLM-L6-v2"
+
+
+def test_resubmitted_annotation_replaces_the_earlier_one():
+    from pvllm.metrics.ficl import average_annotations
+
+    row = {"sample_id": "s1", "generator": "g", "source": "human", "created_at": "2026-11-25T00:00:00Z"}
+    rows = [
+        dict(row, annotator="a", emotion=0.0, style=0.0, relevance=0.0),
+        dict(row, annotator="b", emotion=1.0, style=0.5, relevance=0.5),
+        dict(row, annotator="a", emotion=0.5, style=1.0, relevance=0.25),  # a's newer answer
+    ]
+    assert average_annotations(rows) == {("s1", "g"): (0.75, 0.75, 0.375)}  # mean of a's latest and b

@@ -17,7 +17,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pvllm.metrics.ficl import DIMENSIONS, RUBRIC_VALUES
+from pvllm.metrics.ficl import (
+    DIMENSIONS,
+    RUBRIC_VALUES,
+    latest_annotations,  # noqa: F401  (re-exported: the one definition)
+)
 from pvllm.utils.jsonl import append_jsonl, read_jsonl_tolerant
 
 # Paper §4.1 rubric, in the order the page shows it.
@@ -201,20 +205,6 @@ def annotation_row(
     return row
 
 
-def latest_annotations(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Keep, per (sample_id, generator, annotator), only the latest row; the rest are superseded.
-
-    "Latest" is the last one in file (iteration) order: the tool only appends, so a resubmitted sample's
-    newer rows come after the older ones. Concatenating the files of different annotators keeps this
-    true, since the key includes the annotator. The result keeps first-appearance order of the keys.
-    Feed this, not the raw file, to averaging (``pvllm.metrics.ficl.average_annotations`` averages every
-    row it is given).
-    """
-    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for r in rows:
-        key = (str(r["sample_id"]), str(r["generator"]), str(r.get("annotator", "")))
-        latest[key] = dict(r)  # a re-assigned key keeps its position, takes the newer row
-    return list(latest.values())
 
 
 def read_annotations(path: str | Path) -> list[dict[str, Any]]:

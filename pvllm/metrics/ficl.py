@@ -211,10 +211,26 @@ class FewShotPool:
         return out
 
 
+def latest_annotations(rows) -> list[dict]:
+    """Keep, per (sample_id, generator, annotator), only the latest row (last in file order).
+
+    The annotation tool only appends, so a resubmitted sample's newer rows come after the older ones;
+    concatenating several annotators' files keeps this true since the key includes the annotator.
+    """
+    latest: dict[tuple[str, str, str], dict] = {}
+    for r in rows:
+        key = (str(r["sample_id"]), str(r["generator"]), str(r.get("annotator", "")))
+        latest[key] = dict(r)  # a re-assigned key keeps its position, takes the newer row
+    return list(latest.values())
+
+
 def average_annotations(annotations: list[dict]) -> dict[tuple[str, str], tuple[float, float, float]]:
-    """(sample_id, generator) -> mean (emotion, style, relevance) over annotators; checks the rubric."""
+    """(sample_id, generator) -> mean (emotion, style, relevance) over annotators; checks the rubric.
+
+    A resubmitted score replaces the annotator's earlier one (``latest_annotations``), never averages with it.
+    """
     acc: dict[tuple[str, str], list[tuple[float, float, float]]] = defaultdict(list)
-    for i, a in enumerate(annotations):
+    for i, a in enumerate(latest_annotations(annotations)):
         vals = []
         for d in DIMENSIONS:
             v = a.get(d)

@@ -143,7 +143,7 @@ TABLE_COLUMNS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "FICL-E", "FICL-S", "FI
 def format_table(rows: Iterable[tuple[str, dict[str, Any]]], title: str = "") -> str:
     """A Table-4-style Markdown table: one row per (name, summary)."""
     head = "| method | " + " | ".join(TABLE_COLUMNS) + " | n | failed gen | FICL failed | rater |"
-    lines = [title, head, "|" + "---|" * (len(TABLE_COLUMNS) + 5)] if title else [head, "|" + "---|" * (len(TABLE_COLUMNS) + 5)]
+    lines = ([title] if title else []) + [head, "|" + "---|" * (len(TABLE_COLUMNS) + 5)]
     for name, s in rows:
         vals = [f"{s[c]:.2f}" if isinstance(s.get(c), (int, float)) else "-" for c in TABLE_COLUMNS]
         lines.append(f"| {name} | " + " | ".join(vals) + f" | {s.get('n', '-')} | {s.get('n_generation_failed', 0)} | "

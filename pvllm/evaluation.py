@@ -34,6 +34,10 @@ def load_or_build_histories(path: Path, ds: PerVidCom, split: str, k: int, mode:
                                                      history_seed=history_seed, samples_per_user=samples_per_user)]
     if not rows:
         raise ValueError(f"split {split!r} of {ds.root} has no user with comments on 2+ videos")
+    excluded = sorted(set(ds.users(split)) - {r["user_id"] for r in rows})
+    if excluded:  # said, not silent: such a user cannot have both a target and a history
+        log.warning("%d user(s) of split %s comment on fewer than 2 videos and are not evaluated (first: %s)",
+                    len(excluded), split, excluded[:3])
     write_jsonl(path, rows)
     log.info("wrote %d samples to %s", len(rows), path)
     return rows

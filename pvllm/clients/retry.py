@@ -137,3 +137,29 @@ def retry_policy_from(cfg: RetryPolicy | dict[str, Any] | None) -> RetryPolicy:
     if isinstance(cfg, RetryPolicy):
         return cfg
     return RetryPolicy(**dict(cfg))
+
+
+class RemoteCalls:
+    """One remote backend's call discipline, shared by its generators and raters: every attempt waits for
+    the rate limiter, failures are retried by ``policy`` (backoff + jitter), at most ``max_concurrency``
+    requests in flight."""
+
+    def __init__(self, retry: RetryPolicy | dict[str, Any] | None, max_concurrency: int,
+                 requests_per_minute: float | None, classify: Callable[[BaseException], Failure]):
+        self.policy = retry_policy_from(retry)
+        self.max_concurrency = int(max_concurrency)
+        self.rate = RateLimiter(requests_per_minute)  # also spaces retries
+        self.classify = classify
+        self._rng = random.Random()
+
+    def call(self, fn: Callable[[], R], what: str) -> R:
+        """``fn()`` with rate limiting and bounded retries; raises RemoteCallError naming ``what``."""
+
+        def attempt() -> R:
+            self.rate.acquire()
+            return fn()
+
+        return call_with_retry(attempt, policy=self.policy, classify=self.classify, what=what, rng=self._rng)
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        return map_concurrent(fn, items, self.max_concurrency)

@@ -11,20 +11,12 @@ from __future__ import annotations
 import logging
 import mimetypes
 import os
-import random
 import threading
 import time
 from typing import Any
 
 from pvllm.clients.gemini_client import classify_gemini_error, make_gemini_client, reply_text
-from pvllm.clients.retry import (
-    AuthError,
-    RateLimiter,
-    RemoteCallError,
-    call_with_retry,
-    map_concurrent,
-    retry_policy_from,
-)
+from pvllm.clients.retry import AuthError, RemoteCallError, RemoteCalls
 from pvllm.generators.base import GENERATORS, GenerationRequest, GenerationResult, Generator
 
 log = logging.getLogger(__name__)
@@ -78,14 +70,11 @@ class GeminiGenerator(Generator):
         self.video_transport = video_transport
         self.inline_max_bytes = int(inline_max_bytes)
         self.vertexai = bool(vertexai)
-        self.retry = retry_policy_from(retry)
-        self.max_concurrency = int(max_concurrency)
-        self.rate = RateLimiter(requests_per_minute)
+        self.calls = RemoteCalls(retry, max_concurrency, requests_per_minute, classify_gemini_error)
         self.upload_poll_s = float(upload_poll_s)
         self.upload_timeout_s = float(upload_timeout_s)
         self.delete_uploaded = bool(delete_uploaded)
         self.batch_size = int(batch_size)
-        self._rng = random.Random()
         # Fails here, before any work, when the key (or Vertex project/credentials) is missing.
         self.client = make_gemini_client(
             api_key_env=api_key_env,
@@ -112,13 +101,7 @@ class GeminiGenerator(Generator):
 
     # -- one sample ---------------------------------------------------------------------------------
     def _call(self, fn: Any, what: str) -> Any:
-        def attempt() -> Any:
-            self.rate.acquire()
-            return fn()
-
-        return call_with_retry(
-            attempt, policy=self.retry, classify=classify_gemini_error, what=what, rng=self._rng
-        )
+        return self.calls.call(fn, what)
 
     def _video_part(self, path: str, what: str) -> Any:
         from google.genai import types
@@ -188,7 +171,7 @@ class GeminiGenerator(Generator):
             return GenerationResult(req.sample_id, None, str(e), time.perf_counter() - t0)
 
     def generate(self, batch: list[GenerationRequest]) -> list[GenerationResult]:
-        return map_concurrent(self._one, batch, self.max_concurrency)
+        return self.calls.map(self._one, batch)
 
     def close(self) -> None:
         if self.delete_uploaded:

@@ -10,19 +10,11 @@ from __future__ import annotations
 import base64
 import io
 import logging
-import random
 import time
 from typing import Any
 
 from pvllm.clients.openai_client import classify_openai_error, completion_text, make_openai_client
-from pvllm.clients.retry import (
-    AuthError,
-    RateLimiter,
-    RemoteCallError,
-    call_with_retry,
-    map_concurrent,
-    retry_policy_from,
-)
+from pvllm.clients.retry import AuthError, RemoteCallError, RemoteCalls
 from pvllm.generators.base import GENERATORS, GenerationRequest, GenerationResult, Generator
 
 log = logging.getLogger(__name__)
@@ -74,11 +66,8 @@ class OpenAICompatibleGenerator(Generator):
         self.num_frames = int(num_frames)
         self.max_side = max_side
         self.jpeg_quality = int(jpeg_quality)
-        self.retry = retry_policy_from(retry)
-        self.max_concurrency = int(max_concurrency)
-        self.rate = RateLimiter(requests_per_minute)
+        self.calls = RemoteCalls(retry, max_concurrency, requests_per_minute, classify_openai_error)
         self.batch_size = int(batch_size)
-        self._rng = random.Random()
         self.client = make_openai_client(
             api_key_env=api_key_env,
             base_url=base_url,
@@ -118,15 +107,11 @@ class OpenAICompatibleGenerator(Generator):
         t0 = time.perf_counter()
         try:
             messages = self._messages(req)
-
-            def attempt() -> str:
-                self.rate.acquire()
-                return completion_text(
+            text = self.calls.call(
+                lambda: completion_text(
                     self.client.chat.completions.create(model=self.model, messages=messages, **self.params)
-                )
-
-            text = call_with_retry(
-                attempt, policy=self.retry, classify=classify_openai_error, what=what, rng=self._rng
+                ),
+                what,
             )
             return GenerationResult(req.sample_id, text.strip(), None, time.perf_counter() - t0)
         except AuthError:
@@ -139,7 +124,7 @@ class OpenAICompatibleGenerator(Generator):
             return GenerationResult(req.sample_id, None, str(e), time.perf_counter() - t0)
 
     def generate(self, batch: list[GenerationRequest]) -> list[GenerationResult]:
-        return map_concurrent(self._one, batch, self.max_concurrency)
+        return self.calls.map(self._one, batch)
 
     def close(self) -> None:
         self.client.close()

@@ -5,18 +5,10 @@ from __future__ import annotations
 
 import abc
 import logging
-import random
 from collections.abc import Callable
 from typing import Any
 
-from pvllm.clients.retry import (
-    AuthError,
-    RateLimiter,
-    RemoteCallError,
-    call_with_retry,
-    map_concurrent,
-    retry_policy_from,
-)
+from pvllm.clients.retry import AuthError, RemoteCallError, RemoteCalls
 from pvllm.raters.base import LLMRater
 
 log = logging.getLogger(__name__)
@@ -29,12 +21,11 @@ class RemoteLLMRater(LLMRater):
 
     def _init_remote(self, retry: dict[str, Any] | None, max_concurrency: int,
                      requests_per_minute: float | None) -> None:
-        self.retry = retry_policy_from(retry)
-        self.max_concurrency = int(max_concurrency)
-        self.rate = RateLimiter(requests_per_minute)  # also spaces retries, which CachedRater does not see
+        # the limiter inside also spaces retries, which CachedRater does not see
+        self.calls = RemoteCalls(retry, max_concurrency, requests_per_minute, type(self).classify)
         # CachedRater (pvllm/raters/cache.py) runs requests with these two: bounded concurrency and rate limit.
+        self.max_concurrency = self.calls.max_concurrency
         self.requests_per_second = requests_per_minute / 60.0 if requests_per_minute else None
-        self._rng = random.Random()
 
     @abc.abstractmethod
     def _request(self, prompt: str) -> str:
@@ -42,14 +33,8 @@ class RemoteLLMRater(LLMRater):
 
     def _one(self, item: tuple[int, str]) -> str | None:
         i, prompt = item
-
-        def attempt() -> str:
-            self.rate.acquire()
-            return self._request(prompt)
-
         try:
-            return call_with_retry(attempt, policy=self.retry, classify=type(self).classify,
-                                   what=f"{self.name} prompt {i}", rng=self._rng)
+            return self.calls.call(lambda: self._request(prompt), what=f"{self.name} prompt {i}")
         except AuthError:
             raise
         except RemoteCallError as e:
@@ -57,7 +42,7 @@ class RemoteLLMRater(LLMRater):
             return None
 
     def complete(self, prompts: list[str]) -> list[str | None]:
-        return map_concurrent(self._one, list(enumerate(prompts)), self.max_concurrency)
+        return self.calls.map(self._one, list(enumerate(prompts)))
 
     def close(self) -> None:
         self.client.close()

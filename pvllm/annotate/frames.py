@@ -30,6 +30,14 @@ class FrameSource:
         self._cache: OrderedDict[str, tuple[list[str], str | None]] = OrderedDict()
         self._lock = threading.Lock()
 
+    def video_file(self, video_id: str | None) -> Path | None:
+        """The video's file when ``videos.jsonl`` lists it and it exists (only listed files are served)."""
+        rel = None if video_id is None else self.files.get(video_id)
+        if rel is None:
+            return None
+        path = (self.root / rel).resolve()
+        return path if path.is_file() and path.is_relative_to(self.root.resolve()) else None
+
     def title(self, video_id: str | None) -> str | None:
         return None if video_id is None else self.titles.get(video_id)
 

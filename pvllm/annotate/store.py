@@ -205,8 +205,6 @@ def annotation_row(
     return row
 
 
-
-
 def read_annotations(path: str | Path) -> list[dict[str, Any]]:
     """All rows of an annotations.jsonl (a torn last line from a kill is dropped); missing file -> []."""
     return read_jsonl_tolerant(path)
@@ -251,31 +249,43 @@ def repair_torn_tail(path: Path) -> bool:
 
 
 class AnnotationStore:
-    """One annotator's view of ``--out``: the latest scores per (sample_id, generator); appends with fsync."""
+    """The annotators' shared ``--out`` file: latest scores per (annotator, sample_id, generator).
 
-    def __init__(self, path: str | Path, annotator: str):
-        if not annotator or not annotator.strip():
-            raise ValueError("annotator name is empty (use a pseudonym)")
+    Appends are flushed and fsynced (and the folder too when the file is new) before :meth:`append`
+    returns, so a confirmed save survives a killed server or a power cut.
+    """
+
+    def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.annotator = annotator
-        self.latest: dict[tuple[str, str], dict[str, Any]] = {}
+        self.latest: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.repaired = repair_torn_tail(self.path)
         rows = read_annotations(self.path)
         for i, r in enumerate(rows, start=1):
             check_row(r, f"{self.path}: row {i}")
         for r in latest_annotations(rows):
-            if r.get("annotator") == annotator:
-                self.latest[(str(r["sample_id"]), str(r["generator"]))] = r
+            self.latest[(str(r["annotator"]), str(r["sample_id"]), str(r["generator"]))] = r
 
-    def scores(self, sample_id: str, generator: str) -> dict[str, float] | None:
-        r = self.latest.get((sample_id, generator))
+    def scores(self, annotator: str, sample_id: str, generator: str) -> dict[str, float] | None:
+        r = self.latest.get((annotator, sample_id, generator))
         return None if r is None else {d: r[d] for d in DIMENSIONS}
 
-    def is_done(self, sample: Sample) -> bool:
-        """Every scorable output of the sample has a score by this annotator (vacuous if none is)."""
-        return all((sample.sample_id, g) in self.latest for g in sample.scorable_generators())
+    def is_done(self, annotator: str, sample: Sample) -> bool:
+        """Every scorable output of the sample has a score by ``annotator`` (vacuous if none is)."""
+        return all((annotator, sample.sample_id, g) in self.latest for g in sample.scorable_generators())
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The latest row per (sample_id, generator, annotator), in file order (what merge writes)."""
+        return list(self.latest.values())
 
     def append(self, rows: list[dict[str, Any]]) -> None:
+        new = not self.path.exists()
         append_jsonl(self.path, rows)  # flush + fsync
+        if new:  # the file's directory entry must be durable too
+            fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         for r in rows:
-            self.latest[(r["sample_id"], r["generator"])] = r
+            key = (str(r["annotator"]), str(r["sample_id"]), str(r["generator"]))
+            self.latest[key] = r  # a re-assigned key keeps its place, as in latest_annotations

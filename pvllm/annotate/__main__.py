@@ -120,6 +120,7 @@ def bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(addr)
+    sock.listen(128)  # connections wait in the backlog from now on, before uvicorn has started
     return sock
 
 

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
@@ -255,6 +256,27 @@ _SECURITY_HEADERS = {
 }
 
 
+class SecurityHeaders:
+    """ASGI middleware adding ``_SECURITY_HEADERS`` to every response (errors included)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for k, v in _SECURITY_HEADERS.items():
+                    if k not in headers:
+                        headers[k] = v
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def _fmt_score(v: float) -> str:
     return f"{v:g}"
 
@@ -481,11 +503,6 @@ def create_app(
 
         return deco
 
-    def with_headers(response: Response) -> Response:
-        for k, v in _SECURITY_HEADERS.items():
-            response.headers.setdefault(k, v)
-        return response
-
     def index_of(request: Request) -> int | None:
         n = request.path_params["n"]
         return n - 1 if 1 <= n <= len(annotator.samples) else None
@@ -640,15 +657,10 @@ def create_app(
         Route("/admin", admin_page),
         Route("/admin/{name}", export),
     ]
-    middleware = []
+    middleware = [Middleware(SecurityHeaders)]
     if allowed_hosts:  # a loopback server answers only to loopback names (no DNS rebinding)
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))
     app = Starlette(routes=routes, middleware=middleware)
-
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):
-        return with_headers(await call_next(request))
-
     app.state.annotator = annotator
     app.state.users = users
     return app

@@ -456,7 +456,7 @@ def test_every_route_needs_a_login(tmp_path):
     assert anon.get("/sample/1", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     r = anon.get("/sample/1", headers={"Authorization": f"Bearer {token}"})
     assert "script-src 'self'" in r.headers["content-security-policy"]
-    assert r.headers["referrer-policy"] == "no-referrer"
+    assert r.headers["referrer-policy"] == "same-origin"
 
 
 def test_csrf_token_required_and_bound_to_the_annotator(tmp_path):

@@ -100,8 +100,8 @@ _SAMPLE = (
 </ul><p class="note">Emotion: how well the generated comment aligns with the emotion of the user's comment.
 Language style: how well it aligns with the user's language style. Content relevance: relevance between
 the generated comment and the target comment.</p>
-<p>Keys: <kbd>0</kbd>&ndash;<kbd>4</kbd> score the outlined row (0, 0.25, 0.5, 0.75, 1) and move on;
-<kbd>&uarr;</kbd>/<kbd>&darr;</kbd> move; <kbd>Enter</kbd> saves when every row is scored.</p></details>
+<p>Key <kbd>k</kbd> scores the outlined row k/4 and moves on; <kbd>Enter</kbd> saves once every row is
+scored (or outlines the first one left).</p></details>
 {% if video_src %}<video id="video" controls preload="metadata" width="480" src="{{ video_src }}"></video>
 {% elif video_note %}<p class="note">No video: {{ video_note }}</p>{% endif %}
 {% if show_frames %}
@@ -121,6 +121,8 @@ the generated comment and the target comment.</p>
 <input type="hidden" name="sample_id" value="{{ sample_id }}">
 <input type="hidden" name="seed" value="{{ seed }}">
 <input type="hidden" name="csrf" value="{{ csrf }}">
+{% if any_scorable %}<p class="note">Keys: <kbd>0</kbd>&ndash;<kbd>4</kbd> score the outlined row
+(0, 0.25, 0.5, 0.75, 1) &middot; <kbd>&uarr;</kbd>/<kbd>&darr;</kbd> move &middot; <kbd>Enter</kbd> saves</p>{% endif %}
 {% for m in models %}
 <div class="box{% if not m.scorable %} failed{% endif %}">
 <h3>{{ m.label }}</h3>
@@ -251,7 +253,7 @@ _SECURITY_HEADERS = {
     "style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'; form-action 'self'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",  # the login link's token never leaves in a Referer header
+    "Referrer-Policy": "same-origin",  # the login link's token never leaves for another site in a Referer
     "Cache-Control": "no-store",
 }
 
@@ -456,10 +458,11 @@ def create_app(
         return r
 
     def same_origin(request: Request) -> bool:
-        """A browser's POST names its page's origin; it must be this server (what the browser asked)."""
+        """A browser's POST names its page's origin: another site is refused (the CSRF token decides when
+        the origin is absent or "null")."""
         origin = request.headers.get("origin")
         if origin is None or origin == "null":
-            return origin is None
+            return True
         return urlsplit(origin).netloc == request.headers.get("host")
 
     def needs(role: str | None, state_changing: bool = False):

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -583,6 +584,8 @@ class ServerProcess:
             m = re.match(r"listening on (http://[^/]+)/", line)
             if m:
                 self.base = m.group(1)
+                # keep reading its stderr: a full pipe would block the server
+                threading.Thread(target=self.log.extend, args=(self.proc.stderr,), daemon=True).start()
                 return
         raise RuntimeError("server did not start:\n" + "".join(self.log))
 
@@ -591,7 +594,6 @@ class ServerProcess:
 
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
-        self.proc.stderr.close()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -599,8 +601,6 @@ class ServerProcess:
 
 
 def test_killed_server_loses_no_confirmed_save(tmp_path):
-    import threading
-
     import httpx
 
     runs = [str(r) for r in write_runs(tmp_path)]

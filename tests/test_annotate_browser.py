@@ -18,15 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_annotate import ServerProcess
-
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO / "data" / "sample"
 SCREENSHOT = REPO / "docs" / "annotate_rating_page.png"
 
 
 def _problem() -> str | None:
-    for mod in ("selenium", "starlette", "jinja2", "multipart", "uvicorn", "httpx"):
+    for mod in ("selenium", "starlette", "jinja2", "python_multipart", "uvicorn", "httpx"):
         try:
             __import__(mod)
         except ImportError:
@@ -135,6 +133,8 @@ def add_user(store: Path, name: str, admin: bool = False) -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    from tests.test_annotate import ServerProcess
+
     root = tmp_path_factory.mktemp("annotate_browser")
     store = root / "store"
     links = {n: add_user(store, n) for n in ("ann-a", "ann-b", "ann-c", "ann-d")}
@@ -285,6 +285,12 @@ def save_screenshot(driver, path: Path) -> None:
 
     height = driver.execute_script("return document.documentElement.scrollHeight")
     driver.set_window_size(900, min(height + 140, 2400))
+    # show a frame of the clip, not the loading indicator: seek and wait for the frame
+    driver.execute_async_script(
+        "var v = document.getElementById('video'), done = arguments[0];"
+        "v.addEventListener('seeked', () => done(), {once: true}); v.currentTime = 0.6;"
+    )
+    wait(driver, lambda d: d.execute_script("return document.getElementById('video').readyState >= 2"))
     driver.get_screenshot_as_file(str(path))
     img = Image.open(path).convert("RGB").quantize(colors=64)
     img.save(path, optimize=True)

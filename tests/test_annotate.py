@@ -168,6 +168,7 @@ def test_submit_writes_exactly_the_expected_rows(tmp_path):
     r = c.post("/sample/1", data=form, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/sample/2?saved=1"
     assert "Saved sample 1." in c.get(r.headers["location"]).text
+    assert "Saved sample" not in c.get("/sample/2?saved=2").text  # confirms only what is on disk
     rows = load_jsonl(out)
     assert len(rows) == 3
     for row in rows:

@@ -513,9 +513,12 @@ def create_app(
     def no_sample(request: Request) -> Response:
         return error(404, f"no sample {request.path_params['n']} (there are {len(annotator.samples)})")
 
-    def saved_param(request: Request) -> int | None:
+    def saved_param(request: Request, user: User) -> int | None:
+        """The sample that ``?saved=n`` confirms, if this annotator's scores of it are on disk."""
         v = request.query_params.get("saved", "")
-        return int(v) if v.isdigit() and 1 <= int(v) <= len(annotator.samples) else None
+        n = int(v) if v.isdigit() else 0
+        ok = 1 <= n <= len(annotator.samples) and annotator.store.is_done(user.name, annotator.samples[n - 1])
+        return n if ok else None
 
     async def login(request: Request) -> Response:
         token = request.query_params.get("token")
@@ -555,7 +558,11 @@ def create_app(
             return no_sample(request)
         ctx = annotator.page_context(user.name, i)
         return render(
-            "sample.html", **ctx, saved=saved_param(request), user=user.name, csrf=users.csrf_token(user)
+            "sample.html",
+            **ctx,
+            saved=saved_param(request, user),
+            user=user.name,
+            csrf=users.csrf_token(user),
         )
 
     @needs("annotator", state_changing=True)
@@ -589,7 +596,7 @@ def create_app(
             "done.html",
             done=annotator.done_count(user.name),
             total=len(annotator.samples),
-            saved=saved_param(request),
+            saved=saved_param(request, user),
             user=user.name,
             csrf=users.csrf_token(user),
         )

@@ -96,7 +96,8 @@ _SAMPLE = (
 {% if finished %}<small>(annotated; saving again replaces your scores)</small>{% endif %}</h2>
 {% if error %}<p class="error" role="alert">{{ error }}</p>{% endif %}
 <details><summary>Rubric and keys</summary><ul>
-{% for v, label in rubric %}<li><kbd>{{ loop.index0 }}</kbd> <b>{{ v | score }}</b>: {{ label }}</li>{% endfor %}
+{% for v, label in rubric %}<li><kbd>{{ loop.index0 }}</kbd> <b>{{ v | score }}</b>: {{ label }}</li>
+{% endfor %}
 </ul><p class="note">Emotion: how well the generated comment aligns with the emotion of the user's comment.
 Language style: how well it aligns with the user's language style. Content relevance: relevance between
 the generated comment and the target comment.</p>
@@ -111,9 +112,11 @@ scored (or outlines the first one left).</p></details>
 </div>
 {% endif %}
 {% if video_id %}<p>Video: <code>{{ video_id }}</code>
-{% if video_title %} &mdash; <span id="video-title">{{ video_title | visible }}</span>{% endif %}</p>{% endif %}
+{% if video_title %} &mdash; <span id="video-title">{{ video_title | visible }}</span>{% endif %}</p>
+{% endif %}
 <h3>User's comment history</h3>
-{% if history %}<ol class="box" id="history">{% for h in history %}<li class="text">{{ h | visible }}</li>{% endfor %}</ol>
+{% if history %}<ol class="box" id="history">
+{% for h in history %}<li class="text">{{ h | visible }}</li>{% endfor %}</ol>
 {% else %}<p class="note">(no history)</p>{% endif %}
 <h3>Ground-truth comment</h3>
 <div class="box gt text" id="ground-truth">{{ reference | visible }}</div>
@@ -122,12 +125,15 @@ scored (or outlines the first one left).</p></details>
 <input type="hidden" name="seed" value="{{ seed }}">
 <input type="hidden" name="csrf" value="{{ csrf }}">
 {% if any_scorable %}<p class="note">Keys: <kbd>0</kbd>&ndash;<kbd>4</kbd> score the outlined row
-(0, 0.25, 0.5, 0.75, 1) &middot; <kbd>&uarr;</kbd>/<kbd>&darr;</kbd> move &middot; <kbd>Enter</kbd> saves</p>{% endif %}
+(0, 0.25, 0.5, 0.75, 1) &middot; <kbd>&uarr;</kbd>/<kbd>&darr;</kbd> move &middot;
+<kbd>Enter</kbd> saves</p>{% endif %}
 {% for m in models %}
 <div class="box{% if not m.scorable %} failed{% endif %}">
 <h3>{{ m.label }}</h3>
 {% if m.scorable %}
-<div class="text comment" id="comment-{{ m.slot }}">{{ m.text | visible if m.text else "(empty comment)" }}</div>
+<div class="text comment" id="comment-{{ m.slot }}">
+{{- m.text | visible if m.text else "(empty comment)" -}}
+</div>
 <table class="scores"><tr><th></th>
 {% for v, label in rubric %}<th title="{{ label }}">{{ v | score }}</th>{% endfor %}</tr>
 {% for d in dims %}<tr class="cell" data-field="{{ m.slot }}_{{ d }}"><th class="dim">{{ dim_labels[d] }}</th>
@@ -171,7 +177,8 @@ _ADMIN = (
     + """</nav>
 <h2>Progress ({{ total }} samples; model names shown: this view is not blind)</h2>
 <table class="grid" id="annotators"><tr><th>annotator</th><th>samples done</th><th>ratings</th></tr>
-{% for a in progress.annotators %}<tr><td>{{ a.annotator }}</td><td>{{ a.samples_done }} / {{ a.samples }}</td>
+{% for a in progress.annotators %}<tr><td>{{ a.annotator }}</td>
+<td>{{ a.samples_done }} / {{ a.samples }}</td>
 <td>{{ a.ratings }}</td></tr>{% endfor %}</table>
 <h3>Items rated per model</h3>
 <table class="grid" id="models"><tr><th>model</th>{% for a in progress.annotators %}<th>{{ a.annotator }}</th>
@@ -482,9 +489,9 @@ def create_app(
                     if not same_origin(request) or not users.check_csrf(user, form.get("csrf")):
                         return None, error(
                             403,
-                            "Refused: this form has no valid security (CSRF) token (the server was restarted, "
-                            "or the form did not come from this server's page); reload the page. Nothing "
-                            "was saved.",
+                            "Refused: this form has no valid security (CSRF) token (the server was "
+                            "restarted, or the form did not come from this server's page); reload the page. "
+                            "Nothing was saved.",
                         )
                 return user, None
 

@@ -66,6 +66,7 @@ def train(cfg: DictConfig) -> float | None:
                                                    "model_notes": bundle.notes})
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    skipped = datamodule.gather_skipped()  # every rank: summed over ranks (the workers' are in the batches)
 
     out = Path(cfg.paths.output_dir)
     zero3 = getattr(trainer.strategy, "zero_stage_3", False)
@@ -82,13 +83,17 @@ def train(cfg: DictConfig) -> float | None:
         tmp = link.with_name(f".latest.{os.getpid()}")
         tmp.symlink_to(out.resolve(), target_is_directory=True)
         os.replace(tmp, link)
-    if datamodule.skipped:
-        log.warning("skipped %d unreadable video(s): %s", sum(datamodule.skipped.values()), dict(datamodule.skipped))
+    if skipped:
+        log.warning("skipped %d sample(s) of unreadable videos (zero loss weight, all ranks): %s",
+                    sum(skipped.values()), dict(skipped))
+    if datamodule.excluded:
+        log.warning("left out %s sample(s) whose video is listed in data.exclude_videos=%s",
+                    dict(datamodule.excluded), cfg.data.get("exclude_videos"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     ckpt_cb = getattr(trainer, "checkpoint_callback", None)
     best = float(ckpt_cb.best_model_score) if ckpt_cb is not None and ckpt_cb.best_model_score is not None else None
-    log.info("done: global_step=%d best val/loss=%s metrics=%s skipped_videos=%d", trainer.global_step, best,
-             metrics, sum(datamodule.skipped.values()))
+    log.info("done: global_step=%d best val/loss=%s metrics=%s skipped_videos=%d excluded_samples=%d",
+             trainer.global_step, best, metrics, sum(skipped.values()), sum(datamodule.excluded.values()))
     return best
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pvllm.data.dataset import PerVidCom, load_pervidcom
 from pvllm.data.histories import Sample, build_eval_histories, draw_training_samples
@@ -18,6 +20,7 @@ from pvllm.prompt import build_prompt
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
+_PLACEHOLDER_SIDE = 32  # frames of a skipped video's placeholder (the processor resizes them)
 
 
 class SampleDataset(Dataset):
@@ -34,21 +37,24 @@ class SampleDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> dict[str, Any] | None:
+    def __getitem__(self, i: int) -> dict[str, Any]:
         s = self.samples[i]
         path = self.ds.video_path(s.video_id)
+        title = self.ds.videos[s.video_id].title if self.include_title else None
+        prompt = build_prompt([h["text"] for h in s.history], title)
+        item = {"sample_id": s.sample_id, "prompt": prompt, "reply": s.reference}
         try:
-            frames = read_frames(path, self.num_frames)
+            item["frames"] = read_frames(path, self.num_frames)
         except VideoReadError as e:
             if self.on_bad_video == "raise":
                 raise
-            # skip-and-count: never substitute another sample
-            log.warning("skipping sample %s: %s", s.sample_id, e)
+            # skip-and-count, never substitute another sample: a placeholder of black frames whose labels
+            # are all masked (zero loss weight), so every DDP rank still runs the same forward/backward
+            log.warning("skipping sample %s (zero loss weight): %s", s.sample_id, e)
             self.skipped[str(path)] += 1
-            return None
-        title = self.ds.videos[s.video_id].title if self.include_title else None
-        prompt = build_prompt([h["text"] for h in s.history], title)
-        return {"sample_id": s.sample_id, "frames": frames, "prompt": prompt, "reply": s.reference}
+            item["frames"] = np.zeros((self.num_frames, _PLACEHOLDER_SIDE, _PLACEHOLDER_SIDE, 3), np.uint8)
+            item["bad_video"] = str(path)
+        return item
 
 
 @dataclass
@@ -75,12 +81,11 @@ class PVLLMCollator:
         reply = torch.tensor(reply_ids + [tok.eos_token_id], dtype=torch.long)
         input_ids = torch.cat([prompt_ids, reply])
         labels = torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), reply])
+        if item.get("bad_video"):  # a skipped video's placeholder: nothing of it is learned
+            labels = torch.full_like(labels, IGNORE_INDEX)
         return {"input_ids": input_ids, "labels": labels, "pixel_values_videos": enc["pixel_values_videos"][0]}
 
-    def __call__(self, items: list[dict[str, Any] | None]) -> dict[str, Any] | None:
-        items = [it for it in items if it is not None]
-        if not items:
-            return None
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         encs = [self.encode(it) for it in items]
         n = max(len(e["input_ids"]) for e in encs)
         pad = self.processor.tokenizer.pad_token_id
@@ -99,13 +104,33 @@ class PVLLMCollator:
             "attention_mask": mask,
             "labels": labels,
             "pixel_values_videos": torch.stack(videos) if videos else None,
+            # unreadable videos of this batch (placeholders with masked labels): counted in the main process
+            "skipped_videos": [it["bad_video"] for it in items if it.get("bad_video")],
         }
 
 
+class _SkipFirst:
+    """The indices of ``sampler`` without its first ``n`` (a sampler wrapper: no video is loaded for them)."""
+
+    def __init__(self, sampler: Any, n: int):
+        self.sampler, self.n = sampler, n
+
+    def __iter__(self):
+        return itertools.islice(iter(self.sampler), self.n, None)
+
+    def __len__(self) -> int:
+        return max(len(self.sampler) - self.n, 0)
+
+
 class ResumableLoader(DataLoader):
-    """A sequential DataLoader that continues mid-epoch after a resume: it skips the batches that the
-    restored fit loop reports as completed in this epoch (0 at a normal epoch start), so a resumed run
-    sees exactly the batches an uninterrupted one would."""
+    """A DataLoader that continues mid-epoch after a resume: it skips the batches that the restored fit
+    loop reports as completed in this epoch (0 at a normal epoch start), so a resumed run sees exactly
+    the batches an uninterrupted one would. The skip wraps whatever sampler the loader has (under DDP
+    Lightning's DistributedSampler: each rank keeps its own shard), never replaces it.
+
+    ``state_dict``/``load_state_dict`` make Lightning treat it as resumable (no "dataloader is not
+    resumable" warning); the position itself comes from the restored fit loop's batch progress.
+    """
 
     def __init__(self, *args, completed_batches=lambda: 0, **kwargs):
         super().__init__(*args, **kwargs)
@@ -113,13 +138,22 @@ class ResumableLoader(DataLoader):
 
     def __iter__(self):
         skip = self.completed_batches()
-        if skip:
-            # the sampler is sequential: skip indices without loading their videos
-            self.batch_sampler.sampler = range(skip * self.batch_size, len(self.dataset))
+        if not skip:
+            yield from super().__iter__()
+            return
+        sampler = self.batch_sampler.sampler
+        log.info("resuming mid-epoch: skipping the %d batch(es) already trained in this epoch", skip)
+        self.batch_sampler.sampler = _SkipFirst(sampler, skip * self.batch_sampler.batch_size)
         try:
             yield from super().__iter__()
         finally:
-            self.batch_sampler.sampler = range(len(self.dataset))
+            self.batch_sampler.sampler = sampler
+
+    def state_dict(self) -> dict[str, int]:
+        return {"completed_batches": int(self.completed_batches())}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Nothing to restore: the fit loop's batch progress (in the same checkpoint) is the position."""
 
 
 class _EpochSamples(Dataset):
@@ -158,32 +192,85 @@ class PVLLMDataModule(L.LightningDataModule):
         on_bad_video: str = "raise",
         # Table 6: {path, ratio, max_tokens, max_turn_tokens} of text-only conversations; None = off
         text_instructions: dict | None = None,
+        # the list written by `python -m pvllm.data.check_videos`: samples of those videos are left out
+        exclude_videos: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.processor = None
         self.ds: PerVidCom | None = None
-        self.skipped: Counter[str] = Counter()  # bad video path -> times skipped (train and val)
+        # bad video path -> times skipped in the loop (train and val), counted in this (the main) process
+        self.skipped: Counter[str] = Counter()
+        self.excluded: Counter[str] = Counter()  # "train"/"val" -> samples left out (exclude_videos)
+        self._exclude: dict[str, str] = {}  # video_id -> why (from the exclude_videos list)
 
     def attach_processor(self, processor: Any) -> None:
         """The model's own processor does the preprocessing (set by train.py after building the model)."""
         self.processor = processor
 
+    def _keep(self, samples: list[Sample], what: str) -> list[Sample]:
+        """``samples`` without those whose video is on the exclude list (logged and counted)."""
+        kept = [s for s in samples if s.video_id not in self._exclude]
+        if len(kept) < len(samples):
+            n = len(samples) - len(kept)
+            self.excluded[what.split()[0]] += n
+            log.warning("%s: left out %d of %d samples whose video is listed unreadable in %s", what, n,
+                        len(samples), self.hparams.exclude_videos)
+        return kept
+
     def setup(self, stage: str | None = None) -> None:
         if self.ds is None:
             self.ds = load_pervidcom(self.hparams.root)
+            if self.hparams.exclude_videos:
+                from pvllm.data.check_videos import load_unreadable
+
+                self._exclude = load_unreadable(self.hparams.exclude_videos, self.ds)
         hp = self.hparams
-        make = lambda epoch: SampleDataset(  # noqa: E731
-            self.ds, draw_training_samples(self.ds, hp.train_split, epoch, hp.seed, hp.k_min, hp.k_max),
-            hp.num_frames, hp.include_title, hp.on_bad_video, self.skipped)
+
+        def draw(epoch: int) -> SampleDataset:
+            samples = draw_training_samples(self.ds, hp.train_split, epoch, hp.seed, hp.k_min, hp.k_max)
+            return SampleDataset(self.ds, self._keep(samples, f"train epoch {epoch}"), hp.num_frames,
+                                 hp.include_title, hp.on_bad_video)
+
+        make = draw
         if hp.text_instructions:
             from pvllm.data.text_instructions import mix_text_instructions
 
             make = mix_text_instructions(make, **hp.text_instructions, seed=hp.seed)
         self.train_set = _EpochSamples(make)
-        self.val_set = SampleDataset(
-            self.ds, build_eval_histories(self.ds, hp.val_split, k=hp.val_k, seed=hp.seed),
-            hp.num_frames, hp.include_title, hp.on_bad_video, self.skipped)
+        val = self._keep(build_eval_histories(self.ds, hp.val_split, k=hp.val_k, seed=hp.seed), "val")
+        self.val_set = SampleDataset(self.ds, val, hp.num_frames, hp.include_title, hp.on_bad_video)
+        if stage in ("fit", "validate") and hp.on_bad_video == "raise":
+            self._check_val_videos()
+
+    def _check_val_videos(self) -> None:
+        """on_bad_video=raise: decode every validation video now, not after a whole training epoch."""
+        from pvllm.data.check_videos import check_videos
+
+        files = sorted({str(self.ds.video_path(s.video_id)) for s in self.val_set.samples})
+        bad = check_videos(files, self.hparams.num_frames, workers=max(1, self.hparams.num_workers))
+        if bad:
+            raise VideoReadError(
+                f"{len(bad)} of {len(files)} validation video(s) of split {self.hparams.val_split!r} are "
+                "unreadable (data.on_bad_video=raise; list them with `python -m pvllm.data.check_videos` and "
+                "pass data.exclude_videos=..., or set data.on_bad_video=skip):\n  "
+                + "\n  ".join(f"{f}: {why}" for f, why in sorted(bad.items())))
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Count the batch's skipped videos here, in the main process (workers' counters are copies)."""
+        if isinstance(batch, dict):
+            self.skipped.update(batch.pop("skipped_videos", None) or [])
+        return batch
+
+    def gather_skipped(self) -> Counter[str]:
+        """Skipped videos summed over all ranks (call on every rank: a collective under DDP)."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return Counter(self.skipped)
+        parts: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, dict(self.skipped))
+        return sum((Counter(p) for p in parts), Counter())
 
     def _loader(self, dataset: Dataset, cls: type = DataLoader, **kwargs) -> DataLoader:
         if self.processor is None:
@@ -202,7 +289,17 @@ class PVLLMDataModule(L.LightningDataModule):
         # the draw is already shuffled from (seed, epoch): no sampler randomness, exact resume
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         self.train_set.set_epoch(epoch)
-        return self._loader(self.train_set, ResumableLoader, completed_batches=self._completed_batches)
+        if len(self.train_set) == 0:  # fail: never save an untrained model as if it had trained
+            raise ValueError(
+                f"no training samples in epoch {epoch}: split {self.hparams.train_split!r} of {self.hparams.root} "
+                "has no user with comments on >= 2 videos" + (" left after exclude_videos" if self._exclude else ""))
+        sampler = None
+        if self.trainer is not None and self.trainer.world_size > 1:
+            # rank r takes draw items r, r+W, ... (no second shuffle); Lightning keeps a DistributedSampler
+            sampler = DistributedSampler(self.train_set, num_replicas=self.trainer.world_size,
+                                         rank=self.trainer.global_rank, shuffle=False)
+        return self._loader(self.train_set, ResumableLoader, completed_batches=self._completed_batches,
+                            sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set)

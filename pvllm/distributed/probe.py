@@ -6,7 +6,7 @@ Added from the command line without touching train.py:
         '+callbacks.probe.out_dir=${paths.output_dir}/probe' [+callbacks.probe.pause_at_step=3]
 
 Each rank appends JSON lines to ``out_dir/rank{R}.jsonl``: a ``start`` record (world size, the step it
-resumed from, SLURM restart count), one ``step`` record per optimizer step (global step, loss) and an
+resumed from, SLURM restart count), one ``step`` record per optimizer step (global step, loss, the batch's sample ids) and an
 ``end`` record with a checksum of the trainable weights. ``pause_at_step`` holds the first run (SLURM
 restart count 0) after that step until a signal ends it, so a test can preempt it at a known point.
 """
@@ -27,6 +27,13 @@ from pvllm.utils.jsonl import append_jsonl
 def restart_count() -> int:
     """How many times SLURM has requeued this job (0 outside SLURM)."""
     return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+
+
+def _n_supervised(batch: Any) -> int | None:
+    """Items of the batch with supervised labels (a skipped video's placeholder has none)."""
+    if not isinstance(batch, dict) or "labels" not in batch:
+        return None
+    return int((batch["labels"] != -100).any(dim=1).sum())
 
 
 class TrainProbe(L.Callback):
@@ -55,7 +62,9 @@ class TrainProbe(L.Callback):
         self._last_logged_step = step
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self._write(trainer, {"event": "step", "step": step, "batch_idx": batch_idx,
-                              "loss": None if loss is None else float(loss)})  # fmt: skip
+                              "loss": None if loss is None else float(loss),
+                              "sample_ids": list(batch.get("sample_id", [])) if isinstance(batch, dict) else None,
+                              "supervised": _n_supervised(batch)})  # fmt: skip
         if self.pause_at_step is not None and step == self.pause_at_step and restart_count() == 0:
             self._write(trainer, {"event": "paused", "step": step})
             deadline = time.monotonic() + self.pause_timeout_s

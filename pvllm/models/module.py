@@ -38,28 +38,48 @@ class PVLLMModule(L.LightningModule):
         )
         logits = out.logits[:, :-1].float()  # position t predicts token t+1
         targets = labels[:, seq_len - keep + 1:]
+        if not len(supervised):  # only skipped-video placeholders: zero loss that still reaches every weight,
+            return logits.sum() * 0.0  # so DDP's gradient all-reduce runs on this rank like on the others
         return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                                  ignore_index=-100)
 
+    @staticmethod
+    def _n_supervised(batch: dict[str, Any]) -> int:
+        """Items of the batch with a supervised reply (a skipped video's placeholder has none)."""
+        return int((batch["labels"] != -100).any(dim=1).sum())
+
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int):
-        if batch is None:  # every item of the batch was a skipped (bad) video: counted in the datamodule
+        if batch is None:
             return None
-        loss = self(batch)
+        n = self._n_supervised(batch)
+        if n == 0 and self.trainer.world_size == 1:
+            return None  # one process: nothing to learn from this batch, skip the step (counted)
+        loss = self(batch)  # under DDP a placeholder-only batch is a zero loss: every rank steps together
         n_tok = int(batch["attention_mask"].sum())
         now = time.perf_counter()
         if self._t_last is not None:
             self.log("train/tokens_per_s", n_tok / max(now - self._t_last, 1e-9), on_step=True, batch_size=1)
         self._t_last = now
-        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        if n:
+            self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=n)
         return loss
 
     def validation_step(self, batch: dict[str, Any] | None, batch_idx: int):
         if batch is None:
             return None
         loss = self(batch)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=batch["input_ids"].shape[0],
+        # a placeholder-only batch weighs 0 in the epoch mean, but every rank logs (the sync stays in step)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=self._n_supervised(batch),
                  sync_dist=True)
         return loss
+
+    def _log_skipped(self) -> None:
+        skipped = getattr(self.trainer.datamodule, "skipped", None)
+        if skipped is not None:  # summed over ranks (a collective: every rank logs it)
+            self.log("data/skipped_videos", float(sum(skipped.values())), reduce_fx="sum", sync_dist=True)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_skipped()
 
     def configure_optimizers(self):
         from pvllm.distributed.optim import make_adamw

@@ -44,37 +44,53 @@ def test_missing_video_names_the_file(tmp_path):
 
 
 def _dataset_with_bad_video(tmp_path):
+    """A copy of the sample whose video of training draw 0's first sample and of the first validation
+    sample are corrupt (chosen from the draws, not pinned): (root, bad video ids)."""
     import shutil
+
+    from pvllm.data.dataset import load_pervidcom
+    from pvllm.data.histories import build_eval_histories, draw_training_samples
 
     root = tmp_path / "ds"
     shutil.copytree(SAMPLE, root)
-    (root / "videos" / "bunny_01.mp4").write_bytes(b"corrupt")
-    return root
+    ds = load_pervidcom(root)
+    bad_val = build_eval_histories(ds, "val", k=5, seed=0)[0].video_id
+    bad = {draw_training_samples(ds, "train", epoch=0, seed=0)[0].video_id, bad_val}
+    for v in bad:
+        ds.video_path(v).write_bytes(b"corrupt")
+    return root, bad, bad_val
 
 
 def test_loader_raise_or_skip_and_count(tmp_path, tiny_model_dir):
     from transformers import VideoLlavaProcessor
 
-    from pvllm.data.datamodule import PVLLMDataModule
+    from pvllm.data.datamodule import IGNORE_INDEX, PVLLMCollator, PVLLMDataModule
 
-    root = _dataset_with_bad_video(tmp_path)
+    root, bad, bad_val = _dataset_with_bad_video(tmp_path)
     proc = VideoLlavaProcessor.from_pretrained(tiny_model_dir)
     dm = PVLLMDataModule(root=str(root), on_bad_video="raise")
     dm.attach_processor(proc)
-    dm.setup()
-    bad = [i for i, s in enumerate(dm.val_set.samples) if s.video_id == "bunny_01"]
-    good = [i for i, s in enumerate(dm.val_set.samples) if s.video_id != "bunny_01"]
-    assert good
-    if bad:
-        with pytest.raises(VideoReadError, match="bunny_01.mp4"):
-            dm.val_set[bad[0]]
+    # item 9: with on_bad_video=raise the validation videos are decoded before any training step
+    with pytest.raises(VideoReadError, match=rf"(?s)1 of \d+ validation video\(s\).*{bad_val}\.mp4"):
+        dm.setup("fit")
+    dm.setup()  # no check outside fit/validate
+    first_bad = next(i for i, s in enumerate(dm.val_set.samples) if s.video_id in bad)
+    with pytest.raises(VideoReadError, match=dm.val_set.samples[first_bad].video_id):
+        dm.val_set[first_bad]
     dm_skip = PVLLMDataModule(root=str(root), on_bad_video="skip")
     dm_skip.attach_processor(proc)
-    dm_skip.setup()
+    dm_skip.setup("fit")
     dm_skip.train_set.set_epoch(0)
+    samples = dm_skip.train_set.inner.samples
     items = [dm_skip.train_set[i] for i in range(len(dm_skip.train_set))]
-    n_bad = sum(s.video_id == "bunny_01" for s in dm_skip.train_set.inner.samples)
-    assert sum(it is None for it in items) == n_bad  # skipped, never replaced by another sample
-    assert sum(dm_skip.skipped.values()) == n_bad
-    if n_bad:
-        assert any("bunny_01.mp4" in k for k in dm_skip.skipped)
+    n_bad = sum(s.video_id in bad for s in samples)
+    assert n_bad >= 1
+    # never replaced by another sample: each item is its own sample; the bad ones are marked placeholders
+    assert [it["sample_id"] for it in items] == [s.sample_id for s in samples]
+    assert sum("bad_video" in it for it in items) == n_bad
+    batch = PVLLMCollator(proc)(items[:2])
+    assert batch["skipped_videos"] == [items[0]["bad_video"]]
+    assert (batch["labels"][0] == IGNORE_INDEX).all() and (batch["labels"][1] != IGNORE_INDEX).any()
+    # counted in the main process from the batch (dataloader workers' counters are copies)
+    dm_skip.on_before_batch_transfer(batch, 0)
+    assert dict(dm_skip.skipped) == {items[0]["bad_video"]: 1} and "skipped_videos" not in batch

@@ -254,7 +254,7 @@ class PVLLMDataModule(L.LightningDataModule):
                 f"{len(bad)} of {len(files)} validation video(s) of split {self.hparams.val_split!r} are "
                 "unreadable (data.on_bad_video=raise; list them with `python -m pvllm.data.check_videos` and "
                 "pass data.exclude_videos=..., or set data.on_bad_video=skip):\n  "
-                + "\n  ".join(f"{f}: {why}" for f, why in sorted(bad.items())))
+                + "\n  ".join(why for _, why in sorted(bad.items())))
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Count the batch's skipped videos here, in the main process (workers' counters are copies)."""

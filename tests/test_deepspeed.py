@@ -107,6 +107,21 @@ def test_zero_trains_two_cpu_processes_and_consolidates(
     assert torch.equal(got[frozen], base[frozen])
 
 
+def test_consolidate_fails_on_missing_model_tensors_unless_allowed(zero_run, tmp_path):
+    """Issue 16 item 10: a checkpoint that lacks tensors of the base model is an error (the result would hold
+    untrained base weights); --allow-missing keeps them, and says which."""
+    from pvllm.distributed.consolidate import MissingTensorsError
+    from pvllm.models.tiny import make_tiny_video_llava
+
+    run_dir, _ = zero_run("deepspeed_zero2")
+    bigger = make_tiny_video_llava(tmp_path / "base3", num_layers=3)  # one text layer the run never had
+    with pytest.raises(MissingTensorsError, match=r"tensor\(s\) of the model are not in the checkpoint.*layers\.2\."):
+        consolidate_zero_checkpoint(run_dir / "ckpt", tmp_path / "hf", bigger)
+    assert not (tmp_path / "hf" / "config.json").exists()
+    out = consolidate_zero_checkpoint(run_dir / "ckpt", tmp_path / "hf", bigger, allow_missing=True)
+    assert "model.language_model.layers.2." in (out / "CONSOLIDATED_FROM.txt").read_text()
+
+
 def test_consolidated_checkpoint_evaluates(tiny_dir, zero_run, tmp_path):
     """ZeRO-3 run -> consolidate (CLI) -> `evaluate.py generator=pvllm` generates every sample without error."""
     run_dir, _ = zero_run("deepspeed_zero3")

@@ -4,7 +4,7 @@ A ZeRO-2/3 checkpoint holds fp32 weights in shards, one per rank. This gathers t
 DeepSpeed's own ``zero_to_fp32`` reader, loads them into the base HF model (architecture + processor
 from ``base_dir``) and writes a normal ``save_pretrained`` directory.
 
-    python -m pvllm.distributed.consolidate CKPT_DIR OUT_DIR --base BASE_HF_DIR [--tag TAG]
+    python -m pvllm.distributed.consolidate CKPT_DIR OUT_DIR --base BASE_HF_DIR [--tag TAG] [--allow-missing]
 
 CKPT_DIR is either DeepSpeed's ``save_checkpoint`` dir (has ``latest``) or a Lightning DeepSpeed
 checkpoint (``epoch=..-step=...ckpt/`` with a ``checkpoint/`` subdir): parameter names are matched to
@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 
 # Files of an HF model directory that are not weights: copied from the base so the result is self-contained.
 _PROCESSOR_GLOBS = ("*token*", "*processor*", "*.txt", "*.model", "chat_template*", "special_tokens_map.json")
+
+
+class MissingTensorsError(KeyError):
+    """Model tensors absent from a ZeRO checkpoint (the message names them)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
 
 
 def find_zero_tag(ckpt_dir: str | os.PathLike) -> tuple[Path, str]:
@@ -65,11 +72,15 @@ def consolidate_zero_checkpoint(
     base_dir: str | os.PathLike,
     tag: str | None = None,
     dtype: torch.dtype = torch.float32,
+    allow_missing: bool = False,
 ) -> Path:
     """Gather a ZeRO checkpoint into ``out_dir`` as an HF VideoLlava directory; returns ``out_dir``.
 
-    Every trainable parameter must be in the checkpoint; frozen ones missing from it (saved with
-    ``exclude_frozen_parameters``) keep the base weights, and are listed in the log.
+    Every tensor of the model must be in the checkpoint (tied/aliased ones once): a missing one raises
+    ``MissingTensorsError`` naming them, since the result would silently hold base (untrained) weights.
+    ``allow_missing=True`` (``--allow-missing``, e.g. frozen parameters saved with
+    ``exclude_frozen_parameters``) keeps the base weights for them, lists them in the log and in
+    ``CONSOLIDATED_FROM.txt``.
     """
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     from transformers import VideoLlavaForConditionalGeneration
@@ -81,10 +92,18 @@ def consolidate_zero_checkpoint(
     expected = model.state_dict()
     prefix = _match_prefix(list(state), set(expected))
     state = {k[len(prefix) :]: v for k, v in state.items()}
-    missing = sorted(set(expected) - set(state))
-    # Tied or aliased tensors appear under one name only; anything else missing is reported.
+    # tied or aliased tensors appear under one name only: missing under one name is not missing
+    loaded = {expected[k].data_ptr() for k in state if k in expected and expected[k].numel()}
+    missing = sorted(k for k in set(expected) - set(state) if expected[k].data_ptr() not in loaded)
+    if missing and not allow_missing:
+        raise MissingTensorsError(
+            f"{ckpt_dir}: {len(missing)} tensor(s) of the model are not in the checkpoint, the result would "
+            f"hold base weights for them: {missing[:8]}{' ...' if len(missing) > 8 else ''} "
+            "(pass --allow-missing / allow_missing=True if they are frozen parameters saved with "
+            "exclude_frozen_parameters)")
     if missing:
-        log.warning("%d tensors not in the checkpoint keep the base weights: %s", len(missing), missing[:8])
+        log.warning("allow_missing: %d tensors not in the checkpoint keep the base weights: %s", len(missing),
+                    missing[:8])
     result = model.load_state_dict(state, strict=False)
     assert not result.unexpected_keys, result.unexpected_keys  # excluded by _match_prefix
     model.to(dtype)
@@ -96,7 +115,9 @@ def consolidate_zero_checkpoint(
         for f in base_dir.glob(pattern):
             if f.is_file():
                 shutil.copy2(f, out_dir / f.name)
-    (out_dir / "CONSOLIDATED_FROM.txt").write_text(f"{Path(ckpt_dir).resolve()} tag={tag}\nbase={base_dir}\n")
+    (out_dir / "CONSOLIDATED_FROM.txt").write_text(
+        f"{Path(ckpt_dir).resolve()} tag={tag}\nbase={base_dir}\n"
+        + (f"base weights kept (allow_missing) for {len(missing)} tensors: {missing}\n" if missing else ""))
     log.info("consolidated %s (tag %s, %d tensors) -> %s", ckpt_dir, tag, len(state), out_dir)
     return out_dir
 
@@ -110,9 +131,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--tag", default=None, help="checkpoint tag (default: `latest`)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--allow-missing", action="store_true",
+                   help="keep base weights for model tensors absent from the checkpoint (listed) instead of failing")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    consolidate_zero_checkpoint(a.ckpt_dir, a.out_dir, a.base, a.tag, getattr(torch, a.dtype))
+    consolidate_zero_checkpoint(a.ckpt_dir, a.out_dir, a.base, a.tag, getattr(torch, a.dtype), a.allow_missing)
 
 
 if __name__ == "__main__":

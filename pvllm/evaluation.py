@@ -65,8 +65,9 @@ def generate_resumable(generator: Generator, rows: list[dict], ds: PerVidCom, ou
                        batch_size: int, include_title: bool = False, retry_failed: bool = False,
                        progress: bool = True) -> dict[str, int]:
     """Generate for every row whose id is not in ``out`` yet; append each batch (fsync) as it finishes."""
-    done = read_jsonl_tolerant(out)
-    if done and out.read_bytes()[-1:] != b"\n":  # a torn last line from a killed run: rewrite cleanly
+    torn: list[str] = []
+    done = read_jsonl_tolerant(out, torn)  # a torn last line is logged, counted and generated again
+    if (done or torn) and out.read_bytes()[-1:] != b"\n":  # a torn last line from a killed run: rewrite cleanly
         write_jsonl(out, done)
     for r in done:  # never mix two models (or decoding settings) in one predictions file
         if r.get("model") != generator.model_id or r.get("generation") != generator.generation_config:
@@ -78,7 +79,7 @@ def generate_resumable(generator: Generator, rows: list[dict], ds: PerVidCom, ou
     if retry_failed and any(r.get("error") for r in done):
         write_jsonl(out, [r for r in done if r.get("error") is None])
     log.info("%s: %d done, %d to generate", out.name, len(finished), len(todo))
-    counts = {"generated": 0, "failed": 0, "skipped_done": len(rows) - len(todo)}
+    counts = {"generated": 0, "failed": 0, "skipped_done": len(rows) - len(todo), "torn_last_line": len(torn)}
     from tqdm import tqdm
 
     bar = tqdm(total=len(todo), desc=f"generate [{generator.registry_name}]", disable=not progress)

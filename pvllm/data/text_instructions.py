@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from pvllm.utils.jsonl import JsonlError, load_jsonl
+
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 MEDIA_KEYS = ("image", "video")
@@ -74,12 +76,14 @@ def load_conversations(path: str | Path, skipped: Counter[str] | None = None) ->
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"text instruction file not found: {path} (data.text_instructions.path)")
-    text = path.read_text(encoding="utf-8")
-    items = (
-        json.loads(text)
-        if path.suffix == ".json"
-        else [json.loads(ln) for ln in text.splitlines() if ln.strip()]
-    )
+    if path.suffix == ".json":
+        raw = path.read_bytes()
+        try:
+            items = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise JsonlError(f"{path}: not UTF-8 at byte offset {e.start} (byte 0x{raw[e.start]:02x})") from None
+    else:
+        items = load_jsonl(path)  # a bad line or byte raises naming file, line (and byte offset)
     if not isinstance(items, list):
         raise ValueError(f"{path}: expected a JSON list of conversations (LLaVA format)")
     reasons: Counter[str] = Counter()

@@ -3,51 +3,87 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
+
+
+class JsonlError(ValueError):
+    """A JSONL file cannot be read; the message names file, line (and byte offset for bad UTF-8)."""
+
+
+def _lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """(line number, byte offset of the line, raw line) of a file read in binary."""
+    offset = 0
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            yield lineno, offset, raw
+            offset += len(raw)
+
+
+def _decode(path: Path, lineno: int, offset: int, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise JsonlError(
+            f"{path}:{lineno}: not UTF-8 at byte offset {offset + e.start} of the file (byte "
+            f"0x{raw[e.start]:02x}, column {e.start + 1} of the line): re-encode the file as UTF-8") from None
+
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line_number, record) for each non-empty line; a bad line raises naming file and line."""
     path = Path(path)
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-            yield lineno, rec
+    for lineno, offset, raw in _lines(path):
+        line = _decode(path, lineno, offset, raw)
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise JsonlError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(rec, dict):
+            raise JsonlError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+        yield lineno, rec
 
 
 def load_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     return [rec for _, rec in read_jsonl(path)]
 
 
-def read_jsonl_tolerant(path: str | os.PathLike) -> list[dict[str, Any]]:
+def read_jsonl_tolerant(path: str | os.PathLike, torn: list[str] | None = None) -> list[dict[str, Any]]:
     """Read an append-only file that a killed process may have left with a torn last line.
 
-    Only a truncated *last* line is dropped (it was never complete); a bad line elsewhere raises.
+    Only a truncated *last* line (no newline after it) is dropped, with a warning naming it, and
+    appended to ``torn`` when given (for the run's counts); a bad line elsewhere raises.
     """
     path = Path(path)
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").split("\n")
     out = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
+    for lineno, offset, raw in _lines(path):
+        last = not raw.endswith(b"\n")  # only the file's final line can lack its newline
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:  # last line without a newline: a torn write
+            line = _decode(path, lineno, offset, raw)
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+        except (JsonlError, json.JSONDecodeError) as e:
+            if last:  # a torn write (also one cut inside a multi-byte character)
+                log.warning("%s:%d: dropped a torn last line (%d bytes at byte offset %d, a killed writer): %s",
+                            path, lineno, len(raw), offset, raw[:80])
+                if torn is not None:
+                    torn.append(f"{path}:{lineno}")
                 break
-            raise ValueError(f"{path}:{i + 1}: not valid JSON") from None
+            if isinstance(e, JsonlError):
+                raise
+            raise JsonlError(f"{path}:{lineno}: not valid JSON ({e.msg}); only a torn last line is tolerated") from None
+        if not isinstance(rec, dict):
+            raise JsonlError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+        out.append(rec)
     return out
 
 

@@ -31,6 +31,7 @@ from pvllm.evaluation import (  # noqa: E402
 )
 from pvllm.utils.jsonl import load_jsonl, write_jsonl  # noqa: E402
 from pvllm.utils.lightning import RankedLogger, loggable_config  # noqa: E402
+from pvllm.utils.secrets import install_log_redaction  # noqa: E402
 
 log = RankedLogger(__name__)
 
@@ -67,6 +68,7 @@ def run_report(cfg: DictConfig):
 
 
 def evaluate(cfg: DictConfig) -> dict | None:
+    install_log_redaction()  # no API key in any log line or logged traceback
     validate_eval_config(cfg)  # before any model is loaded or any request sent
     if cfg.stage == "report":  # tables from earlier runs only (Table 3, Table 4)
         return run_report(cfg)

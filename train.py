@@ -22,6 +22,7 @@ from pvllm.config import validate_train_config  # noqa: E402
 from pvllm.models.builder import format_parameter_table  # noqa: E402
 from pvllm.models.module import PVLLMModule  # noqa: E402
 from pvllm.utils.lightning import RankedLogger, loggable_config  # noqa: E402
+from pvllm.utils.secrets import install_log_redaction  # noqa: E402
 
 log = RankedLogger(__name__)
 
@@ -45,6 +46,7 @@ def instantiate_loggers(cfg: DictConfig) -> list:
 
 
 def train(cfg: DictConfig) -> float | None:
+    install_log_redaction()  # no API key in any log line or logged traceback
     validate_train_config(cfg)  # before any weights are loaded
     L.seed_everything(cfg.seed, workers=True)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from pvllm.data.collect.importer import import_comments
 from pvllm.data.collect.youtube import API_KEY_ENV, CollectConfig, MissingApiKeyError, YouTubeCollector
 from pvllm.data.privacy import MissingKeyError
+from pvllm.utils.secrets import install_log_redaction
 
 EXIT_QUOTA = 75  # EX_TEMPFAIL: try again later
 
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    install_log_redaction()  # the API's request URLs carry key=...
     try:
         return _run(args)
     except (MissingKeyError, MissingApiKeyError) as e:  # a setup problem: say what to set, no traceback

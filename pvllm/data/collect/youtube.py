@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 from pvllm.data.privacy import Pseudonymizer
 from pvllm.utils.jsonl import append_jsonl, read_jsonl_tolerant
+from pvllm.utils.secrets import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,7 @@ class YouTubeCollector:
                     )
                     self.sleep(delay)
                     continue
+                e.uri = redact_url(e.uri)  # the request URL carries key=...: never print it
                 raise
             self._store(name, params, cost, 200, resp)
             return resp

@@ -12,8 +12,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
+
+from pvllm.utils.secrets import redact_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,12 +90,15 @@ def call_with_retry(
             return fn()
         except Exception as e:  # classified below; nothing is swallowed
             f = classify(e)
+            # a server may echo the key (e.g. "Incorrect API key provided: sk-..."): the reason is redacted,
+            # and the SDK's exception (with its unredacted message and request) is not chained
+            f = replace(f, reason=redact_text(f.reason))
             if f.fatal:
-                raise AuthError(f"{what}: {f.reason}") from e
+                raise AuthError(f"{what}: {f.reason}") from None
             if not f.retryable:
-                raise RemoteCallError(f"{what}: {f.reason}") from e
+                raise RemoteCallError(f"{what}: {f.reason}") from None
             if attempt + 1 >= policy.attempts:
-                raise RemoteCallError(f"{what}: {f.reason} (gave up after {policy.attempts} attempts)") from e
+                raise RemoteCallError(f"{what}: {f.reason} (gave up after {policy.attempts} attempts)") from None
             d = policy.delay(attempt, rng, f.retry_after_s)
             log.warning(
                 "%s: %s (attempt %d/%d), retrying in %.2fs", what, f.reason, attempt + 1, policy.attempts, d

@@ -7,6 +7,7 @@ frames with ``pvllm.data.video_io.read_frames`` and batch with left padding.
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 import zlib
 from pathlib import Path
@@ -26,9 +27,38 @@ log = logging.getLogger(__name__)
 VIDEO_LLAVA_SAMPLING = {"do_sample": True, "temperature": 0.1, "top_p": None, "max_new_tokens": 64}
 
 
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint that needs arbitrary code to unpickle: refused (loading it could run that code)."""
+
+
+def read_checkpoint_state(ckpt_path: str) -> dict[str, torch.Tensor]:
+    """The weights of a checkpoint, never running code from it.
+
+    ``.safetensors`` (preferred: a plain tensor file) is read with safetensors; anything else with
+    ``torch.load(weights_only=True)`` (tensors and plain containers only), taking its ``state_dict``.
+    A pickle that references other objects (classes, functions) is refused with UnsafeCheckpointError.
+    """
+    path = Path(ckpt_path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpointError(
+            f"{ckpt_path}: refused, it is not a weights-only checkpoint (unpickling it would need "
+            f"{str(e).splitlines()[0][:200]!r}; loading it could run code). Give a .safetensors file, an HF "
+            "directory (train.py's hf_model/) or a Lightning .ckpt written by train.py") from None
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UnsafeCheckpointError(f"{ckpt_path}: no state_dict of tensors in this checkpoint")
+    return state
+
+
 def load_lightning_weights(model: torch.nn.Module, ckpt_path: str) -> None:
-    """Load a PVLLMModule Lightning checkpoint (keys ``model.*``) into an HF model."""
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
+    """Load a PVLLMModule checkpoint (keys ``model.*``; Lightning .ckpt or .safetensors) into an HF model."""
+    state = read_checkpoint_state(ckpt_path)
     state = {k.removeprefix("model."): v for k, v in state.items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or missing:

@@ -111,4 +111,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from pvllm.config import check_group_overrides
+
+    check_group_overrides(sys.argv[1:], Path(__file__).resolve().parent / "conf")
     main()

@@ -13,6 +13,19 @@ class ConfigError(ValueError):
     pass
 
 
+def check_group_overrides(argv: list[str], conf_dir: str | Path) -> None:
+    """Exit with a clear message on ``GROUP=null`` (Hydra cannot select "no option" that way; its own error
+    names neither the group nor the fix): ``~GROUP`` drops a group, ``rater=none`` is the no-judge option."""
+    groups = {p.name for p in Path(conf_dir).iterdir() if p.is_dir()}
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+~") in groups and value.strip().lower() in ("null", "none", "~") and not (
+                Path(conf_dir) / key.lstrip("+~") / f"{value.strip()}.yaml").is_file():
+            g = key.lstrip("+~")
+            raise SystemExit(f"error: `{arg}`: a config group cannot be set to null on the command line; "
+                             f"drop it with `~{g}`" + (" or choose `rater=none`" if g == "rater" else ""))
+
+
 def _get(cfg: DictConfig, key: str):
     return OmegaConf.select(cfg, key, default=None)
 

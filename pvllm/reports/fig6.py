@@ -68,7 +68,7 @@ def report(
         log.warning("Figure 6: no run yet for k=%s (%d of %d plotted)", missing, len(ks), len(k_values))
     no_ficl = [k for k in ks if not isinstance(found[k].get("FICL-E"), (int, float))]
     if no_ficl:
-        raise ValueError(f"runs for k={no_ficl} have no FICL-Score (evaluated with rater=null?): {want}")
+        raise ValueError(f"runs for k={no_ficl} have no FICL-Score (evaluated with rater=none?): {want}")
     series: dict[str, Any] = {"k": ks, **{c: [found[k][c] for k in ks] for c in FICL_COLS}}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

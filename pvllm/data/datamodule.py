@@ -220,7 +220,9 @@ class PVLLMDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.ds is None:
-            self.ds = load_pervidcom(self.hparams.root)
+            # video files are checked where they are read (read_frames: raise, or skip-and-count; the
+            # validation videos up front), so a missing file is handled like a corrupt one
+            self.ds = load_pervidcom(self.hparams.root, check_files=False)
             if self.hparams.exclude_videos:
                 from pvllm.data.check_videos import load_unreadable
 

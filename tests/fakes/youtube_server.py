@@ -9,6 +9,8 @@ Faults are scripted per endpoint and call number: ``server.faults[("commentThrea
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,6 +52,9 @@ class FakeYouTube:
         self.calls: dict[str, int] = {}
         self.log: list[tuple[str, dict[str, str]]] = []
         self.keys_seen: set[str] = set()
+        # (endpoint, n): on receiving that call, SIGKILL process `kill_pid` before answering (kill -9 tests)
+        self.kill_on: tuple[str, int] | None = None
+        self.kill_pid: int | None = None
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -91,6 +96,9 @@ class FakeYouTube:
             n = self.calls[endpoint] = self.calls.get(endpoint, 0) + 1
             self.keys_seen.add(params.pop("key", ""))
             self.log.append((endpoint, params))
+        if self.kill_on == (endpoint, n) and self.kill_pid:
+            os.kill(self.kill_pid, signal.SIGKILL)  # the client dies waiting for this answer
+            return error(503, "backendError", "client killed")
         if (endpoint, n) in self.faults:
             status, reason = self.faults[(endpoint, n)]
             return error(status, reason, f"scripted {reason}")

@@ -2,8 +2,9 @@
 
 Resumable and lossless: every API response is pseudonymized (author fields -> HMAC) and appended to
 ``responses.jsonl`` *before* it is processed; ``state.json`` holds the page tokens, so a run stopped by
-``quotaExceeded`` (or the local quota budget, or a crash) continues where it stopped. Comments are
-deduplicated by id on resume, so a page fetched twice adds nothing.
+``quotaExceeded`` (or the local quota budget, or a crash) continues where it stopped. A response that
+was stored but whose processing a kill interrupted is replayed from ``responses.jsonl``, not requested
+again; comments are deduplicated by id on resume, so a page processed twice adds nothing.
 
 Outputs in ``out_dir``: ``responses.jsonl`` (raw, pseudonymized), ``videos.jsonl`` and
 ``comments.jsonl`` (the raw input of ``python -m pvllm.data.build``), ``state.json``.
@@ -24,7 +25,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pvllm.data.privacy import Pseudonymizer
-from pvllm.utils.jsonl import append_jsonl, read_jsonl_tolerant
+from pvllm.utils.jsonl import append_jsonl, read_jsonl_tolerant, write_jsonl
 from pvllm.utils.secrets import redact_url
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,19 @@ SKIP_REASONS = {
     "forbidden": "forbidden",
 }
 STOP_REASONS = {"quotaExceeded", "dailyLimitExceeded"}
+
+
+REPLAYED = "_pvllm_replayed"  # marks a response read back from responses.jsonl (already pseudonymized)
+
+
+def _params_key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, ensure_ascii=False)
+
+
+def _repair_torn_tail(path: Path) -> None:
+    """Drop a torn last line (a kill mid-append; logged) so the next append starts on a fresh line."""
+    if path.is_file() and path.stat().st_size and path.read_bytes()[-1:] != b"\n":
+        write_jsonl(path, read_jsonl_tolerant(path))
 
 
 class MissingApiKeyError(RuntimeError):
@@ -129,8 +143,16 @@ class YouTubeCollector:
         self.yt = build_client(api_key, cfg.endpoint)
         self.sleep = sleep
         self.state = self._load_state()
+        for name in ("responses.jsonl", "videos.jsonl", "comments.jsonl"):
+            _repair_torn_tail(self.out / name)
         self.comment_ids = {c["comment_id"] for c in read_jsonl_tolerant(self.out / "comments.jsonl")}
         self.video_ids_written = {v["video_id"] for v in read_jsonl_tolerant(self.out / "videos.jsonl")}
+        # answers already stored (a kill after the append, before its processing was saved): replayed on
+        # resume, so no request is sent twice (and no quota spent twice)
+        self._stored: dict[tuple[str, str], Any] = {
+            (r["call"], _params_key(r["params"])): r["response"]
+            for r in read_jsonl_tolerant(self.out / "responses.jsonl") if r.get("status") == 200
+        }
 
     # ---- state ---------------------------------------------------------------------------------
     def _load_state(self) -> dict[str, Any]:
@@ -165,6 +187,10 @@ class YouTubeCollector:
         from googleapiclient.errors import HttpError
 
         cost = QUOTA_COST[name]
+        stored = self._stored.pop((name, _params_key(params)), None)
+        if stored is not None:
+            self._count(f"replayed.{name}")
+            return {**stored, REPLAYED: True}
         for attempt in range(self.cfg.max_retries + 1):
             if self.quota_used_today + cost > self.cfg.quota_budget:
                 raise QuotaStop(f"local quota budget {self.cfg.quota_budget} units reached")
@@ -323,11 +349,13 @@ class YouTubeCollector:
                 if author is None:  # a comment whose channel is gone: no user to attribute it to
                     self._count("comments_without_author")
                     continue
+                # a replayed response was stored pseudonymized already
+                user_id = author if resp.get(REPLAYED) else self.pseudo(author)
                 records.append(
                     {
                         "comment_id": top["id"],
                         "video_id": video_id,
-                        "user_id": self.pseudo(author),
+                        "user_id": user_id,
                         "text": sn.get("textOriginal", ""),  # plain text, not the HTML textDisplay
                         "likes": sn.get("likeCount"),
                         "published_at": sn.get("publishedAt"),

@@ -98,6 +98,8 @@ def test_openai_generator_and_rater_never_write_the_key(tmp_path):
             *[r.format("rater") for r in RETRY])  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert all(r.headers.get("authorization") == f"Bearer {key}" for r in server.requests)
+        n_preds = len((run_dir / "predictions.jsonl").read_text().splitlines())
+        assert len(server.requests) > n_preds + 1  # the rater sent requests with the key too
         server.push(Reply(401, echo))  # an auth failure stops the run: its message must not carry the key
         failed, run2 = _evaluate(
             tmp_path, "openai401", "generator=openai_compatible", "generator.model=other-llm",
@@ -118,5 +120,7 @@ def test_gemini_generator_and_rater_never_write_the_key(tmp_path):
             *[r.format("generator") for r in RETRY], *[r.format("rater") for r in RETRY])  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert server.requests and all(r.headers.get("x-goog-api-key") == key for r in server.requests)
+        n_preds = len((run_dir / "predictions.jsonl").read_text().splitlines())
+        assert len(server.generate_calls()) > n_preds  # generator and rater both sent the key
     assert "API key not valid: <redacted>" in (run_dir / "predictions.jsonl").read_text()
     _assert_no_key(proc.stdout, proc.stderr, files=tmp_path)

@@ -62,6 +62,7 @@ def test_interrupted_evaluate_resumes_without_regenerating(tmp_path, base_args):
     (d / "predictions.jsonl").write_text("\n".join(full[:3]) + "\n" + full[3][:25], encoding="utf-8")
     proc = _run(base_args + [f"hydra.run.dir={d}"])
     assert "3 done, 5 to generate" in proc.stdout + proc.stderr
+    assert "predictions.jsonl:4: dropped a torn last line" in proc.stderr  # logged, not silent (issue 16)
     again = (d / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
     assert again[:3] == full[:3]  # finished rows untouched
     def strip(lines):  # latency differs between runs; everything else must not

@@ -62,6 +62,23 @@ def log_to_wandb(cfg: DictConfig, run_dir: Path, summary: dict, preds: list[dict
     run.finish()
 
 
+def add_copy_and_intervals(cfg: DictConfig, summary: dict, preds: list[dict], ds, run_dir: Path) -> None:
+    """Copy rates, diversity and length (pvllm.metrics.diversity) and bootstrap intervals over users of
+    every per-item metric in scores.jsonl (pvllm.metrics.bootstrap) into the summary."""
+    from pvllm.metrics.bootstrap import per_item_scores, run_intervals
+    from pvllm.metrics.diversity import copy_diversity, per_item_copy
+
+    thr = cfg.diversity.copy_threshold
+    summary.update(copy_diversity(preds, {v: x.title for v, x in ds.videos.items()}, thr))
+    per_item = per_item_scores(load_jsonl(run_dir / "scores.jsonl"))
+    per_item["copy_history"] = per_item_copy(preds, thr)
+    b = cfg.bootstrap
+    summary["ci95"] = run_intervals(per_item, {p["sample_id"]: p["user_id"] for p in preds},
+                                    resamples=b.resamples, seed=b.seed, confidence=b.confidence)
+    summary["ci_note"] = (f"percentile bootstrap over users ({b.resamples} resamples, seed {b.seed}, "
+                          f"confidence {b.confidence}) of the mean of per-item scores")
+
+
 def run_report(cfg: DictConfig):
     # _partial_: the report's own nodes are built, but `cfg` (generator, rater, ...) is passed untouched
     return hydra.utils.instantiate(cfg.report, _partial_=True)(cfg=cfg)
@@ -83,16 +100,34 @@ def evaluate(cfg: DictConfig) -> dict | None:
     if rater is not None:
         rater.check_ready()  # e.g. a missing API key fails here, before generation
 
-    if cfg.stage in ("all", "generate"):
+    ranking = None
+    if cfg.stage in ("all", "generate", "rank"):
         generator = hydra.utils.instantiate(cfg.generator)
-        mine = shard_rows(rows, cfg.shard, cfg.num_shards)
-        out = predictions_path(run_dir, cfg.shard, cfg.num_shards)
         try:
-            counts = generate_resumable(generator, mine, ds, out, batch_size=max(1, generator.batch_size),
-                                        include_title=cfg.data.include_title, retry_failed=cfg.retry_failed)
+            if cfg.stage != "rank":
+                mine = shard_rows(rows, cfg.shard, cfg.num_shards)
+                out = predictions_path(run_dir, cfg.shard, cfg.num_shards)
+                counts = generate_resumable(generator, mine, ds, out, batch_size=max(1, generator.batch_size),
+                                            include_title=cfg.data.include_title, retry_failed=cfg.retry_failed)
+                log.info("generation %s: %s", out.name, counts)
+            if cfg.stage == "rank" or (cfg.stage == "all" and cfg.ranking.enabled):
+                from pvllm.metrics.ranking import rank_run
+
+                r = cfg.ranking
+                ranking = rank_run(generator, rows, ds, run_dir, candidates_file=Path(r.candidates_file),
+                                   n=r.n_candidates, seed=r.seed, batch_size=r.batch_size,
+                                   include_title=cfg.data.include_title)
         finally:
             generator.close()
-        log.info("generation %s: %s", out.name, counts)
+        if cfg.stage == "rank":
+            from pvllm.metrics.ranking import format_ranking
+
+            name = HydraConfig.get().runtime.choices.get("generator", "?")
+            print(format_ranking([(name, ranking if ranking["status"] == "ok" else None)],
+                                 title=f"\nranking, {cfg.split} split, history {h.mode} k={h.k} ({cfg.run_name})"))
+            if cfg.get("report"):
+                run_report(cfg)
+            return ranking
         if cfg.stage == "generate" or cfg.num_shards > 1:
             log.info("shard %d/%d written; score with: python evaluate.py ... stage=score num_shards=%d",
                      cfg.shard, cfg.num_shards, cfg.num_shards)
@@ -112,6 +147,9 @@ def evaluate(cfg: DictConfig) -> dict | None:
     if n_empty:  # a real output (the model stopped at once), reported rather than hidden
         log.warning("%d generation(s) are empty strings", n_empty)
     summary["n_empty_generations"] = n_empty
+    add_copy_and_intervals(cfg, summary, preds, ds, run_dir)
+    if ranking is not None:
+        summary["ranking"] = ranking
     name = HydraConfig.get().runtime.choices.get("generator", "?")
     summary.update(generator=name, split=cfg.split, history_mode=h.mode, k=h.k, seed=h.seed,
                    history_seed=h.history_seed, histories_file=str(cfg.histories_file),

@@ -77,14 +77,23 @@ def validate_eval_config(cfg: DictConfig) -> None:
     if not (isinstance(n, int) and n >= 1 and isinstance(shard, int) and 0 <= shard < n):
         errors.append(f"shard/num_shards: need 0 <= shard < num_shards, got {shard}/{n}")
     stage = _get(cfg, "stage")
-    if stage not in ("all", "generate", "score", "report"):
-        errors.append(f"stage: all | generate | score | report, got {stage!r}")
+    if stage not in ("all", "generate", "score", "rank", "report"):
+        errors.append(f"stage: all | generate | score | rank | report, got {stage!r}")
+    ranking_on = stage == "rank" or (stage == "all" and _get(cfg, "ranking.enabled"))
+    if ranking_on and _get(cfg, "num_shards") != 1:
+        errors.append("ranking: runs unsharded (num_shards=1); rank with stage=rank after the shards")
+    nc = _get(cfg, "ranking.n_candidates")
+    if ranking_on and (not isinstance(nc, int) or nc < 2):
+        errors.append(f"ranking.n_candidates: must be an integer >= 2, got {nc!r}")
+    thr = _get(cfg, "diversity.copy_threshold")
+    if thr is not None and not (isinstance(thr, (int, float)) and 0 < thr <= 1):
+        errors.append(f"diversity.copy_threshold: must be in (0, 1], got {thr!r}")
     if stage == "report" and _get(cfg, "report") is None:
         errors.append("stage=report needs a `report` node (e.g. experiment=table4)")
     spu = _get(cfg, "samples_per_user")
     if not isinstance(spu, int) or spu < 1:
         errors.append(f"samples_per_user: must be >= 1, got {spu!r}")
-    if _get(cfg, "generator") is None and stage in ("all", "generate"):
+    if _get(cfg, "generator") is None and stage in ("all", "generate", "rank"):
         errors.append("generator: required unless stage=score or stage=report")
     if errors:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(errors))

@@ -143,14 +143,31 @@ def merge_shards(run_dir: Path, rows: list[dict], num_shards: int) -> list[dict]
 
 
 TABLE_COLUMNS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "FICL-E", "FICL-S", "FICL-R")
+# copy and diversity (pvllm.metrics.diversity): column -> summary key
+COPY_COLUMNS = {"copy-H": "copy_history", "copy-T": "copy_title", "dist-1": "distinct-1", "dist-2": "distinct-2",
+                "len": "mean_len", "ref len": "ref_mean_len"}
+
+
+def _cell(v: Any, digits: int = 2) -> str:
+    return f"{v:.{digits}f}" if isinstance(v, (int, float)) else "-"
 
 
 def format_table(rows: Iterable[tuple[str, dict[str, Any]]], title: str = "") -> str:
-    """A Table-4-style Markdown table: one row per (name, summary)."""
-    head = "| method | " + " | ".join(TABLE_COLUMNS) + " | n | failed gen | FICL failed | rater |"
-    lines = ([title] if title else []) + [head, "|" + "---|" * (len(TABLE_COLUMNS) + 5)]
+    """A Table-4-style Markdown table: one row per (name, summary), then the 95% intervals over users."""
+    rows = list(rows)
+    head = ("| method | " + " | ".join((*TABLE_COLUMNS, *COPY_COLUMNS))
+            + " | n | failed gen | FICL failed | rater |")
+    lines = ([title] if title else []) + [head, "|" + "---|" * (len(TABLE_COLUMNS) + len(COPY_COLUMNS) + 5)]
     for name, s in rows:
-        vals = [f"{s[c]:.2f}" if isinstance(s.get(c), (int, float)) else "-" for c in TABLE_COLUMNS]
+        vals = [_cell(s.get(c)) for c in TABLE_COLUMNS] + [_cell(s.get(k), 1) for k in COPY_COLUMNS.values()]
         lines.append(f"| {name} | " + " | ".join(vals) + f" | {s.get('n', '-')} | {s.get('n_generation_failed', 0)} | "
                      f"{s.get('ficl_n_failed', '-')} | {s.get('rater', '-')} |")
+    ci_rows = [(name, s["ci95"]) for name, s in rows if s.get("ci95")]
+    if ci_rows:
+        cols = [c for c in (*TABLE_COLUMNS, "copy_history") if any(c in ci for _, ci in ci_rows)]
+        lines += ["", "95% intervals over users (mean of per-item scores [low, high]):",
+                  "| method | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+        for name, ci in ci_rows:
+            lines.append(f"| {name} | " + " | ".join(
+                f"{ci[c]['mean']:.2f} [{ci[c]['lo']:.2f}, {ci[c]['hi']:.2f}]" if c in ci else "-" for c in cols) + " |")
     return "\n".join(lines)

@@ -11,6 +11,10 @@ from pvllm.utils.registry import Registry
 GENERATORS = Registry("generator")
 
 
+class RankingUnsupported(NotImplementedError):
+    """The generator gives no log-probabilities (e.g. an API model): its ranking metrics are n/a, not 0."""
+
+
 @dataclass
 class GenerationRequest:
     """One evaluation sample as a generator sees it (built from a histories.jsonl row)."""
@@ -53,6 +57,16 @@ class Generator(abc.ABC):
     def generate(self, batch: list[GenerationRequest]) -> list[GenerationResult]:
         """Return one result per request, in order. Per-item failures are results with ``error`` set;
         raise only for failures that make every later item fail too (bad weights, missing key)."""
+
+    supports_ranking: bool = False  # True where score_candidates is implemented (local HF models)
+
+    def score_candidates(self, batch: list[GenerationRequest], candidates: list[list[str]]) -> list[list[float]]:
+        """Ranking evaluation (pvllm.metrics.ranking): for each request, one score per candidate reply,
+        higher = more likely: the length-normalized log-likelihood of the candidate as the model's reply
+        to ``request.prompt`` (with the video where the model sees it), computed exactly as ``generate``
+        would condition. Implement it with ``pvllm.generators.likelihood.mean_reply_logprobs`` and set
+        ``supports_ranking = True``; the default raises ``RankingUnsupported`` (reported as "n/a")."""
+        raise RankingUnsupported(f"generator {self.registry_name!r} gives no log-probabilities: ranking is n/a")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients/servers."""

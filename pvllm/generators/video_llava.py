@@ -81,6 +81,7 @@ class VideoLlavaGenerator(Generator):
         dtype: str = "float32",
         device: str = "auto",
         seed: int = 0,
+        score_batch_size: int = 20,
     ):
         bundle = build_pvllm(pretrained, create=create, dtype=dtype)
         self.model, self.processor = bundle.model, bundle.processor
@@ -90,6 +91,7 @@ class VideoLlavaGenerator(Generator):
         self.model.to(self.device).eval()
         self.processor.tokenizer.padding_side = "left"
         self.batch_size, self.num_frames, self.seed = batch_size, num_frames, seed
+        self.score_batch_size = int(score_batch_size)  # sequences per forward pass when ranking candidates
         params = dict(VIDEO_LLAVA_SAMPLING, **(sampling or {}))
         if greedy:
             params.update(do_sample=False, temperature=None, top_p=None)
@@ -132,6 +134,36 @@ class VideoLlavaGenerator(Generator):
             for (req, _), text in zip(chunk, texts):
                 results[req.sample_id] = GenerationResult(req.sample_id, text.strip(), latency_s=dt)
         return [results[r.sample_id] for r in batch]
+
+    supports_ranking = True
+
+    @torch.inference_mode()
+    def score_candidates(self, batch: list[GenerationRequest], candidates: list[list[str]]) -> list[list[float] | None]:
+        """Mean log-prob of ``" " + candidate + EOS`` after the chat prompt with the video (the training
+        layout, ``PVLLMCollator``); ``score_batch_size`` sequences per forward pass. An unreadable video
+        gives ``None`` for that request (counted as a failure, never a score)."""
+        from pvllm.generators.likelihood import mean_reply_logprobs
+
+        tok = self.processor.tokenizer
+        out: list[list[float] | None] = []
+        for req, cands in zip(batch, candidates):
+            try:
+                frames = read_frames(req.video_path, self.num_frames)
+            except VideoReadError as e:
+                log.warning("ranking: cannot read the video of %s: %s", req.sample_id, e)
+                out.append(None)
+                continue
+            enc = self.processor(text=[chat_prompt(req.prompt)], videos=[frames], return_tensors="pt")
+            prompt = enc["input_ids"][0].tolist()
+            pix = enc["pixel_values_videos"]
+            replies = [tok(" " + c.strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for c in cands]
+            scores: list[float] = []
+            for i in range(0, len(replies), self.score_batch_size):
+                part = replies[i: i + self.score_batch_size]
+                scores += mean_reply_logprobs(self.model, [prompt] * len(part), part, tok.pad_token_id, self.device,
+                                              extra={"pixel_values_videos": pix.expand(len(part), *pix.shape[1:])})
+            out.append(scores)
+        return out
 
 
 @GENERATORS.register("pvllm")

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 METRIC_COLS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "FICL-E", "FICL-S", "FICL-R")
 HUMAN_COLS = ("Human-E", "Human-S", "Human-R")
+# copy and diversity (pvllm.metrics.diversity): column -> summary.json key
+COPY_COLS = {"copy-H": "copy_history", "copy-T": "copy_title", "dist-1": "distinct-1", "dist-2": "distinct-2",
+             "len": "mean_len", "ref len": "ref_mean_len"}
 SPLIT_TITLES = {"val": "Validation Set", "test": "Test Set"}
 
 
@@ -100,6 +103,11 @@ def table4_rows(
         hm = (human or {}).get(split, {}).get(gen, {})
         for c in HUMAN_COLS:
             row[c] = f"{hm[c]:.1f}" if c in hm else "-"
+        for c, key in COPY_COLS.items():
+            row[c] = _fmt([s.get(key) for s in ss])
+        # 95% intervals over users (bootstrap, summary.json `ci95`): one run per row only (no App. A mean)
+        cis = [s.get("ci95") or {} for s in ss]
+        row["ci95"] = {m: cis[0][m] for m in (*METRIC_COLS, "copy_history") if len(ss) == 1 and m in cis[0]}
         row["n"] = "/".join(sorted({str(s.get("n")) for s in ss}))
         row["failed"] = sum(int(s.get("n_generation_failed") or 0) for s in ss)
         row["ficl_failed"] = sum(int(s.get("ficl_n_failed") or 0) for s in ss)
@@ -109,7 +117,7 @@ def table4_rows(
     return rows
 
 
-COLUMNS = ("method", *METRIC_COLS, *HUMAN_COLS, "n", "failed", "ficl_failed", "rater")
+COLUMNS = ("method", *METRIC_COLS, *HUMAN_COLS, *COPY_COLS, "n", "failed", "ficl_failed", "rater")
 
 
 def to_markdown(rows: list[dict]) -> str:
@@ -120,6 +128,15 @@ def to_markdown(rows: list[dict]) -> str:
             split = r["split"]
             out.append(f"| *{SPLIT_TITLES.get(split, split)}* |" + " |" * (len(COLUMNS) - 1))
         out.append("| " + " | ".join(str(r[c]) for c in COLUMNS) + " |")
+    ci_rows = [r for r in rows if r.get("ci95")]
+    if ci_rows:
+        cols = [c for c in (*METRIC_COLS, "copy_history") if any(c in r["ci95"] for r in ci_rows)]
+        out += ["", "95% bootstrap intervals over users (mean of per-item scores [low, high]; summary.json ci95):",
+                "| split | method | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
+        for r in ci_rows:
+            ci = r["ci95"]
+            out.append(f"| {r['split']} | {r['method']} | " + " | ".join(
+                f"{ci[c]['mean']:.2f} [{ci[c]['lo']:.2f}, {ci[c]['hi']:.2f}]" if c in ci else "-" for c in cols) + " |")
     return "\n".join(out)
 
 

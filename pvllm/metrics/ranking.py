@@ -176,7 +176,7 @@ def rank_resumable(generator: Any, cand_rows: Sequence[dict], requests: dict[str
         recs = []
         for c, s in zip(chunk, scores):
             g, t = truth_rank_stats(s, c["truth_index"]) if s is not None else (None, None)
-            recs.append({"sample_id": c["sample_id"], "model": generator.model_id, "scores": s,
+            recs.append({"sample_id": c["sample_id"], "user_id": c["user_id"], "model": generator.model_id, "scores": s,
                          "truth_index": c["truth_index"], "truth_rank": None if g is None else g + 1 + t / 2,
                          "error": None if s is not None else "scoring failed"})
         append_jsonl(out, recs)

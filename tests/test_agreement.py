@@ -2,6 +2,8 @@
 
 import math
 
+import pytest
+
 from pvllm.metrics.agreement import krippendorff_alpha_interval
 
 
@@ -27,3 +29,41 @@ def test_alpha_krippendorff_2011_reliability_data_interval():
 def test_alpha_undefined_without_variation_or_pairs():
     assert math.isnan(krippendorff_alpha_interval({"u1": {"a": 0.5, "b": 0.5}}))
     assert math.isnan(krippendorff_alpha_interval({"u1": {"a": 0.5}, "u2": {"b": 1.0}}))
+
+
+def test_table3_agreement_per_dimension_hand_computed():
+    """Two annotators, (sample, model) units: style pooled 0,1,1,1 -> alpha 0 (as above); emotion equal -> 1."""
+    from pvllm.metrics.correlation import annotator_agreement
+
+    ann = [
+        {"sample_id": "s1", "generator": "g1", "annotator": "a", "emotion": 0.0, "style": 0.0, "relevance": 1.0},
+        {"sample_id": "s1", "generator": "g1", "annotator": "b", "emotion": 0.0, "style": 1.0, "relevance": 1.0},
+        {"sample_id": "s1", "generator": "g2", "annotator": "a", "emotion": 1.0, "style": 1.0, "relevance": 1.0},
+        {"sample_id": "s1", "generator": "g2", "annotator": "b", "emotion": 1.0, "style": 1.0, "relevance": 1.0},
+        # a resubmission replaces the earlier score of the same annotator (latest wins)
+        {"sample_id": "s1", "generator": "g2", "annotator": "b", "emotion": 1.0, "style": 1.0, "relevance": 1.0},
+    ]
+    ag = annotator_agreement(ann)
+    assert ag["emotion"]["alpha"] == 1.0 and ag["style"]["alpha"] == 0.0
+    assert math.isnan(ag["relevance"]["alpha"])  # no variation at all: undefined, not 1
+    assert ag["style"]["n_annotators"] == 2 and ag["style"]["n_units"] == 2
+    one = annotator_agreement([{**a, "annotator": "a"} for a in ann[:1]])
+    assert math.isnan(one["emotion"]["alpha"]) and one["emotion"]["n_annotators"] == 1
+
+
+def test_rank_correlations_sample_and_system_level():
+    from pvllm.metrics.correlation import rank_correlations
+
+    human = {(s, g): v for s in ("s1", "s2") for g, v in (("g1", 0.0), ("g2", 0.5), ("g3", 1.0))}
+    same = rank_correlations({k: 10 * v for k, v in human.items()}, human)
+    assert same["tau_sample"] == 1.0 and same["rho_sample"] == 1.0 and same["tau_system"] == 1.0
+    rev = rank_correlations({k: -v for k, v in human.items()}, human)
+    assert rev["tau_sample"] == -1.0 and rev["rho_system"] == -1.0
+    # s2: metric ties every model -> undefined there, left out and counted; s1 swaps g1/g2
+    mixed = {("s1", "g1"): 0.5, ("s1", "g2"): 0.0, ("s1", "g3"): 1.0, ("s2", "g1"): 1, ("s2", "g2"): 1,
+             ("s2", "g3"): 1}
+    m = rank_correlations(mixed, human)
+    assert m["n_samples_corr"] == 1 and m["n_samples_undefined"] == 1
+    assert m["tau_sample"] == pytest.approx(1 / 3) and m["rho_sample"] == pytest.approx(0.5)
+    # system means: g1 0.75, g2 0.5, g3 1.0 vs human 0, 0.5, 1
+    assert m["tau_system"] == pytest.approx(1 / 3) and m["n_systems"] == 3

@@ -12,7 +12,7 @@ import pytest
 from pvllm.metrics.ficl import FewShotPool
 from pvllm.raters.base import LLMRater
 from pvllm.raters.lexical import LexicalRater
-from pvllm.reports.table3 import alignment_table, format_table3, load_alignment_set
+from pvllm.reports.table3 import alignment_table, format_correlations, format_table3, load_alignment_set
 from pvllm.reports.table4 import collect_runs, table4_rows, to_csv, to_latex, to_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,6 +105,10 @@ def test_table3_on_the_bundled_illustrative_annotations(tmp_path):
         assert all(0 <= r[c] <= 1 for c in "ESR")
     text = format_table3(rows, source="illustrative")
     assert "| *constant/v1* |" in text and "Annotations: illustrative" in text
+    bleu = by[("", "BLEU-4")]
+    assert bleu["E_n_systems"] == 3 and -1 <= bleu["E_tau_sample"] <= 1 and -1 <= bleu["R_rho_system"] <= 1
+    assert bleu["E_n_samples_corr"] + bleu["E_n_samples_undefined"] == 12
+    assert "| BLEU-4 |" in format_correlations(rows)
 
 
 def test_experiment_configs_compose(tmp_path):

@@ -17,6 +17,7 @@ from typing import Any
 from pvllm.metrics.alignment import human_scores, ndcg_alignment, random_baseline
 from pvllm.metrics.caption import METRICS as CAPTION_METRICS
 from pvllm.metrics.caption import caption_metrics_per_item
+from pvllm.metrics.correlation import annotator_agreement, rank_correlations
 from pvllm.metrics.ficl import DIMENSIONS, FewShotPool
 from pvllm.metrics.scoring import ficl_results
 from pvllm.raters.base import PairRater, Rater
@@ -67,6 +68,8 @@ def alignment_table(
             a = ndcg_alignment(scores[dim], human[dim], skip_all_zero=skip_all_zero)
             row[col], row["n_samples"] = a.mean, a.n_samples
             row["n_all_zero_human"] = a.n_all_zero_human
+            for name, v in rank_correlations(scores[dim], human[dim]).items():
+                row[f"{col}_{name}"] = v
         rows.append(row)
 
     per_gen = {
@@ -108,6 +111,39 @@ def alignment_table(
     rows.append({"group": "", "metric": "random scores (expected)", "note": "floor with these models",
                  **{c: base[d] for c, d in zip(COLS, DIMENSIONS)}, "n_samples": rows[0]["n_samples"] if rows else 0})  # fmt: skip
     return rows
+
+
+CORR_COLS = ("tau_sample", "rho_sample", "tau_system", "rho_system")
+
+
+def format_correlations(rows: list[dict[str, Any]]) -> str:
+    """Kendall τ / Spearman ρ with the human scores, sample and system level, per dimension."""
+    head = " | ".join(f"{c} {n.replace('_', ' (')})" for c in COLS
+                      for n in ("τ_sample", "ρ_sample", "τ_system", "ρ_system"))
+    out = [f"| Metric | {head} |", "|---|" + "---|" * (4 * len(COLS))]
+    for r in rows:
+        if f"E_{CORR_COLS[0]}" not in r:
+            continue
+        name = f"{r['group']}: {r['metric']}" if r["group"] else r["metric"]
+        vals = [r[f"{c}_{n}"] for c in COLS for n in CORR_COLS]
+        out.append(f"| {name} | " + " | ".join("-" if math.isnan(v) else f"{v:.2f}" for v in vals) + " |")
+    r0 = next((r for r in rows if "E_n_systems" in r), None)
+    if r0:
+        out.append(f"\nSample level: mean over the {r0['E_n_samples_corr']} samples where neither side ties every "
+                   f"model ({r0['E_n_samples_undefined']} left out for BLEU-4/E); system level: {r0['E_n_systems']} "
+                   "models (means over samples).")
+    return "\n".join(out)
+
+
+def format_agreement(agreement: dict[str, dict[str, Any]]) -> str:
+    parts = []
+    for c, d in zip(COLS, DIMENSIONS):
+        alpha = agreement[d]["alpha"]
+        parts.append(f"{c} " + ("n/a" if math.isnan(alpha) else f"{alpha:.3f}"))
+    a0 = agreement[DIMENSIONS[0]]
+    why = " (one annotator: agreement is undefined)" if a0["n_annotators"] < 2 else ""
+    return (f"Inter-annotator agreement, Krippendorff's α (interval): {', '.join(parts)}; "
+            f"{a0['n_annotators']} annotator(s), {a0['n_units']} units rated by 2+{why}")
 
 
 def format_table3(rows: list[dict[str, Any]], source: str = "") -> str:
@@ -164,8 +200,11 @@ def report(
     finally:
         for r in unique:
             r.close()
-    sources = sorted({a.get("source", "?") for a in load_jsonl(ann_path)})
-    text = format_table3(rows, source="; ".join(sources))
+    annotations = load_jsonl(ann_path)
+    sources = sorted({a.get("source", "?") for a in annotations})
+    agreement = annotator_agreement(annotations)
+    text = (format_table3(rows, source="; ".join(sources)) + "\n\n" + format_agreement(agreement)
+            + "\n\nRank correlation with the annotations (Kendall τ-b, Spearman ρ):\n" + format_correlations(rows))
     print("\nTable 3: average NDCG between automatic metrics and annotations\n" + text)
     if out_dir is None and cfg is not None:
         out_dir = cfg.paths.output_dir
@@ -173,6 +212,7 @@ def report(
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "table3.md").write_text(text + "\n")
         (Path(out_dir) / "table3.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
+        (Path(out_dir) / "agreement.json").write_text(json.dumps(agreement, indent=2, default=str) + "\n")
     return rows
 
 

@@ -93,7 +93,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
     ds = load_pervidcom(cfg.data.root)
     h = cfg.history
     rows = load_or_build_histories(Path(cfg.histories_file), ds, cfg.split, h.k, h.mode, h.seed, h.history_seed,
-                                   cfg.samples_per_user)
+                                   cfg.samples_per_user, h.get("selection", "random"), h.get("retrieval_model"))
     if cfg.max_samples:
         rows = rows[: cfg.max_samples]
     rater = hydra.utils.instantiate(cfg.rater) if cfg.get("rater") else None
@@ -151,7 +151,8 @@ def evaluate(cfg: DictConfig) -> dict | None:
     if ranking is not None:
         summary["ranking"] = ranking
     name = HydraConfig.get().runtime.choices.get("generator", "?")
-    summary.update(generator=name, split=cfg.split, history_mode=h.mode, k=h.k, seed=h.seed,
+    summary.update(generator=name, split=cfg.split, history_mode=h.mode, history_selection=h.get("selection", "random"),
+                   k=h.k, seed=h.seed,
                    history_seed=h.history_seed, histories_file=str(cfg.histories_file),
                    model=preds[0]["model"] if preds else None)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from pvllm.data.histories import HISTORY_MODES
+from pvllm.data.histories import HISTORY_MODES, HISTORY_SELECTIONS
 
 
 class ConfigError(ValueError):
@@ -41,6 +41,9 @@ def _common(cfg: DictConfig, errors: list[str]) -> None:
     mode, k = _get(cfg, "history.mode"), _get(cfg, "history.k")
     if mode not in HISTORY_MODES:
         errors.append(f"history.mode: {mode!r} is not one of {', '.join(HISTORY_MODES)}")
+    sel = _get(cfg, "history.selection")
+    if sel is not None and sel not in HISTORY_SELECTIONS:
+        errors.append(f"history.selection: {sel!r} is not one of {', '.join(HISTORY_SELECTIONS)}")
     if not isinstance(k, int) or not 0 <= k <= 15:
         errors.append(f"history.k: must be an integer in [0, 15] (paper), got {k!r}")
     nf = _get(cfg, "data.num_frames")

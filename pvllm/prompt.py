@@ -33,11 +33,14 @@ def build_instruction(history: Sequence[str], title: str | None = None) -> str:
     return text
 
 
-def chat_prompt(instruction: str, video_token: str = "<video>") -> str:
-    """Video-LLaVA chat format: ``USER: <video>\\n{instruction} ASSISTANT:`` (the reply follows)."""
+def chat_prompt(instruction: str, video_token: str | None = "<video>") -> str:
+    """Video-LLaVA chat format: ``USER: <video>\\n{instruction} ASSISTANT:`` (the reply follows);
+    ``video_token=None``: the same without the video (text-only PV-LLM, e.g. on comments-only data)."""
+    if video_token is None:
+        return f"USER: {instruction} ASSISTANT:"
     return f"USER: {video_token}\n{instruction} ASSISTANT:"
 
 
-def build_prompt(history: Sequence[str], title: str | None = None, video_token: str = "<video>") -> str:
+def build_prompt(history: Sequence[str], title: str | None = None, video_token: str | None = "<video>") -> str:
     """The full Video-LLaVA prompt for a history (and optional title): what PV-LLM trains and generates on."""
     return chat_prompt(build_instruction(history, title), video_token)

@@ -27,12 +27,13 @@ class SampleDataset(Dataset):
     """Samples -> (frames, prompt, reply). A bad video raises or is skipped-and-counted (``on_bad_video``)."""
 
     def __init__(self, ds: PerVidCom, samples: list[Sample], num_frames: int, include_title: bool,
-                 on_bad_video: str = "raise", skipped: Counter[str] | None = None):
+                 on_bad_video: str = "raise", skipped: Counter[str] | None = None, video: bool = True):
         if on_bad_video not in ("raise", "skip"):
             raise ValueError(f"on_bad_video must be 'raise' or 'skip', got {on_bad_video!r}")
         self.ds, self.samples, self.num_frames = ds, samples, num_frames
         self.include_title, self.on_bad_video = include_title, on_bad_video
         self.skipped: Counter[str] = Counter() if skipped is None else skipped
+        self.video = video  # False: text-only (no frames read, no video token), e.g. a comments-only dataset
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -41,6 +42,9 @@ class SampleDataset(Dataset):
         s = self.samples[i]
         path = self.ds.video_path(s.video_id)
         title = self.ds.videos[s.video_id].title if self.include_title else None
+        if not self.video:
+            prompt = build_prompt([h["text"] for h in s.history], title, video_token=None)
+            return {"sample_id": s.sample_id, "frames": None, "prompt": prompt, "reply": s.reference}
         prompt = build_prompt([h["text"] for h in s.history], title)
         item = {"sample_id": s.sample_id, "prompt": prompt, "reply": s.reference}
         try:
@@ -75,7 +79,10 @@ class PVLLMCollator:
             ti = self.text_instructions or {}
             limits = {k: ti[k] for k in ("max_tokens", "max_turn_tokens") if k in ti}
             return encode_conversation(tok, item["conversations"], **limits)
-        enc = self.processor(text=[item["prompt"]], videos=[item["frames"]], return_tensors="pt")
+        if item["frames"] is None:  # text-only PV-LLM item (data.video=false)
+            enc = tok([item["prompt"]], return_tensors="pt")
+        else:
+            enc = self.processor(text=[item["prompt"]], videos=[item["frames"]], return_tensors="pt")
         prompt_ids = enc["input_ids"][0]
         reply_ids = tok(" " + item["reply"].strip(), add_special_tokens=False)["input_ids"][: self.max_reply_tokens]
         reply = torch.tensor(reply_ids + [tok.eos_token_id], dtype=torch.long)
@@ -83,6 +90,8 @@ class PVLLMCollator:
         labels = torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), reply])
         if item.get("bad_video"):  # a skipped video's placeholder: nothing of it is learned
             labels = torch.full_like(labels, IGNORE_INDEX)
+        if item["frames"] is None:
+            return {"input_ids": input_ids, "labels": labels}
         return {"input_ids": input_ids, "labels": labels, "pixel_values_videos": enc["pixel_values_videos"][0]}
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -194,6 +203,7 @@ class PVLLMDataModule(L.LightningDataModule):
         text_instructions: dict | None = None,
         # the list written by `python -m pvllm.data.check_videos`: samples of those videos are left out
         exclude_videos: str | None = None,
+        video: bool = True,  # False: text-only PV-LLM (no frames, no video token; comments-only datasets)
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -232,7 +242,7 @@ class PVLLMDataModule(L.LightningDataModule):
         def draw(epoch: int) -> SampleDataset:
             samples = draw_training_samples(self.ds, hp.train_split, epoch, hp.seed, hp.k_min, hp.k_max)
             return SampleDataset(self.ds, self._keep(samples, f"train epoch {epoch}"), hp.num_frames,
-                                 hp.include_title, hp.on_bad_video)
+                                 hp.include_title, hp.on_bad_video, video=hp.video)
 
         make = draw
         if hp.text_instructions:
@@ -241,8 +251,9 @@ class PVLLMDataModule(L.LightningDataModule):
             make = mix_text_instructions(make, **hp.text_instructions, seed=hp.seed)
         self.train_set = _EpochSamples(make)
         val = self._keep(build_eval_histories(self.ds, hp.val_split, k=hp.val_k, seed=hp.seed), "val")
-        self.val_set = SampleDataset(self.ds, val, hp.num_frames, hp.include_title, hp.on_bad_video)
-        if stage in ("fit", "validate") and hp.on_bad_video == "raise":
+        self.val_set = SampleDataset(self.ds, val, hp.num_frames, hp.include_title, hp.on_bad_video,
+                                     video=hp.video)
+        if stage in ("fit", "validate") and hp.on_bad_video == "raise" and hp.video:
             self._check_val_videos()
 
     def _check_val_videos(self) -> None:

@@ -82,6 +82,7 @@ class VideoLlavaGenerator(Generator):
         device: str = "auto",
         seed: int = 0,
         score_batch_size: int = 20,
+        video: bool = True,
     ):
         bundle = build_pvllm(pretrained, create=create, dtype=dtype)
         self.model, self.processor = bundle.model, bundle.processor
@@ -92,6 +93,7 @@ class VideoLlavaGenerator(Generator):
         self.processor.tokenizer.padding_side = "left"
         self.batch_size, self.num_frames, self.seed = batch_size, num_frames, seed
         self.score_batch_size = int(score_batch_size)  # sequences per forward pass when ranking candidates
+        self.video = bool(video)  # False: text-only PV-LLM (no frames read, prompt without the video token)
         params = dict(VIDEO_LLAVA_SAMPLING, **(sampling or {}))
         if greedy:
             params.update(do_sample=False, temperature=None, top_p=None)
@@ -106,7 +108,20 @@ class VideoLlavaGenerator(Generator):
 
     @property
     def generation_config(self) -> dict[str, Any]:
+        if not self.video:
+            return dict(self._params, video="none", seed=self.seed)
         return dict(self._params, num_frames=self.num_frames, seed=self.seed)
+
+    def _frames(self, req: GenerationRequest) -> Any:
+        return read_frames(req.video_path, self.num_frames) if self.video else None
+
+    def _encode(self, prompts: list[str], frames: list[Any]) -> Any:
+        """Chat prompts (+ videos) -> model inputs; text-only when the generator has video off."""
+        if not self.video:
+            return self.processor.tokenizer([chat_prompt(p, video_token=None) for p in prompts], padding=True,
+                                            return_tensors="pt").to(self.device)
+        return self.processor(text=[chat_prompt(p) for p in prompts], videos=frames, padding=True,
+                              return_tensors="pt").to(self.device)
 
     @torch.inference_mode()
     def generate(self, batch: list[GenerationRequest]) -> list[GenerationResult]:
@@ -114,16 +129,13 @@ class VideoLlavaGenerator(Generator):
         ok: list[tuple[GenerationRequest, Any]] = []
         for req in batch:
             try:
-                ok.append((req, read_frames(req.video_path, self.num_frames)))
+                ok.append((req, self._frames(req)))
             except VideoReadError as e:
                 results[req.sample_id] = GenerationResult(req.sample_id, None, error=f"VideoReadError: {e}")
         for i in range(0, len(ok), self.batch_size):
             chunk = ok[i: i + self.batch_size]
             t0 = time.perf_counter()
-            enc = self.processor(
-                text=[chat_prompt(r.prompt) for r, _ in chunk], videos=[f for _, f in chunk],
-                padding=True, return_tensors="pt",
-            ).to(self.device)
+            enc = self._encode([r.prompt for r, _ in chunk], [f for _, f in chunk])
             if self._params.get("do_sample"):
                 # reproducible sampling: the seed depends on the run seed and the chunk's first id
                 torch.manual_seed(self.seed * 1_000_003 + zlib.crc32(chunk[0][0].sample_id.encode()))
@@ -148,20 +160,21 @@ class VideoLlavaGenerator(Generator):
         out: list[list[float] | None] = []
         for req, cands in zip(batch, candidates):
             try:
-                frames = read_frames(req.video_path, self.num_frames)
+                frames = self._frames(req)
             except VideoReadError as e:
                 log.warning("ranking: cannot read the video of %s: %s", req.sample_id, e)
                 out.append(None)
                 continue
-            enc = self.processor(text=[chat_prompt(req.prompt)], videos=[frames], return_tensors="pt")
+            enc = self._encode([req.prompt], [frames]).to("cpu")
             prompt = enc["input_ids"][0].tolist()
-            pix = enc["pixel_values_videos"]
+            pix = enc.get("pixel_values_videos")
             replies = [tok(" " + c.strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for c in cands]
             scores: list[float] = []
             for i in range(0, len(replies), self.score_batch_size):
                 part = replies[i: i + self.score_batch_size]
+                extra = None if pix is None else {"pixel_values_videos": pix.expand(len(part), *pix.shape[1:])}
                 scores += mean_reply_logprobs(self.model, [prompt] * len(part), part, tok.pad_token_id, self.device,
-                                              extra={"pixel_values_videos": pix.expand(len(part), *pix.shape[1:])})
+                                              extra=extra)
             out.append(scores)
         return out
 

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="pvllm_small", help="conf/model/ option (tiny for the shrunk test)")
     p.add_argument("--users", type=int, default=None, help="only the first N users (shrunk test run)")
     p.add_argument("--n-candidates", type=int, default=20)
-    p.add_argument("--rater", default="embedding", help="FICL rater (conf/rater/); null = caption metrics only")
+    p.add_argument("--rater", default="embedding", help="FICL rater (conf/rater/); none = caption metrics only")
     args = p.parse_args(argv)
     out_root = Path(os.environ.get("PVLLM_OUTPUTS", ROOT / "outputs"))
     out = (args.out or out_root / "real_danmaku_text").resolve()
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         d = out / f"eval_{mode}"
         run(["evaluate.py", "experiment=real_danmaku_text_eval", f"history.mode={mode}",
              f"generator.pretrained={train_dir / 'hf_model'}", f"ranking.n_candidates={args.n_candidates}",
-             f"rater={args.rater}", f"hydra.run.dir={d}",
+             "~rater" if args.rater == "none" else f"rater={args.rater}", f"hydra.run.dir={d}",
              f"histories_file={out / 'histories' / f'val_{mode}.jsonl'}",
              f"ranking.candidates_file={out / 'candidates_val.jsonl'}", *common], env, times, f"evaluate ({mode})")
         summaries[mode] = json.loads((d / "summary.json").read_text())

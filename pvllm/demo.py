@@ -34,6 +34,20 @@ def run(stage: str, args: list[str], times: dict[str, float]) -> None:
     print(f"=== {stage}: {times[stage]:.1f} s", flush=True)
 
 
+def print_ranking(summaries: dict[str, dict]) -> None:
+    """Ranking by likelihood (history k / none / others) and the copy rate, next to the caption metrics."""
+    from pvllm.metrics.ranking import format_ranking
+
+    others = json.loads((OUT / "eval_others" / "ranking_summary.json").read_text())
+    print(format_ranking([("history k=5", summaries["k"]["ranking"]), ("no history", summaries["none"]["ranking"]),
+                          ("others' history", others)],
+                         title="\n## Ranking: the true comment among N candidates (other users' comments on the "
+                               "same video), by the model's likelihood"))
+    copy = summaries["k"].get("copy_history")
+    print(f"\nCopy rate: {copy:.0f}% of the generations with history k=5 repeat one of the user's history comments "
+          f"(edit similarity >= {summaries['k']['copy_threshold']}); copy-H/copy-T columns above.")
+
+
 def main() -> None:
     t_start = time.perf_counter()
     times: dict[str, float] = {}
@@ -47,13 +61,18 @@ def main() -> None:
         run_dir = OUT / f"eval_{mode}"
         run(f"evaluate (history={mode})", [
             "evaluate.py", "experiment=demo_eval", f"history.mode={mode}", f"generator.pretrained={model_dir}",
-            f"hydra.run.dir={run_dir}"], times)
+            "ranking.enabled=true", f"hydra.run.dir={run_dir}"], times)
         runs[mode] = run_dir
+    # ranking only (no generation) with another user's history: the third setting of Table 5
+    run("rank (history=others)", [
+        "evaluate.py", "experiment=demo_eval", "history.mode=others", "stage=rank",
+        f"generator.pretrained={model_dir}", f"hydra.run.dir={OUT / 'eval_others'}"], times)
 
     summaries = {m: json.loads((d / "summary.json").read_text()) for m, d in runs.items()}
     print(format_table([("PV-LLM-small (history k=5)", summaries["k"]),
                         ("PV-LLM-small (no history)", summaries["none"])],
                        title="\n## Validation users (unseen in training)"))
+    print_ranking(summaries)
     preds = {m: {p["sample_id"]: p for p in load_jsonl(d / "predictions.jsonl")} for m, d in runs.items()}
     print("\nNote: PV-LLM-small's CLIP vision tower is RANDOM and frozen (no CLIP weights install offline), "
           "so here the user's history, not the video, carries the signal. FICL uses the offline `embedding` "

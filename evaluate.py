@@ -93,7 +93,8 @@ def evaluate(cfg: DictConfig) -> dict | None:
     ds = load_pervidcom(cfg.data.root, check_files=cfg.data.get("video", True))  # text-only: comments suffice
     h = cfg.history
     rows = load_or_build_histories(Path(cfg.histories_file), ds, cfg.split, h.k, h.mode, h.seed, h.history_seed,
-                                   cfg.samples_per_user, h.get("selection", "random"), h.get("retrieval_model"))
+                                   cfg.samples_per_user, h.get("selection", "random"),
+                                   h.get("retrieval_model"))
     if cfg.max_samples:
         rows = rows[: cfg.max_samples]
     rater = hydra.utils.instantiate(cfg.rater) if cfg.get("rater") else None
@@ -108,7 +109,8 @@ def evaluate(cfg: DictConfig) -> dict | None:
                 mine = shard_rows(rows, cfg.shard, cfg.num_shards)
                 out = predictions_path(run_dir, cfg.shard, cfg.num_shards)
                 counts = generate_resumable(generator, mine, ds, out, batch_size=max(1, generator.batch_size),
-                                            include_title=cfg.data.include_title, retry_failed=cfg.retry_failed)
+                                            include_title=cfg.data.include_title,
+                                            retry_failed=cfg.retry_failed)
                 log.info("generation %s: %s", out.name, counts)
             if cfg.stage == "rank" or (cfg.stage == "all" and cfg.ranking.enabled):
                 from pvllm.metrics.ranking import rank_run
@@ -123,8 +125,8 @@ def evaluate(cfg: DictConfig) -> dict | None:
             from pvllm.metrics.ranking import format_ranking
 
             name = HydraConfig.get().runtime.choices.get("generator", "?")
-            print(format_ranking([(name, ranking if ranking["status"] == "ok" else None)],
-                                 title=f"\nranking, {cfg.split} split, history {h.mode} k={h.k} ({cfg.run_name})"))
+            title = f"\nranking, {cfg.split} split, history {h.mode} k={h.k} ({cfg.run_name})"
+            print(format_ranking([(name, ranking if ranking["status"] == "ok" else None)], title=title))
             if cfg.get("report"):
                 run_report(cfg)
             return ranking
@@ -151,8 +153,8 @@ def evaluate(cfg: DictConfig) -> dict | None:
     if ranking is not None:
         summary["ranking"] = ranking
     name = HydraConfig.get().runtime.choices.get("generator", "?")
-    summary.update(generator=name, split=cfg.split, history_mode=h.mode, history_selection=h.get("selection", "random"),
-                   k=h.k, seed=h.seed,
+    summary.update(generator=name, split=cfg.split, history_mode=h.mode,
+                   history_selection=h.get("selection", "random"), k=h.k, seed=h.seed,
                    history_seed=h.history_seed, histories_file=str(cfg.histories_file),
                    model=preds[0]["model"] if preds else None)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")

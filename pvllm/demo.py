@@ -39,13 +39,13 @@ def print_ranking(summaries: dict[str, dict]) -> None:
     from pvllm.metrics.ranking import format_ranking
 
     others = json.loads((OUT / "eval_others" / "ranking_summary.json").read_text())
-    print(format_ranking([("history k=5", summaries["k"]["ranking"]), ("no history", summaries["none"]["ranking"]),
-                          ("others' history", others)],
-                         title="\n## Ranking: the true comment among N candidates (other users' comments on the "
-                               "same video), by the model's likelihood"))
+    rows = [("history k=5", summaries["k"]["ranking"]), ("no history", summaries["none"]["ranking"]),
+            ("others' history", others)]
+    print(format_ranking(rows, title="\n## Ranking: the true comment among N candidates (other users' "
+                                     "comments on the same video), by the model's likelihood"))
     copy = summaries["k"].get("copy_history")
-    print(f"\nCopy rate: {copy:.0f}% of the generations with history k=5 repeat one of the user's history comments "
-          f"(edit similarity >= {summaries['k']['copy_threshold']}); copy-H/copy-T columns above.")
+    print(f"\nCopy rate: {copy:.0f}% of the generations with history k=5 repeat one of the user's history "
+          f"comments (edit similarity >= {summaries['k']['copy_threshold']}); copy-H/copy-T columns above.")
 
 
 def main() -> None:

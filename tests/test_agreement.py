@@ -32,16 +32,21 @@ def test_alpha_undefined_without_variation_or_pairs():
 
 
 def test_table3_agreement_per_dimension_hand_computed():
-    """Two annotators, (sample, model) units: style pooled 0,1,1,1 -> alpha 0 (as above); emotion equal -> 1."""
+    """Two annotators, (sample, model) units: style pooled 0,1,1,1 -> alpha 0 (as above); emotion
+    equal -> 1."""
     from pvllm.metrics.correlation import annotator_agreement
 
+    def a(gen, who, e, s, r):
+        return {"sample_id": "s1", "generator": gen, "annotator": who, "emotion": e, "style": s,
+                "relevance": r}
+
     ann = [
-        {"sample_id": "s1", "generator": "g1", "annotator": "a", "emotion": 0.0, "style": 0.0, "relevance": 1.0},
-        {"sample_id": "s1", "generator": "g1", "annotator": "b", "emotion": 0.0, "style": 1.0, "relevance": 1.0},
-        {"sample_id": "s1", "generator": "g2", "annotator": "a", "emotion": 1.0, "style": 1.0, "relevance": 1.0},
-        {"sample_id": "s1", "generator": "g2", "annotator": "b", "emotion": 1.0, "style": 1.0, "relevance": 1.0},
+        a("g1", "a", 0.0, 0.0, 1.0),
+        a("g1", "b", 0.0, 1.0, 1.0),
+        a("g2", "a", 1.0, 1.0, 1.0),
+        a("g2", "b", 1.0, 1.0, 1.0),
         # a resubmission replaces the earlier score of the same annotator (latest wins)
-        {"sample_id": "s1", "generator": "g2", "annotator": "b", "emotion": 1.0, "style": 1.0, "relevance": 1.0},
+        a("g2", "b", 1.0, 1.0, 1.0),
     ]
     ag = annotator_agreement(ann)
     assert ag["emotion"]["alpha"] == 1.0 and ag["style"]["alpha"] == 0.0

@@ -12,16 +12,30 @@ from pvllm.utils.jsonl import write_jsonl
 
 
 def _preds(texts, history=("this bike is SO GOOD 😍😍", "worst edit ever. 2/10"), ref="nice clip"):
-    return [{"sample_id": f"s{i}", "user_id": f"u{i % 3}", "video_id": "v1", "text": t, "error": None,
-             "history": list(history), "reference": ref} for i, t in enumerate(texts)]
+    return [
+        {
+            "sample_id": f"s{i}",
+            "user_id": f"u{i % 3}",
+            "video_id": "v1",
+            "text": t,
+            "error": None,
+            "history": list(history),
+            "reference": ref,
+        }
+        for i, t in enumerate(texts)
+    ]
 
 
 def test_copy_rate_of_history_lines_is_100_and_of_unrelated_text_is_0():
     hist = ["this bike is SO GOOD 😍😍", "worst edit ever. 2/10"]
-    copies = _preds([hist[0], hist[1], "This bike is so good 😍😍 ", "worst edit ever 2/10"])  # case/space/punct
+    copies = _preds(
+        [hist[0], hist[1], "This bike is so good 😍😍 ", "worst edit ever 2/10"]
+    )  # case/space/punct
     s = copy_diversity(copies, {"v1": "Bikes in the city"})
     assert s["copy_history"] == 100.0 and s["copy_title"] == 0.0 and s["copy_n_with_history"] == 4
-    unrelated = copy_diversity(_preds(["Quarterly earnings beat expectations"] * 4), {"v1": "Bikes in the city"})
+    unrelated = copy_diversity(
+        _preds(["Quarterly earnings beat expectations"] * 4), {"v1": "Bikes in the city"}
+    )
     assert unrelated["copy_history"] == 0.0
     title = copy_diversity(_preds(["bikes in the city!"]), {"v1": "Bikes in the city"})
     assert title["copy_title"] == 100.0
@@ -72,16 +86,32 @@ def test_compare_cli_on_two_run_directories(tmp_path, capsys):
         d = tmp_path / name
         d.mkdir()
         write_jsonl(d / "predictions.jsonl", _preds(["nice clip", "worst edit ever. 2/10", "meh", "ok"]))
-        write_jsonl(d / "scores.jsonl", [{"sample_id": f"s{i}", "metric": "BLEU-4", "value": 10.0 * i + bump,
-                                          "status": "ok"} for i in range(4)])
+        write_jsonl(
+            d / "scores.jsonl",
+            [
+                {"sample_id": f"s{i}", "metric": "BLEU-4", "value": 10.0 * i + bump, "status": "ok"}
+                for i in range(4)
+            ],
+        )
     rows = compare(tmp_path / "A", tmp_path / "B", resamples=500)
     bleu = next(r for r in rows if r["metric"] == "BLEU-4")
     assert bleu["n_shared"] == 4 and bleu["n_users"] == 3 and bleu["diff"] == pytest.approx(10.0)
     assert bleu["mean_A"] == pytest.approx(15.0) and bleu["mean_B"] == pytest.approx(25.0)
     copy = next(r for r in rows if r["metric"] == "copy_history")
     assert copy["mean_A"] == pytest.approx(25.0) and copy["diff"] == 0
-    assert main([str(tmp_path / "A"), str(tmp_path / "B"), "--resamples", "200", "--json",
-                 str(tmp_path / "c.json")]) == 0
+    assert (
+        main(
+            [
+                str(tmp_path / "A"),
+                str(tmp_path / "B"),
+                "--resamples",
+                "200",
+                "--json",
+                str(tmp_path / "c.json"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| BLEU-4 | 4 | 3 | 15.00 | 25.00 | 10.00 |" in out
     assert not math.isnan(json.loads((tmp_path / "c.json").read_text())[0]["p_permutation"])
@@ -91,11 +121,26 @@ def test_copy_columns_and_intervals_in_the_table4_outputs(tmp_path):
     from pvllm.evaluation import format_table
     from pvllm.reports.table4 import table4_rows, to_markdown
 
-    s = {"split": "val", "generator": "pvllm", "history_mode": "k", "k": 5, "seed": 0, "history_seed": 0,
-         "BLEU-4": 3.0, "copy_history": 25.0, "copy_title": 0.0, "distinct-1": 40.0, "distinct-2": 70.0,
-         "mean_len": 6.5, "ref_mean_len": 7.0, "n": 12,
-         "ci95": {"BLEU-4": {"mean": 2.5, "lo": 1.0, "hi": 4.25, "n_users": 4},
-                  "copy_history": {"mean": 25.0, "lo": 0.0, "hi": 50.0, "n_users": 4}}}
+    s = {
+        "split": "val",
+        "generator": "pvllm",
+        "history_mode": "k",
+        "k": 5,
+        "seed": 0,
+        "history_seed": 0,
+        "BLEU-4": 3.0,
+        "copy_history": 25.0,
+        "copy_title": 0.0,
+        "distinct-1": 40.0,
+        "distinct-2": 70.0,
+        "mean_len": 6.5,
+        "ref_mean_len": 7.0,
+        "n": 12,
+        "ci95": {
+            "BLEU-4": {"mean": 2.5, "lo": 1.0, "hi": 4.25, "n_users": 4},
+            "copy_history": {"mean": 25.0, "lo": 0.0, "hi": 50.0, "n_users": 4},
+        },
+    }
     printed = format_table([("PV-LLM", s)])
     assert "| copy-H | copy-T | dist-1 | dist-2 | len | ref len |" in printed
     assert "| 25.0 | 0.0 | 40.0 | 70.0 | 6.5 | 7.0 |" in printed

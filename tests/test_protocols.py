@@ -22,8 +22,17 @@ def _t(s: str) -> datetime:
 @pytest.fixture(scope="module")
 def danmaku():
     rows = [json.loads(line) for line in DANMAKU.open(encoding="utf-8")]
-    comments = [{"comment_id": str(r["comment_id"]), "video_id": r["video_id"], "user_id": r["author"],
-                 "text": r["text"], "likes": None, "published_at": r["published_at"]} for r in rows]
+    comments = [
+        {
+            "comment_id": str(r["comment_id"]),
+            "video_id": r["video_id"],
+            "user_id": r["author"],
+            "text": r["text"],
+            "likes": None,
+            "published_at": r["published_at"],
+        }
+        for r in rows
+    ]
     return comments, split_users({c["user_id"] for c in comments}, seed=0)
 
 
@@ -35,7 +44,9 @@ def test_user_split_is_the_paper_default_and_shares_videos(danmaku):
     comments, us = danmaku
     kept, info = apply_split_protocol(comments, us)
     assert kept == comments and info["dropped_comments"] == 0
-    assert len(_videos(kept, us, "train") & _videos(kept, us, "eval")) == 40  # the paper's splits share videos
+    assert (
+        len(_videos(kept, us, "train") & _videos(kept, us, "eval")) == 40
+    )  # the paper's splits share videos
 
 
 def test_video_disjoint_split_has_no_val_or_test_video_in_training(danmaku, tmp_path):
@@ -49,7 +60,9 @@ def test_video_disjoint_split_has_no_val_or_test_video_in_training(danmaku, tmp_
     ds = _write(tmp_path, kept, us)
     rows = build_eval_histories(ds, "val", k=5, seed=0)
     assert len(rows) == 45
-    assert all(r.video_id not in train_v and all(h["video_id"] not in train_v for h in r.history) for r in rows)
+    assert all(
+        r.video_id not in train_v and all(h["video_id"] not in train_v for h in r.history) for r in rows
+    )
     assert kept == apply_split_protocol(comments, us, "video_disjoint", train_share=0.6, seed=0)[0]  # seeded
 
 
@@ -68,12 +81,19 @@ def test_time_split_trains_on_older_videos_than_it_evaluates(danmaku):
 def _write(tmp_path, comments, user_split):
     root = tmp_path / "ds"
     root.mkdir(exist_ok=True)
-    titles = {json.loads(x)["video_id"]: json.loads(x)["title"]
-              for x in (SHARED_DATA / "comments" / "danmaku_sample_videos.jsonl").open(encoding="utf-8")}
+    titles = {
+        json.loads(x)["video_id"]: json.loads(x)["title"]
+        for x in (SHARED_DATA / "comments" / "danmaku_sample_videos.jsonl").open(encoding="utf-8")
+    }
     with (root / "videos.jsonl").open("w", encoding="utf-8") as f:
         for v in sorted({c["video_id"] for c in comments}):
-            f.write(json.dumps({"video_id": v, "title": titles[v], "likes": None, "psi": None,
-                                "file": "missing.mp4"}, ensure_ascii=False) + "\n")
+            f.write(
+                json.dumps(
+                    {"video_id": v, "title": titles[v], "likes": None, "psi": None, "file": "missing.mp4"},
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
     with (root / "users.jsonl").open("w") as f:
         for u in sorted(user_split):
             f.write(json.dumps({"user_id": u, "split": user_split[u]}) + "\n")
@@ -93,8 +113,14 @@ def test_recent_history_precedes_the_target_and_is_the_latest(danmaku, tmp_path)
         t = _t(ds.comments[r.target_comment_id].published_at)
         times = [_t(ds.comments[h["comment_id"]].published_at) for h in r.history]
         assert all(x < t for x in times) and times == sorted(times, reverse=True)
-        before = sorted((_t(c.published_at) for c in ds.comments_of(r.user_id)
-                         if c.video_id != r.video_id and _t(c.published_at) < t), reverse=True)
+        before = sorted(
+            (
+                _t(c.published_at)
+                for c in ds.comments_of(r.user_id)
+                if c.video_id != r.video_id and _t(c.published_at) < t
+            ),
+            reverse=True,
+        )
         assert times == before[:5]
         n_full += len(times) == 5
     assert n_full > 100  # most targets have 5 earlier comments; the rest get fewer, never later ones

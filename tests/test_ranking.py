@@ -64,8 +64,11 @@ def test_candidates_are_other_users_same_video_first_and_seeded(sample_ds, rows)
         assert len(same) == 19 - c["n_from_other_videos"]
         # filled from other videos only when the video has no further distinct comment by another user
         if c["n_from_other_videos"]:
-            pool = {x.text for x in sample_ds.comments.values()
-                    if x.video_id == r["video_id"] and x.user_id != r["user_id"]}
+            pool = {
+                x.text
+                for x in sample_ds.comments.values()
+                if x.video_id == r["video_id"] and x.user_id != r["user_id"]
+            }
             assert len(pool - {r["reference"]}) == len(same)
         assert len({x["text"] for x in c["candidates"]}) == 20
     assert build_candidates(rows, sample_ds, n=20, seed=0) == cand
@@ -81,43 +84,92 @@ def test_metrics_oracle_constant_and_ties():
     # constant scores: exactly chance
     s = ranking_metrics([{"scores": [0.0] * 20, "truth_index": 3}])
     ch = chance_levels(20)
-    assert ch == {"R@1": 5.0, "R@5": 25.0, "R@10": 50.0, "MRR": pytest.approx(100 * 3.597739657 / 20),
-                  "mean_rank": 10.5}
+    assert ch == {
+        "R@1": 5.0,
+        "R@5": 25.0,
+        "R@10": 50.0,
+        "MRR": pytest.approx(100 * 3.597739657 / 20),
+        "mean_rank": 10.5,
+    }
     for key in ("R@1", "R@5", "R@10", "MRR"):
         assert s[key] == pytest.approx(ch[key])
     assert s["mean_rank"] == 10.5
-    failed = ranking_metrics([{"scores": [1.0, 0.0], "truth_index": 0}, {"scores": None, "truth_index": 0,
-                                                                          "error": "x"}])
+    failed = ranking_metrics(
+        [{"scores": [1.0, 0.0], "truth_index": 0}, {"scores": None, "truth_index": 0, "error": "x"}]
+    )
     assert failed["n"] == 1 and failed["n_failed"] == 1 and failed["R@1"] == 100.0
 
 
 def test_oracle_scorer_gets_recall_at_1_of_100_and_order_does_not_matter(sample_ds, rows, tmp_path):
     truth = {r["sample_id"]: r["reference"] for r in rows}
     f = tmp_path / "cand.jsonl"
-    s = rank_run(Oracle(truth), rows, sample_ds, tmp_path, candidates_file=f, n=20, seed=0, batch_size=5,
-                 include_title=False)
-    assert (s["R@1"], s["R@5"], s["R@10"], s["MRR"], s["mean_rank"], s["n"]) == (100.0, 100.0, 100.0, 100.0, 1.0, 12)
+    s = rank_run(
+        Oracle(truth),
+        rows,
+        sample_ds,
+        tmp_path,
+        candidates_file=f,
+        n=20,
+        seed=0,
+        batch_size=5,
+        include_title=False,
+    )
+    assert (s["R@1"], s["R@5"], s["R@10"], s["MRR"], s["mean_rank"], s["n"]) == (
+        100.0,
+        100.0,
+        100.0,
+        100.0,
+        1.0,
+        12,
+    )
     assert s["chance"]["R@1"] == 5.0 and s["candidates_sha256"]
     const_dir = tmp_path / "const"
     const_dir.mkdir()
-    c = rank_run(Oracle(truth, constant=True), rows, sample_ds, const_dir, candidates_file=f, n=20, seed=0,
-                 batch_size=5, include_title=False)
+    c = rank_run(
+        Oracle(truth, constant=True),
+        rows,
+        sample_ds,
+        const_dir,
+        candidates_file=f,
+        n=20,
+        seed=0,
+        batch_size=5,
+        include_title=False,
+    )
     assert c["R@1"] == pytest.approx(5.0) and c["mean_rank"] == 10.5
     assert c["candidates_sha256"] == s["candidates_sha256"]  # the same file, read back, not redrawn
     # a generator without log-probabilities: n/a, never 0
     na_dir = tmp_path / "na"
     na_dir.mkdir()
-    na = rank_run(NoLogprobs(truth), rows, sample_ds, na_dir, candidates_file=f, n=20, seed=0, batch_size=5,
-                  include_title=False)
+    na = rank_run(
+        NoLogprobs(truth),
+        rows,
+        sample_ds,
+        na_dir,
+        candidates_file=f,
+        n=20,
+        seed=0,
+        batch_size=5,
+        include_title=False,
+    )
     assert na["status"] == "n/a" and "R@1" not in na
     # another N or seed against an existing file is refused, not mixed
     with pytest.raises(ValueError, match="other settings"):
-        rank_run(Oracle(truth), rows, sample_ds, tmp_path / "x", candidates_file=f, n=10, seed=0, batch_size=5,
-                 include_title=False)
+        rank_run(
+            Oracle(truth),
+            rows,
+            sample_ds,
+            tmp_path / "x",
+            candidates_file=f,
+            n=10,
+            seed=0,
+            batch_size=5,
+            include_title=False,
+        )
 
 
 def test_real_video_llava_scores_follow_candidate_order(sample_ds, rows, tiny_model_dir):
-    """Shuffling the candidates permutes the tiny PV-LLM's scores (batch-independent) and changes no metric."""
+    """Shuffling the candidates permutes the tiny PV-LLM's scores (batch-independent), no metric changes."""
     from pvllm.evaluation import to_request
     from pvllm.generators.video_llava import PVLLMGenerator
 
@@ -142,8 +194,9 @@ def test_real_video_llava_scores_follow_candidate_order(sample_ds, rows, tiny_mo
     from pvllm.prompt import chat_prompt
 
     tok = gen.processor.tokenizer
-    enc = gen.processor(text=[chat_prompt(reqs[0].prompt)], videos=[read_frames(reqs[0].video_path, 8)],
-                        return_tensors="pt")
+    enc = gen.processor(
+        text=[chat_prompt(reqs[0].prompt)], videos=[read_frames(reqs[0].video_path, 8)], return_tensors="pt"
+    )
     reply = tok(" " + texts[0][0].strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     ids = torch.cat([enc["input_ids"], torch.tensor([reply])], dim=1)
     with torch.no_grad():
@@ -162,8 +215,15 @@ def tiny_llama_dir(tiny_model_dir, tmp_path_factory):
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
     d = tmp_path_factory.mktemp("llama")
     LlamaForCausalLM(cfg).save_pretrained(d)
     tok.save_pretrained(d)
@@ -188,9 +248,16 @@ def test_text_only_scorer_real_small_llama(sample_ds, rows, tiny_llama_dir):
 def test_evaluate_ranks_and_every_model_reads_one_candidates_file(tmp_path, tiny_model_dir, tiny_llama_dir):
     """evaluate.py stage=all with ranking on, a rank-only run of another setting and another model (text-only
     LLM): one candidates file, one sha256."""
-    common = [f"generator.pretrained={tiny_model_dir}", "generator=pvllm", "generator.greedy=true",
-              "generator.sampling.max_new_tokens=6", "~rater", "~logger", "ranking.n_candidates=8",
-              f"paths.output_root={tmp_path}"]
+    common = [
+        f"generator.pretrained={tiny_model_dir}",
+        "generator=pvllm",
+        "generator.greedy=true",
+        "generator.sampling.max_new_tokens=6",
+        "~rater",
+        "~logger",
+        "ranking.n_candidates=8",
+        f"paths.output_root={tmp_path}",
+    ]
     s_all = run_evaluate(common + ["ranking.enabled=true"], output_dir=tmp_path / "k")
     assert s_all["ranking"]["status"] == "ok" and s_all["ranking"]["n"] == 4
     assert {"copy_history", "distinct-1", "ci95"} <= set(s_all)
@@ -200,9 +267,18 @@ def test_evaluate_ranks_and_every_model_reads_one_candidates_file(tmp_path, tiny
     assert s_none["candidates_sha256"] == s_all["ranking"]["candidates_sha256"] and f.read_bytes() == before
     assert not (tmp_path / "none" / "predictions.jsonl").exists()  # rank only: nothing generated
     assert len(load_jsonl(tmp_path / "none" / "ranking.jsonl")) == 4
-    s_text = run_evaluate(["generator=text_only", f"generator.model_path={tiny_llama_dir}", "~rater", "~logger",
-                           "ranking.n_candidates=8", f"paths.output_root={tmp_path}", "stage=rank"],
-                          output_dir=tmp_path / "text")
+    s_text = run_evaluate(
+        [
+            "generator=text_only",
+            f"generator.model_path={tiny_llama_dir}",
+            "~rater",
+            "~logger",
+            "ranking.n_candidates=8",
+            f"paths.output_root={tmp_path}",
+            "stage=rank",
+        ],
+        output_dir=tmp_path / "text",
+    )
     assert s_text["model"] == str(tiny_llama_dir) and s_text["status"] == "ok"
     assert s_text["candidates_sha256"] == s_all["ranking"]["candidates_sha256"] and f.read_bytes() == before
 
@@ -211,9 +287,21 @@ def test_evaluate_ranks_and_every_model_reads_one_candidates_file(tmp_path, tiny
 def test_ranking_history_experiment_is_one_command(tmp_path, tiny_model_dir):
     """`python evaluate.py experiment=ranking_history` runs k, none and others and prints the table."""
     proc = subprocess.run(
-        [sys.executable, "evaluate.py", "experiment=ranking_history", f"generator.pretrained={tiny_model_dir}",
-         "ranking.n_candidates=5", "~logger", f"paths.output_root={tmp_path}", "hydra/job_logging=disabled"],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "evaluate.py",
+            "experiment=ranking_history",
+            f"generator.pretrained={tiny_model_dir}",
+            "ranking.n_candidates=5",
+            "~logger",
+            f"paths.output_root={tmp_path}",
+            "hydra/job_logging=disabled",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summaries = [json.loads(p.read_text()) for p in (tmp_path / "eval").rglob("ranking_summary.json")]
     assert sorted(s["history_mode"] for s in summaries) == ["k", "none", "others"]

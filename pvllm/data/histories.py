@@ -65,14 +65,16 @@ def sample_history(user_comments: Sequence[Comment], exclude_video: str, k: int,
 
 def _time(c: Comment) -> datetime:
     if not c.published_at:
-        raise ValueError(f"history selection 'recent': comment {c.comment_id} (user {c.user_id}) has no published_at")
+        raise ValueError(f"history selection 'recent': comment {c.comment_id} (user {c.user_id}) "
+                         "has no published_at")
     t = datetime.fromisoformat(c.published_at.replace("Z", "+00:00"))
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 def select_history(user_comments: Sequence[Comment], target: Comment, k: int, rng: random.Random,
-                   selection: str = "random", title: str | None = None, embed: Embed | None = None) -> list[Comment]:
-    """Up to ``k`` comments of ``user_comments`` on videos other than the target's, chosen by ``selection``.
+                   selection: str = "random", title: str | None = None,
+                   embed: Embed | None = None) -> list[Comment]:
+    """Up to ``k`` comments of ``user_comments`` on videos other than the target's, by ``selection``.
 
     ``recent``: the latest ones published strictly before the target (fewer when fewer exist), newest
     first. ``retrieved``: the most similar to ``title`` under ``embed`` (ties by comment id).
@@ -82,13 +84,16 @@ def select_history(user_comments: Sequence[Comment], target: Comment, k: int, rn
     pool = [c for c in user_comments if c.video_id != target.video_id]
     if selection == "recent":
         t = _time(target)
-        before = sorted((c for c in pool if _time(c) < t), key=lambda c: (_time(c), c.comment_id), reverse=True)
+        before = sorted((c for c in pool if _time(c) < t), key=lambda c: (_time(c), c.comment_id),
+                        reverse=True)
         return before[:k]
     if selection == "retrieved":
         if embed is None:
-            raise ValueError("history selection 'retrieved' needs an embedding model (history.retrieval_model)")
+            raise ValueError("history selection 'retrieved' needs an embedding model "
+                             "(history.retrieval_model)")
         if not title:
-            raise ValueError(f"history selection 'retrieved': video {target.video_id} has no title to retrieve by")
+            raise ValueError(f"history selection 'retrieved': video {target.video_id} has no title "
+                             "to retrieve by")
         if not pool or k == 0:
             return []
         vecs = embed([title] + [c.text for c in pool])
@@ -174,13 +179,15 @@ def build_eval_histories(
             elif mode == "k":
                 hist = select_history(comments, target, k, hrng, selection, title, embed)
             else:  # others: same number of comments, one different random user, never the target video
-                n = len(select_history(comments, target, k, random.Random(hrng.random()), selection, title, embed))
+                n = len(select_history(comments, target, k, random.Random(hrng.random()), selection, title,
+                                       embed))
                 others = [u for u in all_users if u != user]
                 other = hrng.choice(others)
                 hist = select_history(_sorted_comments(ds, other), target, n, hrng, selection, title, embed)
             out.append(Sample(
                 sample_id=f"{split}:{user}:{target.comment_id}", split=split, user_id=user, video_id=video,
                 target_comment_id=target.comment_id, reference=target.text, history=_as_history(hist),
-                history_mode=mode, history_selection=selection, k=len(hist), seed=seed, history_seed=history_seed,
+                history_mode=mode, history_selection=selection, k=len(hist), seed=seed,
+                history_seed=history_seed,
             ))
     return out

@@ -45,8 +45,8 @@ def _first_times(comments: Iterable[dict]) -> dict[str, datetime]:
     for c in comments:
         t = c.get("published_at")
         if not t:
-            raise ValueError(f"split protocol 'time': comment {c.get('comment_id')} on video {c['video_id']} has "
-                             "no published_at")
+            raise ValueError(f"split protocol 'time': comment {c.get('comment_id')} on video "
+                             f"{c['video_id']} has no published_at")
         ts = datetime.fromisoformat(t.replace("Z", "+00:00"))
         if ts.tzinfo is None:
             ts = ts.replace(tzinfo=timezone.utc)

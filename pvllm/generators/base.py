@@ -60,13 +60,15 @@ class Generator(abc.ABC):
 
     supports_ranking: bool = False  # True where score_candidates is implemented (local HF models)
 
-    def score_candidates(self, batch: list[GenerationRequest], candidates: list[list[str]]) -> list[list[float]]:
+    def score_candidates(self, batch: list[GenerationRequest],
+                         candidates: list[list[str]]) -> list[list[float] | None]:
         """Ranking evaluation (pvllm.metrics.ranking): for each request, one score per candidate reply,
         higher = more likely: the length-normalized log-likelihood of the candidate as the model's reply
         to ``request.prompt`` (with the video where the model sees it), computed exactly as ``generate``
         would condition. Implement it with ``pvllm.generators.likelihood.mean_reply_logprobs`` and set
         ``supports_ranking = True``; the default raises ``RankingUnsupported`` (reported as "n/a")."""
-        raise RankingUnsupported(f"generator {self.registry_name!r} gives no log-probabilities: ranking is n/a")
+        raise RankingUnsupported(f"generator {self.registry_name!r} gives no log-probabilities: "
+                                 "ranking is n/a")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients/servers."""

@@ -138,7 +138,8 @@ class TextOnlyGenerator(Generator):
 
     supports_ranking = True
 
-    def score_candidates(self, batch: list[GenerationRequest], candidates: list[list[str]]) -> list[list[float]]:
+    def score_candidates(self, batch: list[GenerationRequest],
+                         candidates: list[list[str]]) -> list[list[float] | None]:
         """Mean log-prob of ``candidate + EOS`` as the assistant turn after ``prompt_text`` (the input
         ``generate`` continues from); ``batch_size`` sequences per forward pass."""
         from pvllm.generators.likelihood import mean_reply_logprobs
@@ -147,11 +148,13 @@ class TextOnlyGenerator(Generator):
         out = []
         for req, cands in zip(batch, candidates):
             prompt = tok(self.prompt_text(req), add_special_tokens=False)["input_ids"]
-            replies = [tok(c.strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for c in cands]
+            replies = [tok(c.strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+                       for c in cands]
             scores: list[float] = []
             for i in range(0, len(replies), self.batch_size):
                 part = replies[i: i + self.batch_size]
-                scores += mean_reply_logprobs(self.model, [prompt] * len(part), part, tok.pad_token_id, self.device)
+                scores += mean_reply_logprobs(self.model, [prompt] * len(part), part, tok.pad_token_id,
+                                              self.device)
             out.append(scores)
         return out
 

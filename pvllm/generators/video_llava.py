@@ -150,7 +150,8 @@ class VideoLlavaGenerator(Generator):
     supports_ranking = True
 
     @torch.inference_mode()
-    def score_candidates(self, batch: list[GenerationRequest], candidates: list[list[str]]) -> list[list[float] | None]:
+    def score_candidates(self, batch: list[GenerationRequest],
+                         candidates: list[list[str]]) -> list[list[float] | None]:
         """Mean log-prob of ``" " + candidate + EOS`` after the chat prompt with the video (the training
         layout, ``PVLLMCollator``); ``score_batch_size`` sequences per forward pass. An unreadable video
         gives ``None`` for that request (counted as a failure, never a score)."""
@@ -168,13 +169,15 @@ class VideoLlavaGenerator(Generator):
             enc = self._encode([req.prompt], [frames]).to("cpu")
             prompt = enc["input_ids"][0].tolist()
             pix = enc.get("pixel_values_videos")
-            replies = [tok(" " + c.strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for c in cands]
+            replies = [tok(" " + c.strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+                       for c in cands]
             scores: list[float] = []
             for i in range(0, len(replies), self.score_batch_size):
                 part = replies[i: i + self.score_batch_size]
-                extra = None if pix is None else {"pixel_values_videos": pix.expand(len(part), *pix.shape[1:])}
-                scores += mean_reply_logprobs(self.model, [prompt] * len(part), part, tok.pad_token_id, self.device,
-                                              extra=extra)
+                extra = None if pix is None else {
+                    "pixel_values_videos": pix.expand(len(part), *pix.shape[1:])}
+                scores += mean_reply_logprobs(self.model, [prompt] * len(part), part, tok.pad_token_id,
+                                              self.device, extra=extra)
             out.append(scores)
         return out
 

@@ -26,8 +26,14 @@ def _grouped(values: Mapping[str, float], users: Mapping[str, str]) -> tuple[np.
     return np.array([sum(acc[u]) for u in keys]), np.array([len(acc[u]) for u in keys], dtype=float)
 
 
-def bootstrap_ci(values: Mapping[str, float], users: Mapping[str, str], *, resamples: int = 1000,
-                 seed: int = 0, confidence: float = 0.95) -> dict[str, float]:
+def bootstrap_ci(
+    values: Mapping[str, float],
+    users: Mapping[str, str],
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, float]:
     """Mean of the per-item ``values`` (sample_id -> value) and its percentile interval over users."""
     sums, counts = _grouped(values, users)
     if counts.sum() == 0:
@@ -53,15 +59,30 @@ def per_item_scores(scores_rows: Sequence[dict]) -> dict[str, dict[str, float]]:
     return dict(out)
 
 
-def run_intervals(per_item: Mapping[str, Mapping[str, float]], users: Mapping[str, str], *,
-                  resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict[str, dict[str, float]]:
+def run_intervals(
+    per_item: Mapping[str, Mapping[str, float]],
+    users: Mapping[str, str],
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, dict[str, float]]:
     """metric -> {mean, lo, hi, n_users} for every metric of a run."""
-    return {m: bootstrap_ci(v, users, resamples=resamples, seed=seed, confidence=confidence)
-            for m, v in sorted(per_item.items())}
+    return {
+        m: bootstrap_ci(v, users, resamples=resamples, seed=seed, confidence=confidence)
+        for m, v in sorted(per_item.items())
+    }
 
 
-def paired_test(a: Mapping[str, float], b: Mapping[str, float], users: Mapping[str, str], *,
-                resamples: int = 10000, seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
+def paired_test(
+    a: Mapping[str, float],
+    b: Mapping[str, float],
+    users: Mapping[str, str],
+    *,
+    resamples: int = 10000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
     """B - A on the sample ids both runs scored: mean difference, its bootstrap interval over users, and
     the two-sided p-value of a paired permutation test (each user's differences flip sign together)."""
     shared = sorted(set(a) & set(b))
@@ -75,8 +96,16 @@ def paired_test(a: Mapping[str, float], b: Mapping[str, float], users: Mapping[s
         observed = abs(sums.sum() / counts.sum())
         perm = np.abs((signs * sums).sum(1) / counts.sum())
         p = float((1 + np.sum(perm >= observed - 1e-12)) / (resamples + 1))
-    return {"n_shared": len(shared), "n_users": ci["n_users"], "mean_A": _mean(a, diffs), "mean_B": _mean(b, diffs),
-            "diff": ci["mean"], "lo": ci["lo"], "hi": ci["hi"], "p_permutation": p}
+    return {
+        "n_shared": len(shared),
+        "n_users": ci["n_users"],
+        "mean_A": _mean(a, diffs),
+        "mean_B": _mean(b, diffs),
+        "diff": ci["mean"],
+        "lo": ci["lo"],
+        "hi": ci["hi"],
+        "p_permutation": p,
+    }
 
 
 def _mean(x: Mapping[str, float], ids: Mapping[str, float]) -> float:

@@ -53,10 +53,15 @@ def rank_correlations(metric: Mapping[Key, float], human: Mapping[Key, float]) -
         h_sys[k[1]].append(float(human[k]))
     gens = sorted(m_sys)
     st, sr = _corr([float(np.mean(m_sys[g])) for g in gens], [float(np.mean(h_sys[g])) for g in gens])
-    return {"tau_sample": float(np.mean(taus)) if taus else math.nan,
-            "rho_sample": float(np.mean(rhos)) if rhos else math.nan,
-            "n_samples_corr": len(taus), "n_samples_undefined": undefined,
-            "tau_system": st, "rho_system": sr, "n_systems": len(gens)}
+    return {
+        "tau_sample": float(np.mean(taus)) if taus else math.nan,
+        "rho_sample": float(np.mean(rhos)) if rhos else math.nan,
+        "n_samples_corr": len(taus),
+        "n_samples_undefined": undefined,
+        "tau_system": st,
+        "rho_system": sr,
+        "n_systems": len(gens),
+    }
 
 
 def annotator_agreement(annotations: Sequence[dict]) -> dict[str, dict[str, Any]]:
@@ -68,6 +73,9 @@ def annotator_agreement(annotations: Sequence[dict]) -> dict[str, dict[str, Any]
         units: dict[Key, dict[str, float]] = defaultdict(dict)
         for a in rows:
             units[(a["sample_id"], a["generator"])][str(a.get("annotator", ""))] = a.get(d)
-        out[d] = {"alpha": krippendorff_alpha_interval(units), "n_annotators": len(annotators),
-                  "n_units": sum(1 for u in units.values() if len(u) >= 2)}
+        out[d] = {
+            "alpha": krippendorff_alpha_interval(units),
+            "n_annotators": len(annotators),
+            "n_units": sum(1 for u in units.values() if len(u) >= 2),
+        }
     return out

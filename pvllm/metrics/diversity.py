@@ -18,7 +18,9 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
-_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uac00-\ud7af]|[^\W\u3040-\u30ff\u3400-\u9fff]+|[^\w\s]")
+_TOKEN = re.compile(
+    r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uac00-\ud7af]|[^\W\u3040-\u30ff\u3400-\u9fff]+|[^\w\s]"
+)
 
 
 def normalize(text: str) -> str:
@@ -54,12 +56,13 @@ def is_copy(text: str, sources: Sequence[str], threshold: float) -> bool:
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
-    grams = [tuple(t[i: i + n]) for t in map(tokens, texts) for i in range(len(t) - n + 1)]
+    grams = [tuple(t[i : i + n]) for t in map(tokens, texts) for i in range(len(t) - n + 1)]
     return 100.0 * len(set(grams)) / len(grams) if grams else float("nan")
 
 
-def copy_diversity(predictions: Sequence[dict], titles: dict[str, str | None] | None = None,
-                   threshold: float = 0.9) -> dict[str, Any]:
+def copy_diversity(
+    predictions: Sequence[dict], titles: dict[str, str | None] | None = None, threshold: float = 0.9
+) -> dict[str, Any]:
     """The run's copy/diversity summary from predictions.jsonl rows (``text``, ``history``, ``reference``,
     ``video_id``); ``titles`` maps video_id -> title (None = no title)."""
     ok = [p for p in predictions if p.get("error") is None and p.get("text") is not None]
@@ -67,10 +70,16 @@ def copy_diversity(predictions: Sequence[dict], titles: dict[str, str | None] | 
     with_hist = [p for p in ok if p.get("history")]
     titled = [p for p in ok if (titles or {}).get(p.get("video_id"))]
     out: dict[str, Any] = {
-        "copy_history": (100.0 * sum(is_copy(p["text"], p["history"], threshold) for p in with_hist) / len(with_hist)
-                         if with_hist else None),
-        "copy_title": (100.0 * sum(is_copy(p["text"], [titles[p["video_id"]]], threshold) for p in titled) / len(titled)
-                       if titled else None),
+        "copy_history": (
+            100.0 * sum(is_copy(p["text"], p["history"], threshold) for p in with_hist) / len(with_hist)
+            if with_hist
+            else None
+        ),
+        "copy_title": (
+            100.0 * sum(is_copy(p["text"], [titles[p["video_id"]]], threshold) for p in titled) / len(titled)
+            if titled
+            else None
+        ),
         "distinct-1": distinct_n(texts, 1) if texts else None,
         "distinct-2": distinct_n(texts, 2) if texts else None,
         "mean_len": sum(len(tokens(t)) for t in texts) / len(texts) if texts else None,
@@ -84,5 +93,8 @@ def copy_diversity(predictions: Sequence[dict], titles: dict[str, str | None] | 
 
 def per_item_copy(predictions: Sequence[dict], threshold: float = 0.9) -> dict[str, float]:
     """sample_id -> 100 if the generation copies a history comment else 0 (samples with a history only)."""
-    return {p["sample_id"]: 100.0 * is_copy(p["text"], p["history"], threshold) for p in predictions
-            if p.get("error") is None and p.get("text") is not None and p.get("history")}
+    return {
+        p["sample_id"]: 100.0 * is_copy(p["text"], p["history"], threshold)
+        for p in predictions
+        if p.get("error") is None and p.get("text") is not None and p.get("history")
+    }

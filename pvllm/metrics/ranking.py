@@ -34,8 +34,9 @@ def _norm(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
-def _take(pool: Sequence, source: str, user: str, want: int, rng: random.Random, seen: set[str],
-          picked: list[dict]) -> None:
+def _take(
+    pool: Sequence, source: str, user: str, want: int, rng: random.Random, seen: set[str], picked: list[dict]
+) -> None:
     """Append distinct comments of users other than ``user`` from ``pool`` (shuffled) until ``want``."""
     pool = [c for c in pool if c.user_id != user]
     rng.shuffle(pool)
@@ -72,17 +73,35 @@ def build_candidates(rows: Sequence[dict], ds: PerVidCom, n: int = 20, seed: int
         n_same = len(picked)
         if len(picked) < n - 1:
             others = [v for v in all_videos if v != r["video_id"]]
-            _take([c for v in others for c in by_video[v]], "other_video", r["user_id"], n - 1, rng, seen, picked)
+            _take(
+                [c for v in others for c in by_video[v]],
+                "other_video",
+                r["user_id"],
+                n - 1,
+                rng,
+                seen,
+                picked,
+            )
         if len(picked) < n - 1:
-            raise ValueError(f"sample {r['sample_id']}: only {len(picked)} distinct comments by other users "
-                             f"exist in {ds.root}; ranking needs {n - 1} (lower ranking.n_candidates)")
+            raise ValueError(
+                f"sample {r['sample_id']}: only {len(picked)} distinct comments by other users "
+                f"exist in {ds.root}; ranking needs {n - 1} (lower ranking.n_candidates)"
+            )
         cands = [{"text": r["reference"], "comment_id": r["target_comment_id"], "source": "truth"}, *picked]
         rng.shuffle(cands)
-        out.append({
-            "sample_id": r["sample_id"], "user_id": r["user_id"], "video_id": r["video_id"],
-            "candidates": cands, "truth_index": next(i for i, c in enumerate(cands) if c["source"] == "truth"),
-            "n_from_other_videos": n - 1 - n_same, "n": n, "seed": seed, "version": CANDIDATES_VERSION,
-        })
+        out.append(
+            {
+                "sample_id": r["sample_id"],
+                "user_id": r["user_id"],
+                "video_id": r["video_id"],
+                "candidates": cands,
+                "truth_index": next(i for i, c in enumerate(cands) if c["source"] == "truth"),
+                "n_from_other_videos": n - 1 - n_same,
+                "n": n,
+                "seed": seed,
+                "version": CANDIDATES_VERSION,
+            }
+        )
     return out
 
 
@@ -90,21 +109,31 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def load_or_build_candidates(path: Path, rows: Sequence[dict], ds: PerVidCom, n: int, seed: int) -> list[dict]:
+def load_or_build_candidates(
+    path: Path, rows: Sequence[dict], ds: PerVidCom, n: int, seed: int
+) -> list[dict]:
     """Read the shared candidates file (checking it matches these samples and settings) or write it once."""
     if path.is_file():
         cand = load_jsonl(path)
         by_id = {c["sample_id"]: c for c in cand}
         missing = [r["sample_id"] for r in rows if r["sample_id"] not in by_id]
         if missing:
-            raise ValueError(f"{path}: no candidates for {len(missing)} samples (first {missing[:3]}); "
-                             "delete the file or change ranking.candidates_file")
+            raise ValueError(
+                f"{path}: no candidates for {len(missing)} samples (first {missing[:3]}); "
+                "delete the file or change ranking.candidates_file"
+            )
         for r in rows:
             c = by_id[r["sample_id"]]
-            if c["n"] != n or c["seed"] != seed or c["candidates"][c["truth_index"]]["text"] != r["reference"]:
-                raise ValueError(f"{path}: sample {r['sample_id']} was drawn with other settings "
-                                 f"(n={c['n']}, seed={c['seed']}) or another ground truth; delete the file "
-                                 "or change ranking.candidates_file")
+            if (
+                c["n"] != n
+                or c["seed"] != seed
+                or c["candidates"][c["truth_index"]]["text"] != r["reference"]
+            ):
+                raise ValueError(
+                    f"{path}: sample {r['sample_id']} was drawn with other settings "
+                    f"(n={c['n']}, seed={c['seed']}) or another ground truth; delete the file "
+                    "or change ranking.candidates_file"
+                )
         log.info("read candidates of %d samples from %s", len(rows), path)
         return [by_id[r["sample_id"]] for r in rows]
     cand = build_candidates(rows, ds, n, seed)
@@ -132,8 +161,11 @@ def expected_metrics(g: int, t: int) -> dict[str, float]:
 
 def chance_levels(n: int) -> dict[str, float]:
     """What a random order of ``n`` candidates scores (Recall/MRR x100; mean rank in 1..n)."""
-    return {**{f"R@{k}": 100.0 * min(k, n) / n for k in RECALL_AT},
-            "MRR": 100.0 * sum(1.0 / r for r in range(1, n + 1)) / n, "mean_rank": (n + 1) / 2}
+    return {
+        **{f"R@{k}": 100.0 * min(k, n) / n for k in RECALL_AT},
+        "MRR": 100.0 * sum(1.0 / r for r in range(1, n + 1)) / n,
+        "mean_rank": (n + 1) / 2,
+    }
 
 
 def ranking_metrics(items: Sequence[dict]) -> dict[str, Any]:
@@ -157,28 +189,40 @@ def ranking_metrics(items: Sequence[dict]) -> dict[str, Any]:
     return out
 
 
-def rank_resumable(generator: Any, cand_rows: Sequence[dict], requests: dict[str, Any], out: Path, *,
-                   batch_size: int = 1) -> list[dict]:
+def rank_resumable(
+    generator: Any, cand_rows: Sequence[dict], requests: dict[str, Any], out: Path, *, batch_size: int = 1
+) -> list[dict]:
     """Score every candidate of every sample not yet in ``out`` (ranking.jsonl), appending as it goes."""
     from pvllm.utils.jsonl import append_jsonl, read_jsonl_tolerant
 
     done = read_jsonl_tolerant(out)
     for r in done:
         if r.get("model") != generator.model_id:
-            raise ValueError(f"{out}: sample {r['sample_id']} was ranked by {r.get('model')}, not "
-                             f"{generator.model_id}; use another run directory")
+            raise ValueError(
+                f"{out}: sample {r['sample_id']} was ranked by {r.get('model')}, not "
+                f"{generator.model_id}; use another run directory"
+            )
     finished = {r["sample_id"] for r in done}
     todo = [c for c in cand_rows if c["sample_id"] not in finished]
     for i in range(0, len(todo), batch_size):
-        chunk = todo[i: i + batch_size]
-        scores = generator.score_candidates([requests[c["sample_id"]] for c in chunk],
-                                            [[x["text"] for x in c["candidates"]] for c in chunk])
+        chunk = todo[i : i + batch_size]
+        scores = generator.score_candidates(
+            [requests[c["sample_id"]] for c in chunk], [[x["text"] for x in c["candidates"]] for c in chunk]
+        )
         recs = []
         for c, s in zip(chunk, scores):
             g, t = truth_rank_stats(s, c["truth_index"]) if s is not None else (None, None)
-            recs.append({"sample_id": c["sample_id"], "user_id": c["user_id"], "model": generator.model_id, "scores": s,
-                         "truth_index": c["truth_index"], "truth_rank": None if g is None else g + 1 + t / 2,
-                         "error": None if s is not None else "scoring failed"})
+            recs.append(
+                {
+                    "sample_id": c["sample_id"],
+                    "user_id": c["user_id"],
+                    "model": generator.model_id,
+                    "scores": s,
+                    "truth_index": c["truth_index"],
+                    "truth_rank": None if g is None else g + 1 + t / 2,
+                    "error": None if s is not None else "scoring failed",
+                }
+            )
         append_jsonl(out, recs)
         done += recs
     order = {c["sample_id"]: i for i, c in enumerate(cand_rows)}
@@ -188,43 +232,68 @@ def rank_resumable(generator: Any, cand_rows: Sequence[dict], requests: dict[str
 def format_ranking(rows: Sequence[tuple[str, dict | None]], title: str = "") -> str:
     """Markdown: one row per (name, ranking summary); ``None`` (no log-probs, e.g. an API model) is n/a."""
     cols = [f"R@{k}" for k in RECALL_AT] + ["MRR", "mean_rank"]
-    lines = ([title] if title else []) + ["| method | " + " | ".join(cols) + " | n | N |",
-                                          "|" + "---|" * (len(cols) + 3)]
+    lines = ([title] if title else []) + [
+        "| method | " + " | ".join(cols) + " | n | N |",
+        "|" + "---|" * (len(cols) + 3),
+    ]
     chance = None
     for name, s in rows:
         if s is None:
             lines.append(f"| {name} | " + " | ".join("n/a" for _ in cols) + " | - | - |")
             continue
         chance = s.get("chance") or chance
-        lines.append(f"| {name} | " + " | ".join(f"{s[c]:.1f}" for c in cols)
-                     + f" | {s['n']} | {s['n_candidates']} |")
+        lines.append(
+            f"| {name} | " + " | ".join(f"{s[c]:.1f}" for c in cols) + f" | {s['n']} | {s['n_candidates']} |"
+        )
     if chance:
         lines.append("| *chance* | " + " | ".join(f"{chance[c]:.1f}" for c in cols) + " | | |")
     return "\n".join(lines)
 
 
-def rank_run(generator: Any, rows: Sequence[dict], ds: PerVidCom, run_dir: Path, *, candidates_file: Path,
-             n: int, seed: int, batch_size: int, include_title: bool) -> dict[str, Any]:
+def rank_run(
+    generator: Any,
+    rows: Sequence[dict],
+    ds: PerVidCom,
+    run_dir: Path,
+    *,
+    candidates_file: Path,
+    n: int,
+    seed: int,
+    batch_size: int,
+    include_title: bool,
+) -> dict[str, Any]:
     """Rank the candidates of every sample with ``generator``; writes ``ranking.jsonl`` (resumable) and
     ``ranking_summary.json`` (metrics, chance levels, the candidates file and its sha256). A generator
     without log-probabilities gives ``status: n/a`` (never 0)."""
     from pvllm.evaluation import to_request
 
-    base = {"generator": generator.registry_name, "model": generator.model_id,
-            "history_mode": rows[0]["history_mode"] if rows else None, "k": rows[0]["k"] if rows else None}
+    base = {
+        "generator": generator.registry_name,
+        "model": generator.model_id,
+        "history_mode": rows[0]["history_mode"] if rows else None,
+        "k": rows[0]["k"] if rows else None,
+    }
     if not generator.supports_ranking:
-        summary = {**base, "status": "n/a",
-                   "reason": f"generator {generator.registry_name!r} gives no log-probabilities"}
+        summary = {
+            **base,
+            "status": "n/a",
+            "reason": f"generator {generator.registry_name!r} gives no log-probabilities",
+        }
         log.warning("ranking: %s", summary["reason"])
     else:
         cand = load_or_build_candidates(candidates_file, rows, ds, n, seed)
         requests = {r["sample_id"]: to_request(r, ds, include_title) for r in rows}
         items = rank_resumable(generator, cand, requests, run_dir / "ranking.jsonl", batch_size=batch_size)
-        summary = {**base, "status": "ok", **ranking_metrics(items),
-                   "candidates_file": str(candidates_file), "candidates_sha256": file_sha256(candidates_file),
-                   "candidates_seed": seed,
-                   "n_samples_filled_from_other_videos": sum(1 for c in cand if c["n_from_other_videos"]),
-                   "n_candidates_from_other_videos": sum(c["n_from_other_videos"] for c in cand)}
+        summary = {
+            **base,
+            "status": "ok",
+            **ranking_metrics(items),
+            "candidates_file": str(candidates_file),
+            "candidates_sha256": file_sha256(candidates_file),
+            "candidates_seed": seed,
+            "n_samples_filled_from_other_videos": sum(1 for c in cand if c["n_from_other_videos"]),
+            "n_candidates_from_other_videos": sum(c["n_from_other_videos"] for c in cand),
+        }
     import json
 
     (run_dir / "ranking_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")

@@ -23,7 +23,9 @@ from pvllm.metrics.ranking import expected_metrics, truth_rank_stats
 from pvllm.utils.jsonl import load_jsonl
 
 
-def run_items(run_dir: Path, copy_threshold: float = 0.9) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+def run_items(
+    run_dir: Path, copy_threshold: float = 0.9
+) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
     """metric -> sample_id -> value, and sample_id -> user_id, of one run directory."""
     run_dir = Path(run_dir)
     preds_path, scores_path = run_dir / "predictions.jsonl", run_dir / "scores.jsonl"
@@ -48,8 +50,9 @@ def run_items(run_dir: Path, copy_threshold: float = 0.9) -> tuple[dict[str, dic
     return items, users
 
 
-def compare(run_a: Path, run_b: Path, *, resamples: int = 10000, seed: int = 0,
-            confidence: float = 0.95) -> list[dict[str, Any]]:
+def compare(
+    run_a: Path, run_b: Path, *, resamples: int = 10000, seed: int = 0, confidence: float = 0.95
+) -> list[dict[str, Any]]:
     a, ua = run_items(run_a)
     b, ub = run_items(run_b)
     for sid in set(ua) & set(ub):
@@ -68,17 +71,24 @@ def to_markdown(rows: list[dict[str, Any]], confidence: float = 0.95) -> str:
         return "-" if x is None or not math.isfinite(x) else f"{x:.2f}"
 
     pct = int(round(100 * confidence))
-    out = [f"| metric | shared | users | A | B | B - A | {pct}% interval | p (permutation) |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = [
+        f"| metric | shared | users | A | B | B - A | {pct}% interval | p (permutation) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        out.append(f"| {r['metric']} | {r['n_shared']} | {r['n_users']} | {f(r['mean_A'])} | {f(r['mean_B'])} | "
-                   f"{f(r['diff'])} | [{f(r['lo'])}, {f(r['hi'])}] | {r['p_permutation']:.4f} |")
+        out.append(
+            f"| {r['metric']} | {r['n_shared']} | {r['n_users']} | {f(r['mean_A'])} | {f(r['mean_B'])} | "
+            f"{f(r['diff'])} | [{f(r['lo'])}, {f(r['hi'])}] | {r['p_permutation']:.4f} |"
+        )
     return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pvllm.reports.compare", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m pvllm.reports.compare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("run_a", type=Path)
     p.add_argument("run_b", type=Path)
     p.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples and permutations")
@@ -86,9 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--confidence", type=float, default=0.95)
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     args = p.parse_args(argv)
-    rows = compare(args.run_a, args.run_b, resamples=args.resamples, seed=args.seed, confidence=args.confidence)
-    print(f"A = {args.run_a}\nB = {args.run_b}\n(paired over the users of shared sample ids; "
-          f"{args.resamples} resamples, seed {args.seed})\n" + to_markdown(rows, args.confidence))
+    rows = compare(
+        args.run_a, args.run_b, resamples=args.resamples, seed=args.seed, confidence=args.confidence
+    )
+    print(
+        f"A = {args.run_a}\nB = {args.run_b}\n(paired over the users of shared sample ids; "
+        f"{args.resamples} resamples, seed {args.seed})\n" + to_markdown(rows, args.confidence)
+    )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0

@@ -31,12 +31,19 @@ def ranking_rows(summaries: list[dict], model: str, sha256: str | None) -> list[
     """(setting name, summary or None for n/a) for the runs of ``model`` on the candidates ``sha256``."""
     rows = []
     for mode, label in SETTINGS:
-        match = [s for s in summaries if s.get("model") == model and s.get("history_mode") == mode
-                 and (s.get("status") != "ok" or s.get("candidates_sha256") == sha256)]
+        match = [
+            s
+            for s in summaries
+            if s.get("model") == model
+            and s.get("history_mode") == mode
+            and (s.get("status") != "ok" or s.get("candidates_sha256") == sha256)
+        ]
         if match:
             s = max(match, key=lambda x: Path(x["run_dir"], "ranking_summary.json").stat().st_mtime)
             k = s.get("k")
-            rows.append((f"{label}" + (f" (k={k})" if mode != "none" else ""), s if s.get("status") == "ok" else None))
+            rows.append(
+                (f"{label}" + (f" (k={k})" if mode != "none" else ""), s if s.get("status") == "ok" else None)
+            )
     return rows
 
 
@@ -44,9 +51,11 @@ def report(cfg=None, *, runs_dir: str, out_dir: str | None = None) -> list[tuple
     """Hydra ``report`` hook: the ranking table of this evaluation's model over the history settings."""
     this = json.loads((Path(cfg.paths.output_dir) / "ranking_summary.json").read_text())
     rows = ranking_rows(collect(runs_dir), this["model"], this.get("candidates_sha256"))
-    title = (f"\nRanking ({cfg.split} split, {this['generator']}: {this['model']}; candidates "
-             f"{this.get('candidates_file', '-')} sha256 {str(this.get('candidates_sha256'))[:12]}; "
-             "Recall/MRR x100, mean rank of the truth among N)")
+    title = (
+        f"\nRanking ({cfg.split} split, {this['generator']}: {this['model']}; candidates "
+        f"{this.get('candidates_file', '-')} sha256 {str(this.get('candidates_sha256'))[:12]}; "
+        "Recall/MRR x100, mean rank of the truth among N)"
+    )
     text = format_ranking(rows, title=title)
     print(text)
     if out_dir:

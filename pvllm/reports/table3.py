@@ -129,9 +129,9 @@ def format_correlations(rows: list[dict[str, Any]]) -> str:
         out.append(f"| {name} | " + " | ".join("-" if math.isnan(v) else f"{v:.2f}" for v in vals) + " |")
     r0 = next((r for r in rows if "E_n_systems" in r), None)
     if r0:
-        out.append(f"\nSample level: mean over the {r0['E_n_samples_corr']} samples where neither side ties every "
-                   f"model ({r0['E_n_samples_undefined']} left out for BLEU-4/E); system level: {r0['E_n_systems']} "
-                   "models (means over samples).")
+        out.append(f"\nSample level: mean over the {r0['E_n_samples_corr']} samples where neither side ties "
+                   f"every model ({r0['E_n_samples_undefined']} left out for BLEU-4/E); system level: "
+                   f"{r0['E_n_systems']} models (means over samples).")
     return "\n".join(out)
 
 
@@ -204,7 +204,8 @@ def report(
     sources = sorted({a.get("source", "?") for a in annotations})
     agreement = annotator_agreement(annotations)
     text = (format_table3(rows, source="; ".join(sources)) + "\n\n" + format_agreement(agreement)
-            + "\n\nRank correlation with the annotations (Kendall τ-b, Spearman ρ):\n" + format_correlations(rows))
+            + "\n\nRank correlation with the annotations (Kendall τ-b, Spearman ρ):\n"
+            + format_correlations(rows))
     print("\nTable 3: average NDCG between automatic metrics and annotations\n" + text)
     if out_dir is None and cfg is not None:
         out_dir = cfg.paths.output_dir

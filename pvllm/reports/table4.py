@@ -131,12 +131,14 @@ def to_markdown(rows: list[dict]) -> str:
     ci_rows = [r for r in rows if r.get("ci95")]
     if ci_rows:
         cols = [c for c in (*METRIC_COLS, "copy_history") if any(c in r["ci95"] for r in ci_rows)]
-        out += ["", "95% bootstrap intervals over users (mean of per-item scores [low, high]; summary.json ci95):",
+        out += ["", "95% bootstrap intervals over users (mean of per-item scores [low, high]; "
+                "summary.json ci95):",
                 "| split | method | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
         for r in ci_rows:
             ci = r["ci95"]
-            out.append(f"| {r['split']} | {r['method']} | " + " | ".join(
-                f"{ci[c]['mean']:.2f} [{ci[c]['lo']:.2f}, {ci[c]['hi']:.2f}]" if c in ci else "-" for c in cols) + " |")
+            cells = [f"{ci[c]['mean']:.2f} [{ci[c]['lo']:.2f}, {ci[c]['hi']:.2f}]" if c in ci else "-"
+                     for c in cols]
+            out.append(f"| {r['split']} | {r['method']} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 

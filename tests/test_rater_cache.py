@@ -110,9 +110,10 @@ def test_killed_mid_run_loses_nothing_answered(tmp_path):
     assert r.calls == [f"p{i}" for i in range(3, 8)]  # p0..p2 survived the kill
 
 
-def test_concurrency_is_bounded_and_used(tmp_path):
+def test_concurrency_is_the_raters_own(tmp_path):
     r = CountingRater(delay=0.2)
-    c = CachedRater(r, tmp_path / "c.sqlite", max_concurrency=3, progress=False)
+    r.max_concurrency = 3  # the rater's setting: CachedRater adds no scheduling of its own
+    c = CachedRater(r, tmp_path / "c.sqlite", progress=False)
     t0 = time.monotonic()
     c.complete([f"p{i}" for i in range(9)])
     elapsed = time.monotonic() - t0
@@ -120,11 +121,46 @@ def test_concurrency_is_bounded_and_used(tmp_path):
     assert elapsed < 9 * 0.2 * 0.8  # clearly faster than one at a time (3 waves of 0.2 s)
 
 
-def test_rate_limit_spaces_request_starts(tmp_path):
-    r = CountingRater()
-    c = CachedRater(r, tmp_path / "c.sqlite", max_concurrency=5, requests_per_second=10, progress=False)
-    c.complete([f"p{i}" for i in range(5)])
-    starts = sorted(r.starts)
+@pytest.fixture
+def openai_server(monkeypatch):
+    try:
+        from fakes.openai_server import FakeOpenAIServer
+    except ImportError:
+        from tests.fakes.openai_server import FakeOpenAIServer
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with FakeOpenAIServer(default_text=lambda body: "re: " + body["messages"][0]["content"], latency_s=0.2) as s:
+        yield s
+
+
+def _remote_rater(server, **kw):
+    from pvllm.raters.openai_compatible import OpenAICompatibleRater
+
+    return OpenAICompatibleRater(model="judge", base_url=server.url + "/v1", timeout_s=10, **kw)
+
+
+def test_one_limiter_remote_concurrency_rate_and_cache(tmp_path, openai_server):
+    """A remote judge through the cache: its RemoteCalls alone bounds concurrency (8 requests of 0.2 s at 4
+    in flight: 2 waves, not 8 one after another and not 4 x 4 through a second semaphore); a rerun makes
+    zero requests and returns the same replies."""
+    prompts = [f"p{i}" for i in range(8)]
+    c = CachedRater(_remote_rater(openai_server, max_concurrency=4), tmp_path / "c.sqlite", progress=False)
+    t0 = time.monotonic()
+    fresh = c.complete(prompts)
+    elapsed = time.monotonic() - t0
+    assert fresh == [f"re: {p}" for p in prompts]
+    assert len(openai_server.chat_calls()) == 8 and c.calls == 8
+    assert 0.39 < elapsed < 8 * 0.2 * 0.75
+    c.close()
+    again = CachedRater(_remote_rater(openai_server, max_concurrency=4), tmp_path / "c.sqlite", progress=False)
+    assert again.complete(prompts) == fresh
+    assert len(openai_server.chat_calls()) == 8 and again.calls == 0 and again.hits == 8
+
+
+def test_rate_limit_spaces_request_starts(tmp_path, openai_server):
+    openai_server.latency_s = 0.0
+    rater = _remote_rater(openai_server, max_concurrency=5, requests_per_minute=600)  # one start per 0.1 s
+    CachedRater(rater, tmp_path / "c.sqlite", progress=False).complete([f"p{i}" for i in range(5)])
+    starts = sorted(r.t for r in openai_server.chat_calls())
     # 10/s spaces 5 starts over 0.4 s; a thread scheduled late shortens one gap and lengthens the next
     # under load, so assert the span (unlimited, 5 concurrent starts fall within a few ms)
     assert len(starts) == 5 and starts[-1] - starts[0] >= 0.3

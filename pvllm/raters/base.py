@@ -4,6 +4,7 @@ pvllm/metrics/ficl.py; a rater only answers prompts (LLM judges) or scores pairs
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import Any
 
 from pvllm.utils.registry import Registry
@@ -15,9 +16,9 @@ class Rater(abc.ABC):
     """Base of every rater. ``name`` identifies backend + model in scores.jsonl (``rater`` field)."""
 
     registry_name: str = "?"
-    # How CachedRater schedules this rater's requests (set from config by backends that call a server).
+    # Requests in flight at once in ``complete_each`` (remote backends set it from config and schedule
+    # through their one RemoteCalls limiter; a local model keeps 1).
     max_concurrency: int = 1
-    requests_per_second: float | None = None  # None: no rate limit
 
     @property
     @abc.abstractmethod
@@ -41,6 +42,18 @@ class LLMRater(Rater):
     @abc.abstractmethod
     def complete(self, prompts: list[str]) -> list[str | None]:
         """One reply per prompt; None (with the reason logged) when the request failed after retries."""
+
+    def complete_each(self, prompts: list[str], on_reply: Callable[[int, str | None], None]) -> None:
+        """Answer every prompt, calling ``on_reply(index, reply)`` as each answer arrives (from worker
+        threads when ``max_concurrency`` > 1), so a cache can commit it at once. The rater's own
+        scheduling decides concurrency, rate and retries: callers add no limiter of their own."""
+        from pvllm.clients.retry import map_concurrent
+
+        def one(i: int) -> None:
+            (reply,) = self.complete([prompts[i]])
+            on_reply(i, reply)
+
+        map_concurrent(one, range(len(prompts)), self.max_concurrency)
 
 
 class PairRater(Rater):

@@ -1,17 +1,18 @@
 """Every LLM-rater request goes through here: a SQLite (WAL) cache keyed by the full request.
 
 A rerun of an evaluation makes zero calls; a process killed mid-run loses nothing that was answered
-(each answer is committed as it arrives). Misses run with bounded concurrency and an optional rate
-limit, under a progress bar with ETA. Failed requests (None) are not cached, so a rerun retries them.
+(each answer is committed as it arrives). Misses go to the wrapped rater's ``complete_each`` in one
+call, so the rater's own limiter (``RemoteCalls``: bounded concurrency, rate limit, retries) is the only
+one; a progress bar with ETA counts the answers. Failed requests (None) are not cached, so a rerun
+retries them.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import hashlib
 import json
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,39 +32,20 @@ def request_key(backend: str, model: str, prompt: str, params: dict[str, Any]) -
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def _run_sync(coro):
-    """asyncio.run, also when called from inside a running event loop (e.g. a notebook)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
-
-
 class CachedRater(LLMRater):
     """Wraps an LLMRater: same ``complete``, answered from the cache where possible."""
 
-    def __init__(
-        self,
-        rater: LLMRater,
-        path: str | Path,
-        *,
-        max_concurrency: int | None = None,
-        requests_per_second: float | None = None,
-        progress: bool = True,
-    ):
+    def __init__(self, rater: LLMRater, path: str | Path, *, progress: bool = True):
         self.rater = rater
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.max_concurrency = max(1, int(max_concurrency or getattr(rater, "max_concurrency", 1) or 1))
-        rps = requests_per_second if requests_per_second is not None else rater.requests_per_second
-        self.requests_per_second = rps
         self.progress = progress
         self.hits = 0
         self.calls = 0
-        # autocommit: one commit per answer; one writer at a time, possibly from a helper thread (_run_sync)
+        # autocommit: one commit per answer; answers arrive from the rater's worker threads, one writer
+        # at a time (the lock)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against a process kill
         self._db.execute(_SCHEMA)
@@ -76,6 +58,10 @@ class CachedRater(LLMRater):
     def params(self) -> dict[str, Any]:
         return self.rater.params
 
+    @property
+    def max_concurrency(self) -> int:  # type: ignore[override]
+        return self.rater.max_concurrency
+
     def check_ready(self) -> None:
         self.rater.check_ready()
 
@@ -83,22 +69,15 @@ class CachedRater(LLMRater):
         return request_key(self.rater.registry_name, self.rater.name, prompt, self.rater.params)
 
     def lookup(self, prompt: str) -> str | None:
-        row = self._db.execute("SELECT reply FROM replies WHERE key = ?", (self.key(prompt),)).fetchone()
+        with self._lock:
+            row = self._db.execute("SELECT reply FROM replies WHERE key = ?", (self.key(prompt),)).fetchone()
         return None if row is None else row[0]
 
     def _store(self, prompt: str, reply: str) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                self.key(prompt),
-                self.rater.registry_name,
-                self.rater.name,
-                json.dumps(self.rater.params, sort_keys=True, default=str),
-                prompt,
-                reply,
-                time.time(),
-            ),
-        )
+        row = (self.key(prompt), self.rater.registry_name, self.rater.name,
+               json.dumps(self.rater.params, sort_keys=True, default=str), prompt, reply, time.time())
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?)", row)
 
     def complete(self, prompts: list[str]) -> list[str | None]:
         answers: dict[str, str | None] = {}
@@ -110,34 +89,22 @@ class CachedRater(LLMRater):
         self.hits += sum(p in answers for p in prompts)
         misses = [p for p in dict.fromkeys(prompts) if p not in answers]
         if misses:
-            answers.update(_run_sync(self._run(misses)))
+            answers.update(self._ask(misses))
         return [answers.get(p) for p in prompts]
 
-    async def _run(self, prompts: list[str]) -> dict[str, str | None]:
-        sem = asyncio.Semaphore(self.max_concurrency)
-        interval = 1.0 / self.requests_per_second if self.requests_per_second else 0.0
-        slot_lock = asyncio.Lock()
-        next_start = [time.monotonic()]
+    def _ask(self, prompts: list[str]) -> dict[str, str | None]:
         bar = tqdm(total=len(prompts), desc=f"rater {self.rater.name}", unit="req", disable=not self.progress)
         out: dict[str, str | None] = {}
+        self.calls += len(prompts)
 
-        async def one(prompt: str) -> None:
-            async with sem:
-                if interval:
-                    async with slot_lock:  # space request starts by 1/rate seconds
-                        wait = next_start[0] - time.monotonic()
-                        next_start[0] = max(next_start[0], time.monotonic()) + interval
-                    if wait > 0:
-                        await asyncio.sleep(wait)
-                self.calls += 1
-                (reply,) = await asyncio.to_thread(self.rater.complete, [prompt])
-                if reply is not None:
-                    self._store(prompt, reply)  # runs on the loop thread: one connection, one writer
-                out[prompt] = reply
-                bar.update(1)
+        def on_reply(i: int, reply: str | None) -> None:
+            if reply is not None:
+                self._store(prompts[i], reply)  # committed before the next answer is counted
+            out[prompts[i]] = reply
+            bar.update(1)
 
         try:
-            await asyncio.gather(*(one(p) for p in prompts))
+            self.rater.complete_each(prompts, on_reply)
         finally:
             bar.close()
         return out

@@ -21,11 +21,9 @@ class RemoteLLMRater(LLMRater):
 
     def _init_remote(self, retry: dict[str, Any] | None, max_concurrency: int,
                      requests_per_minute: float | None) -> None:
-        # the limiter inside also spaces retries, which CachedRater does not see
+        # the one limiter of this backend: concurrency, rate (also spacing retries) and retries
         self.calls = RemoteCalls(retry, max_concurrency, requests_per_minute, type(self).classify)
-        # CachedRater (pvllm/raters/cache.py) runs requests with these two: bounded concurrency and rate limit.
         self.max_concurrency = self.calls.max_concurrency
-        self.requests_per_second = requests_per_minute / 60.0 if requests_per_minute else None
 
     @abc.abstractmethod
     def _request(self, prompt: str) -> str:
@@ -43,6 +41,12 @@ class RemoteLLMRater(LLMRater):
 
     def complete(self, prompts: list[str]) -> list[str | None]:
         return self.calls.map(self._one, list(enumerate(prompts)))
+
+    def complete_each(self, prompts: list[str], on_reply: Callable[[int, str | None], None]) -> None:
+        def one(item: tuple[int, str]) -> None:
+            on_reply(item[0], self._one(item))
+
+        self.calls.map(one, list(enumerate(prompts)))
 
     def close(self) -> None:
         self.client.close()

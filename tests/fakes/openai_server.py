@@ -28,9 +28,10 @@ def completion_reply(
 
 
 class FakeOpenAIServer(ScriptedServer):
-    def __init__(self, default_text: str | Callable[[dict], str] = "a fake comment"):
+    def __init__(self, default_text: str | Callable[[dict], str] = "a fake comment", latency_s: float = 0.0):
         super().__init__()
         self.default_text = default_text
+        self.latency_s = latency_s  # every default reply waits this long (a served model's response time)
         self._ids = itertools.count(1)
 
     def chat_calls(self) -> list[RecordedRequest]:
@@ -43,5 +44,5 @@ class FakeOpenAIServer(ScriptedServer):
                 return scripted
             body = req.json()
             text = self.default_text(body) if callable(self.default_text) else self.default_text
-            return Reply(200, completion_reply(text, model=body.get("model", "fake-model")))
+            return Reply(200, completion_reply(text, model=body.get("model", "fake-model")), delay_s=self.latency_s)
         return Reply(404, {"error": {"message": f"no route {req.method} {req.path}", "type": "not_found"}})

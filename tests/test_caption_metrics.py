@@ -134,3 +134,27 @@ def test_line_count_guard_catches_any_misalignment(monkeypatch):
     monkeypatch.setattr(cap, "sanitize_caption", lambda t: t)
     with pytest.raises(cap.CaptionMetricError, match="misalign"):
         cap.ptb_tokenize(["one\rtwo", "three"])
+
+
+def test_concurrent_scorers_equal_sequential_and_pycocoevalcap():
+    """The concurrent path (two tokenizer JVMs, METEOR in a thread) gives exactly the scores of the
+    sequential one, which are pycocoevalcap's own on one tokenizer run (benchmarks/bench_caption_metrics.py)."""
+    import json
+    from pathlib import Path
+
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+
+    lines = (Path(__file__).resolve().parents[1] / "data/sample/comments.jsonl").read_text().splitlines()
+    texts = [json.loads(x)["text"] for x in lines if x.strip()][:60]
+    refs = {f"s{i}": t for i, t in enumerate(texts)}
+    hyps = {f"s{i}": texts[(i * 7 + 3) % len(texts)] for i in range(len(texts))}
+    seq = caption_metrics_per_item(refs, hyps, concurrent=False)
+    conc = caption_metrics_per_item(refs, hyps, concurrent=True)
+    assert conc == seq
+    tok = ptb_tokenize(list(refs.values()) + list(hyps.values()))
+    gts = {k: [tok[i]] for i, k in enumerate(refs)}
+    res = {k: [tok[len(refs) + i]] for i, k in enumerate(refs)}
+    assert conc[0]["BLEU-4"] == 100.0 * Bleu(4).compute_score(gts, res, verbose=0)[0][3]
+    assert conc[0]["CIDEr"] == 100.0 * Cider().compute_score(gts, res)[0]
+    assert len({round(v["BLEU-4"], 9) for v in conc[1].values()}) > 1  # not a degenerate corpus

@@ -110,7 +110,8 @@ def evaluate(cfg: DictConfig) -> dict | None:
                 out = predictions_path(run_dir, cfg.shard, cfg.num_shards)
                 counts = generate_resumable(generator, mine, ds, out, batch_size=max(1, generator.batch_size),
                                             include_title=cfg.data.include_title,
-                                            retry_failed=cfg.retry_failed)
+                                            retry_failed=cfg.retry_failed, window=cfg.generation.window,
+                                            by_video=cfg.generation.group_by_video)
                 log.info("generation %s: %s", out.name, counts)
             if cfg.stage == "rank" or (cfg.stage == "all" and cfg.ranking.enabled):
                 from pvllm.metrics.ranking import rank_run

@@ -71,10 +71,23 @@ def predictions_path(run_dir: Path, shard: int, num_shards: int) -> Path:
     return run_dir / ("predictions.jsonl" if num_shards == 1 else f"predictions.shard{shard}-of-{num_shards}.jsonl")
 
 
+def group_by_video(rows: list[dict]) -> list[dict]:
+    """Rows reordered so each video's samples are adjacent (videos in first-seen order, samples in their
+    order): a generator then decodes (or reads from the frame cache) each video once per run."""
+    first: dict[str, int] = {}
+    for i, r in enumerate(rows):
+        first.setdefault(r["video_id"], i)
+    return sorted(rows, key=lambda r: first[r["video_id"]])
+
+
 def generate_resumable(generator: Generator, rows: list[dict], ds: PerVidCom, out: Path, *,
                        batch_size: int, include_title: bool = False, retry_failed: bool = False,
-                       progress: bool = True) -> dict[str, int]:
-    """Generate for every row whose id is not in ``out`` yet; append each batch (fsync) as it finishes."""
+                       progress: bool = True, window: int | None = None,
+                       by_video: bool = True) -> dict[str, int]:
+    """Generate for every row whose id is not in ``out`` yet; append each window (fsync) as it finishes.
+
+    ``by_video`` groups the rows by video first; each call to ``generator.generate`` gets ``window``
+    rows (default ``batch_size``), which a batching generator buckets by prompt length."""
     torn: list[str] = []
     done = read_jsonl_tolerant(out, torn)  # a torn last line is logged, counted and generated again
     if (done or torn) and out.read_bytes()[-1:] != b"\n":  # a torn last line from a killed run: rewrite cleanly
@@ -86,6 +99,9 @@ def generate_resumable(generator: Generator, rows: list[dict], ds: PerVidCom, ou
                 f"not {generator.model_id} with {generator.generation_config}; use another run directory")
     finished = {r["sample_id"] for r in done if r.get("error") is None or not retry_failed}
     todo = [r for r in rows if r["sample_id"] not in finished]
+    if by_video:
+        todo = group_by_video(todo)
+    window = max(batch_size, window or batch_size)
     if retry_failed and any(r.get("error") for r in done):
         write_jsonl(out, [r for r in done if r.get("error") is None])
     log.info("%s: %d done, %d to generate", out.name, len(finished), len(todo))
@@ -93,8 +109,8 @@ def generate_resumable(generator: Generator, rows: list[dict], ds: PerVidCom, ou
     from tqdm import tqdm
 
     bar = tqdm(total=len(todo), desc=f"generate [{generator.registry_name}]", disable=not progress)
-    for i in range(0, len(todo), batch_size):
-        chunk = todo[i: i + batch_size]
+    for i in range(0, len(todo), window):
+        chunk = todo[i: i + window]
         results = generator.generate([to_request(r, ds, include_title) for r in chunk])
         recs = []
         for row, res in zip(chunk, results):
@@ -108,6 +124,10 @@ def generate_resumable(generator: Generator, rows: list[dict], ds: PerVidCom, ou
         counts["generated"] += len(chunk)
         bar.update(len(chunk))
     bar.close()
+    frames = getattr(generator, "frames", None)  # pvllm.data.frame_cache.FrameSource of video generators
+    if frames is not None and frames.counts:
+        log.info("frames: %s", frames.summary())
+        counts.update({f"frames_{k}": v for k, v in frames.summary().items()})
     return counts
 
 

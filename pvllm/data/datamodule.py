@@ -14,8 +14,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pvllm.data.dataset import PerVidCom, load_pervidcom
+from pvllm.data.frame_cache import FrameSource, Sampling
 from pvllm.data.histories import Sample, build_eval_histories, draw_training_samples
-from pvllm.data.video_io import VideoReadError, read_frames
+from pvllm.data.video_io import VideoReadError
 from pvllm.prompt import build_prompt
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,15 @@ class SampleDataset(Dataset):
     """Samples -> (frames, prompt, reply). A bad video raises or is skipped-and-counted (``on_bad_video``)."""
 
     def __init__(self, ds: PerVidCom, samples: list[Sample], num_frames: int, include_title: bool,
-                 on_bad_video: str = "raise", skipped: Counter[str] | None = None, video: bool = True):
+                 on_bad_video: str = "raise", skipped: Counter[str] | None = None, video: bool = True,
+                 frames: FrameSource | None = None):
         if on_bad_video not in ("raise", "skip"):
             raise ValueError(f"on_bad_video must be 'raise' or 'skip', got {on_bad_video!r}")
         self.ds, self.samples, self.num_frames = ds, samples, num_frames
+        # the frame cache when configured (decode-and-count otherwise); its sampling must be this one's
+        self.frames = frames or FrameSource(Sampling(num_frames))
+        if self.frames.sampling.num_frames != num_frames:
+            raise ValueError(f"frame source samples {self.frames.sampling}, the dataset {num_frames} frames")
         self.include_title, self.on_bad_video = include_title, on_bad_video
         self.skipped: Counter[str] = Counter() if skipped is None else skipped
         self.video = video  # False: text-only (no frames read, no video token), e.g. a comments-only dataset
@@ -48,7 +54,7 @@ class SampleDataset(Dataset):
         prompt = build_prompt([h["text"] for h in s.history], title)
         item = {"sample_id": s.sample_id, "prompt": prompt, "reply": s.reference}
         try:
-            item["frames"] = read_frames(path, self.num_frames)
+            item["frames"] = self.frames.get(path, s.video_id)
         except VideoReadError as e:
             if self.on_bad_video == "raise":
                 raise
@@ -204,6 +210,9 @@ class PVLLMDataModule(L.LightningDataModule):
         # the list written by `python -m pvllm.data.check_videos`: samples of those videos are left out
         exclude_videos: str | None = None,
         video: bool = True,  # False: text-only PV-LLM (no frames, no video token; comments-only datasets)
+        # pvllm.data.frame_cache root (None: decode every video); frame_size: its shorter edge (None: as decoded)
+        frame_cache: str | None = None,
+        frame_size: int | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -238,11 +247,13 @@ class PVLLMDataModule(L.LightningDataModule):
 
                 self._exclude = load_unreadable(self.hparams.exclude_videos, self.ds)
         hp = self.hparams
+        if getattr(self, "frames", None) is None:  # the frame cache when configured, else decoding
+            self.frames = FrameSource(Sampling(hp.num_frames, hp.frame_size), hp.frame_cache)
 
         def draw(epoch: int) -> SampleDataset:
             samples = draw_training_samples(self.ds, hp.train_split, epoch, hp.seed, hp.k_min, hp.k_max)
             return SampleDataset(self.ds, self._keep(samples, f"train epoch {epoch}"), hp.num_frames,
-                                 hp.include_title, hp.on_bad_video, video=hp.video)
+                                 hp.include_title, hp.on_bad_video, video=hp.video, frames=self.frames)
 
         make = draw
         if hp.text_instructions:
@@ -252,7 +263,7 @@ class PVLLMDataModule(L.LightningDataModule):
         self.train_set = _EpochSamples(make)
         val = self._keep(build_eval_histories(self.ds, hp.val_split, k=hp.val_k, seed=hp.seed), "val")
         self.val_set = SampleDataset(self.ds, val, hp.num_frames, hp.include_title, hp.on_bad_video,
-                                     video=hp.video)
+                                     video=hp.video, frames=self.frames)
         if stage in ("fit", "validate") and hp.on_bad_video == "raise" and hp.video:
             self._check_val_videos()
 

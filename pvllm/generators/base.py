@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,3 +73,13 @@ class Generator(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients/servers."""
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices into ``lengths`` in batches of at most ``batch_size``, longest prompts first, so each batch
+    pads little (less padding: less compute, and greedy outputs equal batch 1's). Ties keep input order.
+    Every batching generator uses this; results are put back in request order by the caller."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]

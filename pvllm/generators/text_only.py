@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from pvllm.generators.base import GENERATORS, GenerationRequest, GenerationResult, Generator
+from pvllm.generators.base import GENERATORS, GenerationRequest, GenerationResult, Generator, length_batches
 from pvllm.prompt import build_instruction
 
 log = logging.getLogger(__name__)
@@ -100,24 +100,20 @@ class TextOnlyGenerator(Generator):
     def generate(self, batch: list[GenerationRequest]) -> list[GenerationResult]:
         import torch
 
-        out: list[GenerationResult] = []
-        for start in range(0, len(batch), self.batch_size):
-            chunk = batch[start : start + self.batch_size]
+        out: dict[int, GenerationResult] = {}
+        prompts = [self.prompt_text(r) for r in batch]
+        lengths = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+        for idx in length_batches(lengths, self.batch_size):  # similar lengths together: little padding
+            chunk = [batch[i] for i in idx]
             t0 = time.perf_counter()
-            texts = self._generate_texts(
-                [self.prompt_text(r) for r in chunk], [r.sample_id for r in chunk], torch
-            )
+            texts = self._generate_texts([prompts[i] for i in idx], [r.sample_id for r in chunk], torch)
             dt = (time.perf_counter() - t0) / len(chunk)
-            for r, text in zip(chunk, texts):
+            for i, r, text in zip(idx, chunk, texts):
                 if text:
-                    out.append(GenerationResult(r.sample_id, text, None, dt))
+                    out[i] = GenerationResult(r.sample_id, text, None, dt)
                 else:
-                    out.append(
-                        GenerationResult(
-                            r.sample_id, None, f"text_only sample {r.sample_id}: empty generation", dt
-                        )
-                    )
-        return out
+                    out[i] = GenerationResult(r.sample_id, None, f"text_only sample {r.sample_id}: empty generation", dt)
+        return [out[i] for i in range(len(batch))]
 
     def _generate_texts(self, prompts: list[str], ids: list[str], torch: Any) -> list[str]:
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from pvllm.generators.base import GENERATORS, GenerationRequest, GenerationResult, Generator
+from pvllm.generators.base import GENERATORS, GenerationRequest, GenerationResult, Generator, length_batches
 
 log = logging.getLogger(__name__)
 
@@ -276,9 +276,11 @@ class VideoChatGPTGenerator(Generator):
     def generate(self, batch: list[GenerationRequest]) -> list[GenerationResult]:
         from pvllm.data.video_io import VideoReadError
 
-        out: list[GenerationResult] = []
-        for start in range(0, len(batch), self.batch_size):
-            chunk = batch[start : start + self.batch_size]
+        out: dict[str, GenerationResult] = {}
+        # every prompt has the same number of video tokens: the question's length decides the padding
+        lengths = [len(self.tokenizer(r.prompt, add_special_tokens=False)["input_ids"]) for r in batch]
+        for idx in length_batches(lengths, self.batch_size):
+            chunk = [batch[i] for i in idx]
             t0 = time.perf_counter()
             ok, videos, errors = [], [], {}
             for r in chunk:
@@ -296,16 +298,14 @@ class VideoChatGPTGenerator(Generator):
             dt = (time.perf_counter() - t0) / len(chunk)
             for r in chunk:
                 if r.sample_id in errors:
-                    out.append(GenerationResult(r.sample_id, None, errors[r.sample_id], dt))
+                    out[r.sample_id] = GenerationResult(r.sample_id, None, errors[r.sample_id], dt)
                 elif by_id[r.sample_id]:
-                    out.append(GenerationResult(r.sample_id, by_id[r.sample_id], None, dt))
+                    out[r.sample_id] = GenerationResult(r.sample_id, by_id[r.sample_id], None, dt)
                 else:
-                    out.append(
-                        GenerationResult(
-                            r.sample_id, None, f"video_chatgpt sample {r.sample_id}: empty generation", dt
-                        )
+                    out[r.sample_id] = GenerationResult(
+                        r.sample_id, None, f"video_chatgpt sample {r.sample_id}: empty generation", dt
                     )
-        return out
+        return [out[r.sample_id] for r in batch]
 
     def _generate(self, prompts: list[str], videos: list[Any], reqs: list[GenerationRequest]) -> list[str]:
         import hashlib

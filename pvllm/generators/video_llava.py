@@ -1,7 +1,8 @@
 """HF Video-LLaVA generators: PV-LLM (a trained checkpoint) and zero-shot Video-LLaVA-7B.
 
 Both load through ``pvllm.models.builder.build_pvllm`` (the code path training uses), read the
-frames with ``pvllm.data.video_io.read_frames`` and batch with left padding.
+frames through ``pvllm.data.frame_cache.FrameSource`` (the frame cache when configured, each video decoded
+once per run otherwise) and batch by prompt length with left padding.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any
 
 import torch
 
-from pvllm.data.video_io import VideoReadError, read_frames
-from pvllm.generators.base import GENERATORS, GenerationRequest, GenerationResult, Generator
+from pvllm.data.frame_cache import FrameSource, Sampling
+from pvllm.data.video_io import VideoReadError
+from pvllm.generators.base import GENERATORS, GenerationRequest, GenerationResult, Generator, length_batches
 from pvllm.models.builder import build_pvllm
 from pvllm.prompt import chat_prompt
 
@@ -83,8 +85,13 @@ class VideoLlavaGenerator(Generator):
         seed: int = 0,
         score_batch_size: int = 20,
         video: bool = True,
+        frame_cache: str | None = None,
+        frame_size: int | None = None,
+        frame_memo: int = 32,
     ):
         bundle = build_pvllm(pretrained, create=create, dtype=dtype)
+        # frame_memo: videos kept decoded in memory (evaluation groups samples by video); 0 decodes per sample
+        self.frames = FrameSource(Sampling(num_frames, frame_size), frame_cache, memo=frame_memo)
         self.model, self.processor = bundle.model, bundle.processor
         if checkpoint:
             load_lightning_weights(self.model, checkpoint)
@@ -110,10 +117,13 @@ class VideoLlavaGenerator(Generator):
     def generation_config(self) -> dict[str, Any]:
         if not self.video:
             return dict(self._params, video="none", seed=self.seed)
-        return dict(self._params, num_frames=self.num_frames, seed=self.seed)
+        cfg = dict(self._params, num_frames=self.num_frames, seed=self.seed)
+        if self.frames.sampling.size is not None:  # resized frames are other model inputs
+            cfg["frame_size"] = self.frames.sampling.size
+        return cfg
 
     def _frames(self, req: GenerationRequest) -> Any:
-        return read_frames(req.video_path, self.num_frames) if self.video else None
+        return self.frames.get(req.video_path, req.extra.get("video_id")) if self.video else None
 
     def _encode(self, prompts: list[str], frames: list[Any]) -> Any:
         """Chat prompts (+ videos) -> model inputs; text-only when the generator has video off."""
@@ -132,14 +142,16 @@ class VideoLlavaGenerator(Generator):
                 ok.append((req, self._frames(req)))
             except VideoReadError as e:
                 results[req.sample_id] = GenerationResult(req.sample_id, None, error=f"VideoReadError: {e}")
-        for i in range(0, len(ok), self.batch_size):
-            chunk = ok[i: i + self.batch_size]
+        tok = self.processor.tokenizer
+        # every row has the same number of video tokens: the text decides the padding
+        lengths = [len(tok(chat_prompt(r.prompt), add_special_tokens=False)["input_ids"]) for r, _ in ok]
+        for idx in length_batches(lengths, self.batch_size):
+            chunk = [ok[i] for i in idx]
             t0 = time.perf_counter()
             enc = self._encode([r.prompt for r, _ in chunk], [f for _, f in chunk])
             if self._params.get("do_sample"):
                 # reproducible sampling: the seed depends on the run seed and the chunk's first id
                 torch.manual_seed(self.seed * 1_000_003 + zlib.crc32(chunk[0][0].sample_id.encode()))
-            tok = self.processor.tokenizer
             out = self.model.generate(**enc, **self._params, pad_token_id=tok.pad_token_id)
             texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
             dt = (time.perf_counter() - t0) / len(chunk)

@@ -1,0 +1,138 @@
+"""Decode once: the frame cache equals decoding, is content-checked and resumable; evaluation grouped by
+video (each video decoded once) generates what per-sample decoding does; bucketed batches equal batch 1."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+
+from pvllm.data.frame_cache import FrameCache, FrameSource, Sampling, decode, main, resize_frames
+from pvllm.data.video_io import read_frames
+from pvllm.generators.base import length_batches
+from tests.conftest import SAMPLE
+
+VIDEOS = ["bikes_01", "bunny_02", "bunny_full"]
+
+
+def _videos(ds, ids=VIDEOS):
+    return [(v, str(ds.video_path(v))) for v in ids]
+
+
+@pytest.mark.parametrize("size", [None, 32])
+def test_cached_frames_equal_decoded_frames(tmp_path, sample_ds, size):
+    s = Sampling(8, size)
+    cache = FrameCache(tmp_path, s, create=True)
+    assert dict(cache.build(_videos(sample_ds), progress=False)) == {"cached": 3}
+    for vid, path in _videos(sample_ds):
+        frames, status = cache.get(vid, path)
+        assert status == "hit" and frames.dtype == np.uint8
+        np.testing.assert_array_equal(frames, decode(path, s))
+        if size is None:  # bit for bit what the model's reader returns
+            np.testing.assert_array_equal(frames, read_frames(path, 8))
+        else:  # shorter edge resized to 32 px, aspect kept
+            assert min(frames.shape[1:3]) == 32 and frames.shape[0] == 8
+    bunny = cache.get("bunny_full", str(sample_ds.video_path("bunny_full")))[0]
+    assert bunny.shape == ((8, 720, 1280, 3) if size is None else (8, 32, 57, 3))  # 1280x720 clip
+    assert dict(cache.verify()) == {"ok": 3}
+    manifest = json.loads((tmp_path / s.key / "manifest.json").read_text())
+    assert manifest == {"format": "pvllm-frame-cache/1", "key": s.key,
+                        "sampling": {"num_frames": 8, "size": size, "sampler": "linspace"}}
+
+
+def test_resize_matches_pil_bicubic():
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(2, 40, 60, 3), dtype=np.uint8)
+    out = resize_frames(frames, 20)
+    assert out.shape == (2, 20, 30, 3)
+    np.testing.assert_array_equal(out[1], np.asarray(Image.fromarray(frames[1]).resize((30, 20), Image.BICUBIC)))
+    assert resize_frames(frames, None) is frames
+
+
+def test_build_resumes_and_a_changed_video_is_decoded_again_with_a_counted_warning(tmp_path, sample_ds, caplog):
+    vids = tmp_path / "videos"
+    vids.mkdir()
+    for v in VIDEOS:
+        shutil.copy(sample_ds.video_path(v), vids / f"{v}.mp4")
+    videos = [(v, str(vids / f"{v}.mp4")) for v in VIDEOS]
+    s = Sampling(8, 32)
+    cache = FrameCache(tmp_path / "fc", s, create=True)
+    cache.build(videos, progress=False)
+    (cache.dir / "bunny_02.json").unlink()  # as if killed before the entry was committed
+    assert dict(cache.build(videos, progress=False)) == {"already_cached": 2, "cached": 1}
+
+    # same bytes, new mtime (a copied dataset): still a hit, after re-hashing
+    shutil.copy(sample_ds.video_path("bikes_01"), vids / "bikes_01.mp4")
+    assert cache.get("bikes_01", videos[0][1])[1] == "hit"
+    # another video's content under this id: stale, decoded again, counted and named
+    shutil.copy(sample_ds.video_path("bikes_02"), vids / "bikes_01.mp4")
+    assert cache.get("bikes_01", videos[0][1]) == (None, "stale")
+    src = FrameSource(s, tmp_path / "fc")
+    with caplog.at_level(logging.WARNING, logger="pvllm.data.frame_cache"):
+        frames = src.get(videos[0][1], "bikes_01")
+        src.get(videos[1][1], "bunny_02")
+    np.testing.assert_array_equal(frames, decode(sample_ds.video_path("bikes_02"), s))
+    assert src.summary() == {"cache": 1, "decoded": 1, "decoded_cache_stale": 1}
+    assert "video bikes_01 is stale" in caplog.text
+
+    with pytest.raises(ValueError, match="another cache format or config"):
+        (cache.dir / "manifest.json").write_text(json.dumps({"format": "x"}))
+        FrameCache(tmp_path / "fc", s)
+
+
+def test_cli_build_and_dataset_reads_the_cache(tmp_path, sample_ds, capsys):
+    from pvllm.data.datamodule import SampleDataset
+    from pvllm.data.histories import build_eval_histories
+
+    main(["build", "--root", str(SAMPLE), "--cache", str(tmp_path), "--size", "32"])
+    assert "{'cached': 18}" in capsys.readouterr().out
+    main(["build", "--root", str(SAMPLE), "--cache", str(tmp_path), "--size", "32"])  # resumes: nothing to do
+    assert "{'already_cached': 18}" in capsys.readouterr().out
+    samples = build_eval_histories(sample_ds, "val", k=5, seed=0)[:4]
+    s = Sampling(8, 32)
+    cached = SampleDataset(sample_ds, samples, 8, False, frames=FrameSource(s, tmp_path))
+    decoded = SampleDataset(sample_ds, samples, 8, False, frames=FrameSource(s))
+    for i in range(len(samples)):
+        np.testing.assert_array_equal(cached[i]["frames"], decoded[i]["frames"])
+    assert cached.frames.summary() == {"cache": 4} and decoded.frames.summary() == {"decoded": 4}
+
+
+def test_length_batches():
+    assert length_batches([3, 9, 1, 9, 5], 2) == [[1, 3], [4, 0], [2]]
+    assert length_batches([], 4) == []
+    with pytest.raises(ValueError):
+        length_batches([1], 0)
+
+
+def test_grouped_by_video_generation_equals_per_sample_generation(tmp_path, tiny_model_dir, sample_ds):
+    """Evaluation's way (grouped by video, each video decoded once, bucketed batches of 4 from the frame
+    cache) writes the same predictions as the anchor way (per-sample decode, batch 1, input order)."""
+    from pvllm.data.histories import build_eval_histories
+    from pvllm.evaluation import generate_resumable, group_by_video
+    from pvllm.generators.video_llava import VideoLlavaGenerator
+    from pvllm.utils.jsonl import load_jsonl
+
+    rows = [s.to_row() for s in build_eval_histories(sample_ds, "val", k=5, seed=0, samples_per_user=3)]
+    assert len(rows) > len({r["video_id"] for r in rows})  # several samples share a video
+    assert [r["video_id"] for r in group_by_video(rows)] != [r["video_id"] for r in rows]
+    kw = dict(greedy=True, sampling={"max_new_tokens": 6})
+    anchor = VideoLlavaGenerator(str(tiny_model_dir), batch_size=1, frame_memo=0, **kw)
+    generate_resumable(anchor, rows, sample_ds, tmp_path / "a.jsonl", batch_size=1, by_video=False,
+                       progress=False)
+    FrameCache(tmp_path / "fc", Sampling(8), create=True).build(
+        [(v, str(sample_ds.video_path(v))) for v in {r["video_id"] for r in rows}], progress=False)
+    ours = VideoLlavaGenerator(str(tiny_model_dir), batch_size=4, frame_cache=str(tmp_path / "fc"), **kw)
+    counts = generate_resumable(ours, rows, sample_ds, tmp_path / "b.jsonl", batch_size=4, window=16,
+                                progress=False)
+    a = {r["sample_id"]: r["text"] for r in load_jsonl(tmp_path / "a.jsonl")}
+    b = {r["sample_id"]: r["text"] for r in load_jsonl(tmp_path / "b.jsonl")}
+    assert a == b and len(a) == len(rows) and len(set(a.values())) > 1
+    n_videos = len({r["video_id"] for r in rows})
+    assert anchor.frames.summary() == {"decoded": len(rows)}
+    assert ours.frames.summary() == {"cache": n_videos, "memo": len(rows) - n_videos}
+    assert counts["frames_cache"] == n_videos

@@ -3,7 +3,7 @@ on N real samples of the bundled dataset (histories of varying length): the anch
 decode per sample) vs ours (samples grouped by video and decoded once, batches bucketed by prompt length
 with ``--batch``), side by side in one process. Checks that both write identical texts.
 
-    python benchmarks/bench_generation.py [--samples 64] [--batch 16] [--max-new-tokens 24]
+    python benchmarks/bench_generation.py [--samples 64] [--batch 16] [--max-new-tokens 24] [--model tiny]
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=24)
-    ap.add_argument("--model", default=None, help="a VideoLlava HF directory (default: PV-LLM-small)")
+    ap.add_argument("--model", default=None,
+                    help="a VideoLlava HF directory, or 'tiny' (the tiny random model); default: PV-LLM-small")
     a = ap.parse_args()
     import torch
 
@@ -45,7 +46,14 @@ def main() -> None:
     ds = load_pervidcom(ROOT / "data/sample")
     rows = [s.to_row() for s in build_eval_histories(ds, "train", k=5, seed=0, samples_per_user=10)]
     rows = rows[: a.samples]
-    model = a.model or str(pvllm_small_dir())
+    tmp_model = tempfile.TemporaryDirectory()
+    if a.model == "tiny":
+        from pvllm.models.tiny import make_tiny_video_llava
+
+        model = str(Path(tmp_model.name) / "tiny-random-video-llava")
+        make_tiny_video_llava(model, seed=0)
+    else:
+        model = a.model or str(pvllm_small_dir())
     kw = dict(greedy=True, sampling={"max_new_tokens": a.max_new_tokens})
     times, texts = {}, {}
     with tempfile.TemporaryDirectory() as tmp:

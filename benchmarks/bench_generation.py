@@ -37,8 +37,11 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=24)
-    ap.add_argument("--model", default=None,
-                    help="a VideoLlava HF directory, or 'tiny' (the tiny random model); default: PV-LLM-small")
+    ap.add_argument(
+        "--model",
+        default=None,
+        help="a VideoLlava HF directory, or 'tiny' (the tiny random model); default: PV-LLM-small",
+    )
     a = ap.parse_args()
     import torch
 
@@ -73,14 +76,18 @@ def main() -> None:
     same = texts["anchor"] == texts["ours"]
     n = len(rows)
     lens = sorted(len(r["history"]) and sum(len(h["text"]) for h in r["history"]) for r in rows)
-    print(f"\nP2 generation, {Path(model).name}, greedy, max_new_tokens {a.max_new_tokens}, {n} samples on "
-          f"{len({r['video_id'] for r in rows})} videos (history chars {lens[0]}..{lens[-1]})")
+    print(
+        f"\nP2 generation, {Path(model).name}, greedy, max_new_tokens {a.max_new_tokens}, {n} samples on "
+        f"{len({r['video_id'] for r in rows})} videos (history chars {lens[0]}..{lens[-1]})"
+    )
     print("| way | time (s) | samples/s |")
     print("|---|---|---|")
     print(f"| anchor: batch 1, decode per sample | {times['anchor']:.1f} | {n / times['anchor']:.2f} |")
     print(f"| ours: by video, bucketed batch {a.batch} | {times['ours']:.1f} | {n / times['ours']:.2f} |")
     print(f"ratio: {times['anchor'] / times['ours']:.1f}x (goal >= 10x)")
-    print(f"identical texts: {same} ({sum(texts['anchor'][k] == texts['ours'].get(k) for k in texts['anchor'])}/{n})")
+    print(
+        f"identical texts: {same} ({sum(v == texts['ours'].get(k) for k, v in texts['anchor'].items())}/{n})"
+    )
     if not same:
         sys.exit(1)
 

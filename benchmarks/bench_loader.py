@@ -49,7 +49,9 @@ def main() -> None:
         for size in (None, a.size):
             sampling = Sampling(8, size)
             t0 = time.perf_counter()
-            FrameCache(tmp, sampling, create=True).build([(v, str(ds.video_path(v))) for v in videos], progress=False)
+            FrameCache(tmp, sampling, create=True).build(
+                [(v, str(ds.video_path(v))) for v in videos], progress=False
+            )
             t_build = time.perf_counter() - t0
             anchor = SampleDataset(ds, samples, 8, False, frames=FrameSource(sampling))  # decode every sample
             ours = SampleDataset(ds, samples, 8, False, frames=FrameSource(sampling, tmp))
@@ -60,19 +62,27 @@ def main() -> None:
                     items = [dset[i] for i in range(len(dset))]
                     acc.append(time.perf_counter() - t0)
             same = all(np.array_equal(anchor[i]["frames"], ours[i]["frames"]) for i in range(len(samples)))
-            assert ours.frames.counts["cache"] == a.rounds * len(samples) + len(samples), ours.frames.summary()
+            assert ours.frames.counts["cache"] == a.rounds * len(samples) + len(samples), (
+                ours.frames.summary()
+            )
             ta, to = statistics.median(t_a) / len(samples), statistics.median(t_o) / len(samples)
             shape = items[0]["frames"].shape
             rows.append((size, shape, ta, to, same, t_build))
-    print(f"P1 loader: {len(samples)} training samples of data/sample ({len(videos)} clips, 160x90 to 1280x720), "
-          f"median of {a.rounds} alternating rounds")
-    print("| frames | anchor: decode (ms/sample) | ours: frame cache (ms/sample) | ratio | "
-          "samples/s anchor -> ours | identical frames | cache build (s, once) |")
+    print(
+        f"P1 loader: {len(samples)} training samples of data/sample ({len(videos)} clips), "
+        f"median of {a.rounds} alternating rounds"
+    )
+    print(
+        "| frames | anchor: decode (ms/sample) | ours: frame cache (ms/sample) | ratio | "
+        "samples/s anchor -> ours | identical frames | cache build (s, once) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for size, shape, ta, to, same, tb in rows:
         label = "as decoded" if size is None else f"shorter edge {size}"
-        print(f"| {label} (e.g. {tuple(shape)}) | {ta * 1e3:.1f} | {to * 1e3:.2f} | {ta / to:.0f}x | "
-              f"{1 / ta:.0f} -> {1 / to:.0f} | {same} | {tb:.1f} |")
+        print(
+            f"| {label} (e.g. {tuple(shape)}) | {ta * 1e3:.1f} | {to * 1e3:.2f} | {ta / to:.0f}x | "
+            f"{1 / ta:.0f} -> {1 / to:.0f} | {same} | {tb:.1f} |"
+        )
     shared = sorted((ROOT.parent / "shared" / "data" / "videos").glob("*.mp4"))
     if shared:
         print(f"\nreal clips of shared/data/videos, {len(shared)} clips x {a.rounds} alternating rounds")
@@ -81,7 +91,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for size in (None, a.size):
                 sampling = Sampling(8, size)
-                FrameCache(tmp, sampling, create=True).build([(p.stem, str(p)) for p in shared], progress=False)
+                FrameCache(tmp, sampling, create=True).build(
+                    [(p.stem, str(p)) for p in shared], progress=False
+                )
                 anchor, ours = FrameSource(sampling), FrameSource(sampling, tmp)
                 for p in shared:
                     t_a, t_o = [], []
@@ -93,11 +105,16 @@ def main() -> None:
                     same = np.array_equal(anchor.get(p, p.stem), ours.get(p, p.stem))
                     ta, to = statistics.median(t_a), statistics.median(t_o)
                     rows.append((size, f.shape, ta, to, same, 0.0))
-                    print(f"| {p.name} | {tuple(f.shape)} | {ta * 1e3:.1f} | {to * 1e3:.2f} | {ta / to:.0f}x | {same} |")
+                    print(
+                        f"| {p.name} | {tuple(f.shape)} | {ta * 1e3:.1f} | {to * 1e3:.2f} | "
+                        f"{ta / to:.0f}x | {same} |"
+                    )
     worst = max(r[3] for r in rows)
-    print(f"goal >= 100x; loader wait per sample with the cache <= {worst * 1e3:.2f} ms = "
-          f"{100 * worst / PVLLM_SMALL_STEP_S:.3f}% of a PV-LLM-small train step ({PVLLM_SMALL_STEP_S:.2f} s) "
-          "(goal < 2%)")
+    print(
+        f"goal >= 100x; loader wait per sample with the cache <= {worst * 1e3:.2f} ms = "
+        f"{100 * worst / PVLLM_SMALL_STEP_S:.3f}% of a PV-LLM-small train step ({PVLLM_SMALL_STEP_S:.2f} s) "
+        "(goal < 2%)"
+    )
     if not all(r[4] for r in rows):
         sys.exit(1)
 

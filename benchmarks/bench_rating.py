@@ -65,8 +65,12 @@ def main() -> None:
     os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
     pairs = [(f"generated comment {i} so good", f"reference comment {i % 17} wow") for i in range(a.items)]
     pool = FewShotPool.from_dir(ROOT / "data/sample/fewshot")
-    child = subprocess.Popen([sys.executable, __file__, "--serve", "--latency", str(a.latency)],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--serve", "--latency", str(a.latency)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     url = child.stdout.readline().strip()
 
     def count() -> int:
@@ -75,8 +79,11 @@ def main() -> None:
 
     try:
         with tempfile.TemporaryDirectory() as tmp:
+
             def run(concurrency: int, cache: Path | None):
-                rater = OpenAICompatibleRater(model="judge", base_url=url + "/v1", max_concurrency=concurrency)
+                rater = OpenAICompatibleRater(
+                    model="judge", base_url=url + "/v1", max_concurrency=concurrency
+                )
                 n0 = count()
                 t0 = time.perf_counter()
                 res = ficl_results(rater, pairs, fewshot=pool, k_shots=2, cache_path=cache)

@@ -138,7 +138,7 @@ def test_line_count_guard_catches_any_misalignment(monkeypatch):
 
 def test_concurrent_scorers_equal_sequential_and_pycocoevalcap():
     """The concurrent path (two tokenizer JVMs, METEOR in a thread) gives exactly the scores of the
-    sequential one, which are pycocoevalcap's own on one tokenizer run (benchmarks/bench_caption_metrics.py)."""
+    sequential one, which are pycocoevalcap's own on one tokenizer run (bench_caption_metrics.py)."""
     import json
     from pathlib import Path
 

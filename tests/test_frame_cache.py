@@ -39,8 +39,11 @@ def test_cached_frames_equal_decoded_frames(tmp_path, sample_ds, size):
     assert bunny.shape == ((8, 720, 1280, 3) if size is None else (8, 32, 57, 3))  # 1280x720 clip
     assert dict(cache.verify()) == {"ok": 3}
     manifest = json.loads((tmp_path / s.key / "manifest.json").read_text())
-    assert manifest == {"format": "pvllm-frame-cache/1", "key": s.key,
-                        "sampling": {"num_frames": 8, "size": size, "sampler": "linspace"}}
+    assert manifest == {
+        "format": "pvllm-frame-cache/1",
+        "key": s.key,
+        "sampling": {"num_frames": 8, "size": size, "sampler": "linspace"},
+    }
 
 
 def test_resize_matches_pil_bicubic():
@@ -50,11 +53,15 @@ def test_resize_matches_pil_bicubic():
     frames = rng.integers(0, 256, size=(2, 40, 60, 3), dtype=np.uint8)
     out = resize_frames(frames, 20)
     assert out.shape == (2, 20, 30, 3)
-    np.testing.assert_array_equal(out[1], np.asarray(Image.fromarray(frames[1]).resize((30, 20), Image.BICUBIC)))
+    np.testing.assert_array_equal(
+        out[1], np.asarray(Image.fromarray(frames[1]).resize((30, 20), Image.BICUBIC))
+    )
     assert resize_frames(frames, None) is frames
 
 
-def test_build_resumes_and_a_changed_video_is_decoded_again_with_a_counted_warning(tmp_path, sample_ds, caplog):
+def test_build_resumes_and_a_changed_video_is_decoded_again_with_a_counted_warning(
+    tmp_path, sample_ds, caplog
+):
     vids = tmp_path / "videos"
     vids.mkdir()
     for v in VIDEOS:
@@ -122,13 +129,16 @@ def test_grouped_by_video_generation_equals_per_sample_generation(tmp_path, tiny
     assert [r["video_id"] for r in group_by_video(rows)] != [r["video_id"] for r in rows]
     kw = dict(greedy=True, sampling={"max_new_tokens": 6})
     anchor = VideoLlavaGenerator(str(tiny_model_dir), batch_size=1, frame_memo=0, **kw)
-    generate_resumable(anchor, rows, sample_ds, tmp_path / "a.jsonl", batch_size=1, by_video=False,
-                       progress=False)
+    generate_resumable(
+        anchor, rows, sample_ds, tmp_path / "a.jsonl", batch_size=1, by_video=False, progress=False
+    )
     FrameCache(tmp_path / "fc", Sampling(8), create=True).build(
-        [(v, str(sample_ds.video_path(v))) for v in {r["video_id"] for r in rows}], progress=False)
+        [(v, str(sample_ds.video_path(v))) for v in {r["video_id"] for r in rows}], progress=False
+    )
     ours = VideoLlavaGenerator(str(tiny_model_dir), batch_size=4, frame_cache=str(tmp_path / "fc"), **kw)
-    counts = generate_resumable(ours, rows, sample_ds, tmp_path / "b.jsonl", batch_size=4, window=16,
-                                progress=False)
+    counts = generate_resumable(
+        ours, rows, sample_ds, tmp_path / "b.jsonl", batch_size=4, window=16, progress=False
+    )
     a = {r["sample_id"]: r["text"] for r in load_jsonl(tmp_path / "a.jsonl")}
     b = {r["sample_id"]: r["text"] for r in load_jsonl(tmp_path / "b.jsonl")}
     assert a == b and len(a) == len(rows) and len(set(a.values())) > 1

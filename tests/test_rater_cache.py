@@ -128,7 +128,8 @@ def openai_server(monkeypatch):
     except ImportError:
         from tests.fakes.openai_server import FakeOpenAIServer
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    with FakeOpenAIServer(default_text=lambda body: "re: " + body["messages"][0]["content"], latency_s=0.2) as s:
+    echo = lambda body: "re: " + body["messages"][0]["content"]  # noqa: E731
+    with FakeOpenAIServer(default_text=echo, latency_s=0.2) as s:
         yield s
 
 
@@ -151,7 +152,8 @@ def test_one_limiter_remote_concurrency_rate_and_cache(tmp_path, openai_server):
     assert len(openai_server.chat_calls()) == 8 and c.calls == 8
     assert 0.39 < elapsed < 8 * 0.2 * 0.75
     c.close()
-    again = CachedRater(_remote_rater(openai_server, max_concurrency=4), tmp_path / "c.sqlite", progress=False)
+    rater = _remote_rater(openai_server, max_concurrency=4)
+    again = CachedRater(rater, tmp_path / "c.sqlite", progress=False)
     assert again.complete(prompts) == fresh
     assert len(openai_server.chat_calls()) == 8 and again.calls == 0 and again.hits == 8
 

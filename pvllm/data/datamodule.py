@@ -210,7 +210,7 @@ class PVLLMDataModule(L.LightningDataModule):
         # the list written by `python -m pvllm.data.check_videos`: samples of those videos are left out
         exclude_videos: str | None = None,
         video: bool = True,  # False: text-only PV-LLM (no frames, no video token; comments-only datasets)
-        # pvllm.data.frame_cache root (None: decode every video); frame_size: its shorter edge (None: as decoded)
+        # pvllm.data.frame_cache root (None: decode every video); frame_size: its shorter edge (None: as is)
         frame_cache: str | None = None,
         frame_size: int | None = None,
     ):

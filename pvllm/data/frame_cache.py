@@ -3,7 +3,7 @@
 
 Layout (one directory per sampling config, so several configs live side by side under one root)::
 
-    <root>/<sampling key>/manifest.json     {"format", "sampling": {...}, "key"}  (the config, checked on open)
+    <root>/<sampling key>/manifest.json     {"format", "sampling", "key"}  (the config, checked on open)
     <root>/<sampling key>/<video_id>.npy    uint8 (T, H, W, 3)
     <root>/<sampling key>/<video_id>.json   the entry: video file bytes/mtime/sha256, frames shape + sha256
 
@@ -112,7 +112,9 @@ class FrameCache:
         self.exists = mf.is_file()
 
     def _paths(self, video_id: str) -> tuple[Path, Path]:
-        name = video_id if _SAFE.match(video_id) else "h_" + hashlib.sha256(video_id.encode()).hexdigest()[:32]
+        name = (
+            video_id if _SAFE.match(video_id) else "h_" + hashlib.sha256(video_id.encode()).hexdigest()[:32]
+        )
         return self.dir / f"{name}.npy", self.dir / f"{name}.json"
 
     def entry(self, video_id: str) -> dict[str, Any] | None:
@@ -144,15 +146,22 @@ class FrameCache:
         import io
 
         if frames.dtype != np.uint8 or frames.ndim != 4:
-            raise ValueError(f"frames of {video_id}: expected uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+            raise ValueError(
+                f"frames of {video_id}: expected uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}"
+            )
         npy, meta_p = self._paths(video_id)
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(frames), allow_pickle=False)
         _atomic_write(npy, buf.getvalue())
         st = os.stat(video_path)
-        meta = {"video_id": video_id, "video_bytes": st.st_size, "video_mtime_ns": st.st_mtime_ns,
-                "video_sha256": file_sha256(video_path), "shape": list(frames.shape),
-                "frames_sha256": hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest()}
+        meta = {
+            "video_id": video_id,
+            "video_bytes": st.st_size,
+            "video_mtime_ns": st.st_mtime_ns,
+            "video_sha256": file_sha256(video_path),
+            "shape": list(frames.shape),
+            "frames_sha256": hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest(),
+        }
         _atomic_write(meta_p, (json.dumps(meta) + "\n").encode())
 
     def build(self, videos: list[tuple[str, str]], progress: bool = True) -> Counter[str]:
@@ -186,7 +195,10 @@ class FrameCache:
             meta = json.loads(meta_p.read_text())
             try:
                 frames = np.load(meta_p.with_suffix(".npy"), allow_pickle=False)
-                ok = hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest() == meta["frames_sha256"]
+                ok = (
+                    hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest()
+                    == meta["frames_sha256"]
+                )
             except (OSError, ValueError):
                 ok = False
             counts["ok" if ok else "bad"] += 1
@@ -205,8 +217,11 @@ class FrameSource:
         self.sampling = sampling
         self.cache = FrameCache(cache_dir, sampling) if cache_dir else None
         if self.cache is not None and not self.cache.exists:
-            log.warning("frame cache %s has no manifest: every video is decoded (build it with "
-                        "python -m pvllm.data.frame_cache build ...)", self.cache.dir)
+            log.warning(
+                "frame cache %s has no manifest: every video is decoded (build it with "
+                "python -m pvllm.data.frame_cache build ...)",
+                self.cache.dir,
+            )
         self.memo = int(memo)
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
         self.counts: Counter[str] = Counter()
@@ -229,7 +244,9 @@ class FrameSource:
                 self.counts[f"decoded_cache_{status}"] += 1
                 if vid not in self._warned:
                     self._warned.add(vid)
-                    log.warning("frame cache %s: video %s is %s there: decoding it", self.cache.dir, vid, status)
+                    log.warning(
+                        "frame cache %s: video %s is %s there: decoding it", self.cache.dir, vid, status
+                    )
         if frames is None:
             frames = decode(key, self.sampling)
             self.counts["decoded"] += 1

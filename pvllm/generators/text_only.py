@@ -112,7 +112,8 @@ class TextOnlyGenerator(Generator):
                 if text:
                     out[i] = GenerationResult(r.sample_id, text, None, dt)
                 else:
-                    out[i] = GenerationResult(r.sample_id, None, f"text_only sample {r.sample_id}: empty generation", dt)
+                    why = f"text_only sample {r.sample_id}: empty generation"
+                    out[i] = GenerationResult(r.sample_id, None, why, dt)
         return [out[i] for i in range(len(batch))]
 
     def _generate_texts(self, prompts: list[str], ids: list[str], torch: Any) -> list[str]:

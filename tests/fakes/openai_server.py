@@ -44,5 +44,6 @@ class FakeOpenAIServer(ScriptedServer):
                 return scripted
             body = req.json()
             text = self.default_text(body) if callable(self.default_text) else self.default_text
-            return Reply(200, completion_reply(text, model=body.get("model", "fake-model")), delay_s=self.latency_s)
+            reply = completion_reply(text, model=body.get("model", "fake-model"))
+            return Reply(200, reply, delay_s=self.latency_s)
         return Reply(404, {"error": {"message": f"no route {req.method} {req.path}", "type": "not_found"}})

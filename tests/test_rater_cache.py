@@ -150,7 +150,7 @@ def test_one_limiter_remote_concurrency_rate_and_cache(tmp_path, openai_server):
     elapsed = time.monotonic() - t0
     assert fresh == [f"re: {p}" for p in prompts]
     assert len(openai_server.chat_calls()) == 8 and c.calls == 8
-    assert 0.39 < elapsed < 8 * 0.2 * 0.75
+    assert 0.39 < elapsed < 8 * 0.2 * 0.9  # one at a time: >= 1.6 s
     c.close()
     rater = _remote_rater(openai_server, max_concurrency=4)
     again = CachedRater(rater, tmp_path / "c.sqlite", progress=False)

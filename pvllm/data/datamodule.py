@@ -296,6 +296,13 @@ class PVLLMDataModule(L.LightningDataModule):
         dist.all_gather_object(parts, dict(self.skipped))
         return sum((Counter(p) for p in parts), Counter())
 
+    def teardown(self, stage: str | None = None) -> None:
+        """Say how frames were served (cache hits, decodes, cache misses) in this process; with loader
+        workers each worker counts its own and warns itself."""
+        frames = getattr(self, "frames", None)
+        if frames is not None and frames.cache is not None and frames.counts:
+            log.info("frames (%s): %s", stage, frames.summary())
+
     def _loader(self, dataset: Dataset, cls: type = DataLoader, **kwargs) -> DataLoader:
         if self.processor is None:
             raise RuntimeError("attach_processor(model_processor) before creating dataloaders")

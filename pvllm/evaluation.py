@@ -87,7 +87,8 @@ def generate_resumable(generator: Generator, rows: list[dict], ds: PerVidCom, ou
     """Generate for every row whose id is not in ``out`` yet; append each window (fsync) as it finishes.
 
     ``by_video`` groups the rows by video first; each call to ``generator.generate`` gets ``window``
-    rows (default ``batch_size``), which a batching generator buckets by prompt length."""
+    rows (default ``batch_size``) when the generator buckets them by prompt length (``bucketed``), else
+    ``batch_size`` rows (API generators: less finished work in flight)."""
     torn: list[str] = []
     done = read_jsonl_tolerant(out, torn)  # a torn last line is logged, counted and generated again
     if (done or torn) and out.read_bytes()[-1:] != b"\n":  # a torn last line from a killed run: rewrite cleanly
@@ -101,7 +102,7 @@ def generate_resumable(generator: Generator, rows: list[dict], ds: PerVidCom, ou
     todo = [r for r in rows if r["sample_id"] not in finished]
     if by_video:
         todo = group_by_video(todo)
-    window = max(batch_size, window or batch_size)
+    window = max(batch_size, window or batch_size) if generator.bucketed else batch_size
     if retry_failed and any(r.get("error") for r in done):
         write_jsonl(out, [r for r in done if r.get("error") is None])
     log.info("%s: %d done, %d to generate", out.name, len(finished), len(todo))

@@ -146,3 +146,26 @@ def test_grouped_by_video_generation_equals_per_sample_generation(tmp_path, tiny
     assert anchor.frames.summary() == {"decoded": len(rows)}
     assert ours.frames.summary() == {"cache": n_videos, "memo": len(rows) - n_videos}
     assert counts["frames_cache"] == n_videos
+
+
+def test_window_goes_to_bucketing_generators_only(tmp_path, sample_ds, monkeypatch):
+    """A local model gets windows of several batches (bucketed there); an API generator gets batch_size
+    rows per call, so a kill loses at most one batch of paid requests."""
+    from pvllm.data.histories import build_eval_histories
+    from pvllm.evaluation import generate_resumable
+    from pvllm.generators.openai_compatible import OpenAICompatibleGenerator
+
+    try:
+        from fakes.openai_server import FakeOpenAIServer
+    except ImportError:
+        from tests.fakes.openai_server import FakeOpenAIServer
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    rows = [s.to_row() for s in build_eval_histories(sample_ds, "val", k=5, seed=0, samples_per_user=3)]
+    with FakeOpenAIServer() as server:
+        gen = OpenAICompatibleGenerator(model="m", base_url=server.url + "/v1", batch_size=4, max_concurrency=2)
+        sizes: list[int] = []
+        real = gen.generate
+        monkeypatch.setattr(gen, "generate", lambda batch: sizes.append(len(batch)) or real(batch))
+        generate_resumable(gen, rows, sample_ds, tmp_path / "p.jsonl", batch_size=4, window=64, progress=False)
+        gen.close()
+    assert not gen.bucketed and sizes == [4, 4, 4] and len(server.chat_calls()) == 12

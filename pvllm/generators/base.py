@@ -45,6 +45,9 @@ class Generator(abc.ABC):
 
     registry_name: str = "?"
     batch_size: int = 1
+    # True: generate() buckets what it gets by prompt length (length_batches), so evaluation hands it a
+    # window of several batches; False (API generators): batch_size items at a time, saved as they finish
+    bucketed: bool = False
 
     @property
     @abc.abstractmethod

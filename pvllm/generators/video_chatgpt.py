@@ -188,6 +188,8 @@ def load_video_chatgpt(
 class VideoChatGPTGenerator(Generator):
     """Video-ChatGPT zero-shot: the Figure-5 instruction as the question, the video tokens after it."""
 
+    bucketed = True
+
     def __init__(
         self,
         llm_path: str,

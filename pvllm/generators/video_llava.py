@@ -71,6 +71,8 @@ def load_lightning_weights(model: torch.nn.Module, ckpt_path: str) -> None:
 class VideoLlavaGenerator(Generator):
     """Any VideoLlavaForConditionalGeneration directory or hub id (zero-shot Video-LLaVA-7B by default)."""
 
+    bucketed = True
+
     def __init__(
         self,
         pretrained: str = "LanguageBind/Video-LLaVA-7B-hf",

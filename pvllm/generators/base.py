@@ -25,6 +25,7 @@ class GenerationRequest:
     prompt: str  # the user-turn text from pvllm.prompt.build_instruction (no chat markup)
     title: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    include_title: bool = False  # whether ``prompt`` carries the title (a generator re-building it keeps that)
 
 
 @dataclass
@@ -33,6 +34,7 @@ class GenerationResult:
     text: str | None  # None when generation failed; never "" standing in for a failure
     error: str | None = None
     latency_s: float = 0.0
+    notes: list[str] = field(default_factory=list)  # e.g. "cut_multibyte_char", "history_truncated"
 
 
 class Generator(abc.ABC):
@@ -43,7 +45,9 @@ class Generator(abc.ABC):
     """
 
     registry_name: str = "?"
+    name: str = ""  # the recorded name (evaluate.py: the generator config's name, e.g. gemini_flash)
     batch_size: int = 1
+    reads_video: bool = True  # False: the video files are never opened (text-only baselines)
 
     @property
     @abc.abstractmethod
@@ -72,3 +76,23 @@ class Generator(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients/servers."""
+
+
+def decode_new_tokens(tokenizer: Any, rows: Any) -> list[tuple[str, list[str]]]:
+    """Decode generated token ids row by row, stripped, with notes.
+
+    A reply cut by ``max_new_tokens`` inside a multi-byte character decodes to a trailing U+FFFD: its
+    incomplete trailing tokens are dropped (never stored or scored) and the row is noted
+    ``cut_multibyte_char``."""
+    out = []
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    for row in rows:
+        ids = [int(t) for t in row if int(t) not in special]
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        notes = []
+        while text.endswith("\ufffd") and ids:
+            ids = ids[:-1]
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            notes = ["cut_multibyte_char"]
+        out.append((text.strip(), notes))
+    return out

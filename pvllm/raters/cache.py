@@ -2,7 +2,8 @@
 
 A rerun of an evaluation makes zero calls; a process killed mid-run loses nothing that was answered
 (each answer is committed as it arrives). Misses run with bounded concurrency and an optional rate
-limit, under a progress bar with ETA. Failed requests (None) are not cached, so a rerun retries them.
+limit, under a progress bar with ETA. Failed requests (None) are not cached, so a rerun retries them;
+replies FICL could not parse even after the re-ask are evicted (``evict``) for the same reason.
 """
 
 from __future__ import annotations
@@ -99,6 +100,13 @@ class CachedRater(LLMRater):
                 time.time(),
             ),
         )
+
+    def evict(self, prompts: list[str]) -> int:
+        """Forget these prompts' replies (e.g. unparseable ones), so a rerun asks the judge again."""
+        n = 0
+        for p in dict.fromkeys(prompts):
+            n += self._db.execute("DELETE FROM replies WHERE key = ?", (self.key(p),)).rowcount
+        return n
 
     def complete(self, prompts: list[str]) -> list[str | None]:
         answers: dict[str, str | None] = {}

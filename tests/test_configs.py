@@ -1,6 +1,7 @@
 """Every conf/**/*.yaml composes with its entry point, every experiment states its command, and the
 composed config validates (lightning-hydra-template: test all configs)."""
 
+import enum
 import re
 from pathlib import Path
 
@@ -52,6 +53,8 @@ def _assert_applied(path: Path, want, got, skip: set[str], where: str = "") -> i
             assert k in got, f"{path.name}: {key} is missing from the composed config"
             n += _assert_applied(path, v, got[k], skip, key)
         return n
+    if isinstance(got, enum.Enum):  # e.g. hydra.mode: MULTIRUN
+        got = got.name
     assert got == want, f"{path.name}: {where} composed to {got!r}, the file sets {want!r}"
     return 1
 

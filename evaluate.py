@@ -22,12 +22,27 @@ from omegaconf import DictConfig  # noqa: E402
 from pvllm.config import validate_eval_config  # noqa: E402
 from pvllm.data.dataset import load_pervidcom  # noqa: E402
 from pvllm.evaluation import (  # noqa: E402
+    check_video_files,
+    fewshot_pool,
     format_table,
     generate_resumable,
+    generation_identity,
+    history_stats,
     load_or_build_histories,
     merge_shards,
     predictions_path,
+    read_histories_identity,
+    scoring_identity,
     shard_rows,
+)
+from pvllm.identity import (  # noqa: E402
+    SCHEMA_VERSION,
+    IdentityConflict,
+    check_run_generation,
+    differing,
+    run_identity,
+    stored_run_identity,
+    write_json,
 )
 from pvllm.utils.jsonl import load_jsonl, write_jsonl  # noqa: E402
 from pvllm.utils.lightning import RankedLogger, loggable_config  # noqa: E402
@@ -90,22 +105,34 @@ def evaluate(cfg: DictConfig) -> dict | None:
     if cfg.stage == "report":  # tables from earlier runs only (Table 3, Table 4)
         return run_report(cfg)
     run_dir = Path(cfg.paths.output_dir)
-    ds = load_pervidcom(cfg.data.root, check_files=cfg.data.get("video", True))  # text-only: comments suffice
+    # video files are checked only where a step reads them (generators that see the video), so text-only
+    # baselines, scoring and ranking with text models run on comments-only datasets
+    ds = load_pervidcom(cfg.data.root, check_files=False)
     h = cfg.history
-    rows = load_or_build_histories(Path(cfg.histories_file), ds, cfg.split, h.k, h.mode, h.seed, h.history_seed,
-                                   cfg.samples_per_user, h.get("selection", "random"),
-                                   h.get("retrieval_model"))
-    if cfg.max_samples:
-        rows = rows[: cfg.max_samples]
+    all_rows = load_or_build_histories(Path(cfg.histories_file), ds, cfg.split, h.k, h.mode, h.seed,
+                                       h.history_seed, cfg.samples_per_user, h.get("selection", "random"),
+                                       h.get("retrieval_model"))
+    rows = all_rows[: cfg.max_samples] if cfg.max_samples else all_rows
+    hist_ident = read_histories_identity(Path(cfg.histories_file))
     rater = hydra.utils.instantiate(cfg.rater) if cfg.get("rater") else None
     if rater is not None:
         rater.check_ready()  # e.g. a missing API key fails here, before generation
+    fewshot, pool_info = fewshot_pool(cfg, rater)  # before generation: a wrong pool fails early
 
     ranking = None
     if cfg.stage in ("all", "generate", "rank"):
         generator = hydra.utils.instantiate(cfg.generator)
+        generator.name = HydraConfig.get().runtime.choices.get("generator") or generator.registry_name
         try:
+            if generator.reads_video and cfg.data.get("video", True):
+                check_video_files(rows, ds)
             if cfg.stage != "rank":
+                # of every sample of the histories file: max_samples/shards do not change a run's identity
+                ident = run_identity(hist_ident,
+                                     generation_identity(generator, all_rows, ds, cfg.data.include_title))
+                check_run_generation(run_dir, ident)  # a run directory never mixes two models/datasets
+                if stored_run_identity(run_dir) is None:
+                    write_json(run_dir / "identity.json", ident)
                 mine = shard_rows(rows, cfg.shard, cfg.num_shards)
                 out = predictions_path(run_dir, cfg.shard, cfg.num_shards)
                 counts = generate_resumable(generator, mine, ds, out, batch_size=max(1, generator.batch_size),
@@ -136,31 +163,44 @@ def evaluate(cfg: DictConfig) -> dict | None:
                      cfg.shard, cfg.num_shards, cfg.num_shards)
             return None
 
+    stored = stored_run_identity(run_dir)
+    if stored is None:
+        raise IdentityConflict(f"{run_dir} has no identity.json: its predictions were not written by this "
+                               "version of evaluate.py (stage=generate writes it); regenerate them")
+    if stored["histories"]["id"] != hist_ident["id"]:
+        raise IdentityConflict(
+            f"{run_dir} holds predictions for histories {stored['histories']['id']}, but this evaluation "
+            f"draws histories {hist_ident['id']} ({'; '.join(differing(stored['histories'], hist_ident))}): "
+            "score it with the settings it was generated with, or point hydra.run.dir elsewhere")
     preds = merge_shards(run_dir, rows, cfg.num_shards)
     from pvllm.metrics.scoring import score_predictions
 
-    fewshot = Path(cfg.ficl.fewshot_dir) if cfg.ficl.fewshot_dir else None
     summary = score_predictions(
         preds, {r["sample_id"]: r["reference"] for r in rows}, rater=rater,
-        fewshot=fewshot if fewshot and fewshot.is_dir() else None, k_shots=cfg.ficl.k_shots,
+        fewshot=fewshot, k_shots=cfg.ficl.k_shots,
         scores_path=run_dir / "scores.jsonl", cache_path=Path(cfg.paths.cache_dir) / "rater_cache.sqlite",
         seed=cfg.seed,
     )
-    n_empty = sum(1 for p in preds if p["error"] is None and not (p["text"] or "").strip())
-    if n_empty:  # a real output (the model stopped at once), reported rather than hidden
-        log.warning("%d generation(s) are empty strings", n_empty)
-    summary["n_empty_generations"] = n_empty
     add_copy_and_intervals(cfg, summary, preds, ds, run_dir)
     if ranking is not None:
         summary["ranking"] = ranking
-    name = HydraConfig.get().runtime.choices.get("generator", "?")
-    summary.update(generator=name, split=cfg.split, history_mode=h.mode,
+    # what ran, from the predictions themselves (stage=score never records the config's default generator)
+    gen = stored["generation"]["generator"]
+    names = sorted({p.get("generator") for p in preds})
+    if names != [gen["name"]]:
+        raise IdentityConflict(f"{run_dir}: predictions were made by generator(s) {names}, but its identity.json "
+                               f"records {gen['name']!r}")
+    ident = run_identity(hist_ident, stored["generation"], scoring_identity(summary, rater, cfg, pool_info))
+    summary.update(history_stats(rows, h.k))
+    summary.update(generator=gen["name"], model=gen["model"], split=cfg.split, history_mode=h.mode,
                    history_selection=h.get("selection", "random"), k=h.k, seed=h.seed,
-                   history_seed=h.history_seed, histories_file=str(cfg.histories_file),
-                   model=preds[0]["model"] if preds else None)
+                   history_seed=h.history_seed, samples_per_user=cfg.samples_per_user,
+                   histories_file=str(cfg.histories_file), ficl_pool=pool_info.get("label") if rater else None,
+                   schema_version=SCHEMA_VERSION, run_id=ident["run_id"], identity=ident)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     write_jsonl(run_dir / "config.resolved.jsonl", [loggable_config(cfg)])
-    print(format_table([(name, summary)], title=f"\n{cfg.split} split, history {h.mode} k={h.k} ({cfg.run_name})"))
+    print(format_table([(gen["name"], summary)],
+                       title=f"\n{cfg.split} split, history {h.mode} k={h.k} ({cfg.run_name})"))
     log_to_wandb(cfg, run_dir, summary, preds)
     if cfg.get("report"):
         run_report(cfg)

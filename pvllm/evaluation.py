@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -10,16 +12,41 @@ from typing import Any
 from pvllm.data.dataset import PerVidCom
 from pvllm.data.histories import build_eval_histories
 from pvllm.generators.base import GenerationRequest, Generator
+from pvllm.identity import (
+    check_histories_identity,
+    dataset_records_digest,
+    files_digest,
+    histories_identity,
+    sidecar,
+    weights_digest,
+    write_json,
+)
+from pvllm.metrics.scoring import FAILURE_RULE, apply_failure_rule
 from pvllm.prompt import build_instruction
 from pvllm.utils.jsonl import append_jsonl, load_jsonl, read_jsonl_tolerant, write_jsonl
 
 log = logging.getLogger(__name__)
 
+
+def eval_histories_identity(ds: PerVidCom, split: str, k: int, mode: str, seed: int, history_seed: int,
+                            samples_per_user: int, selection: str = "random", retrieval_model: str | None = None
+                            ) -> dict[str, Any]:
+    """The content identity of the histories this evaluation draws (pvllm.identity)."""
+    return histories_identity(dataset_records_digest(ds.root), split, mode, k, seed, history_seed,
+                              samples_per_user, selection=selection, retrieval_model=retrieval_model)
+
+
 def load_or_build_histories(path: Path, ds: PerVidCom, split: str, k: int, mode: str, seed: int,
                             history_seed: int, samples_per_user: int, selection: str = "random",
                             retrieval_model: str | None = None) -> list[dict]:
-    """Read the shared histories file, or draw it (seeded) and write it atomically for the next model."""
+    """Read the shared histories file, or draw it (seeded) and write it atomically for the next model.
+
+    The file's identity (dataset records + draw settings) is written beside it and checked on reuse: a
+    file drawn from another dataset (even one with the same ``data.name``) is an IdentityConflict."""
+    ident = eval_histories_identity(ds, split, k, mode, seed, history_seed, samples_per_user, selection,
+                                    retrieval_model)
     if path.is_file():
+        check_histories_identity(path, ident)
         rows = load_jsonl(path)
         want = {"split": split, "history_mode": mode, "seed": seed, "history_seed": history_seed,
                 "history_selection": selection}
@@ -48,9 +75,93 @@ def load_or_build_histories(path: Path, ds: PerVidCom, split: str, k: int, mode:
     if excluded:  # said, not silent: such a user cannot have both a target and a history
         log.warning("%d user(s) of split %s comment on fewer than 2 videos and are not evaluated (first: %s)",
                     len(excluded), split, excluded[:3])
+    write_json(sidecar(path), ident)  # first: a file without its identity is never reused
     write_jsonl(path, rows)
-    log.info("wrote %d samples to %s", len(rows), path)
+    log.info("wrote %d samples to %s (histories %s)", len(rows), path, ident["id"])
     return rows
+
+
+def read_histories_identity(path: Path) -> dict[str, Any]:
+    return json.loads(sidecar(path).read_text())
+
+
+def check_video_files(rows: list[dict], ds: PerVidCom) -> None:
+    """Every target video a generator will read must exist (checked only for generators that read video)."""
+    missing = sorted({ds.videos[r["video_id"]].file for r in rows if not ds.video_path(r["video_id"]).is_file()})
+    if missing:
+        from pvllm.data.dataset import DatasetFormatError
+
+        raise DatasetFormatError(
+            f"{len(missing)} target video file(s) missing under {ds.root} (first: {missing[:5]}); this generator "
+            "reads the video: restore them (a text-only generator or stage=score needs none)")
+
+
+def generation_identity(generator: Generator, rows: list[dict], ds: PerVidCom, include_title: bool
+                        ) -> dict[str, Any]:
+    """What produces predictions.jsonl: the generator (name, class, model id, weights digest, decoding) and the
+    content of the target videos it reads (None for a generator that reads no video)."""
+    videos = (files_digest([ds.video_path(r["video_id"]) for r in rows], root=ds.root)
+              if generator.reads_video else None)
+    return {
+        "generator": {"name": generator.name or generator.registry_name, "class": generator.registry_name,
+                      "model": generator.model_id, "weights": weights_digest(generator.model_id),
+                      "generation": json.loads(json.dumps(generator.generation_config, default=str))},
+        "include_title": bool(include_title), "videos": videos,
+    }
+
+
+def fewshot_pool(cfg: Any, rater: Any) -> tuple[Any, dict[str, Any]]:
+    """The FICL few-shot pool this evaluation reads, and how it is recorded (summary.json, every table).
+
+    The bundled sample's pool (illustrative scores, not human) on any other dataset is an error unless
+    ``ficl.allow_sample_pool=true``; then it is labelled as such."""
+    from pvllm.metrics.ficl import FewShotPool
+    from pvllm.raters.base import LLMRater
+
+    k = int(cfg.ficl.k_shots)
+    if rater is None or not isinstance(rater, LLMRater) or k == 0:
+        return None, {"label": "none", "dir": None}
+    d = cfg.ficl.fewshot_dir
+    if not d or not Path(d).is_dir():
+        raise FileNotFoundError(f"ficl.fewshot_dir: no such directory {d!r}; FICL with K={k} needs a few-shot "
+                                "pool (predictions/references/annotations.jsonl), or set ficl.k_shots=0")
+    pool = FewShotPool.from_dir(d)
+    sample_root = Path(cfg.paths.root_dir) / "data" / "sample"
+    bundled = Path(d).resolve() == (sample_root / "fewshot").resolve()
+    on_sample = Path(cfg.data.root).resolve() == sample_root.resolve()
+    if bundled and not on_sample:
+        if not cfg.ficl.get("allow_sample_pool"):
+            raise ValueError(
+                f"ficl.fewshot_dir is the bundled sample's few-shot pool ({d}: {pool.source}), but the data is "
+                f"{cfg.data.root}: build a pool of human annotations for it (docs/annotate.md) and set "
+                "ficl.fewshot_dir, or accept the sample pool with ficl.allow_sample_pool=true (then labelled)")
+        log.warning("FICL few-shot pool: the bundled sample's illustrative pool on %s (ficl.allow_sample_pool)",
+                    cfg.data.root)
+    label = ("sample pool (illustrative, not human)" if bundled
+             else f"{Path(d).name} ({'human' if pool.source == 'human' else pool.source[:60]})")
+    digest = files_digest([Path(d) / f for f in ("predictions.jsonl", "references.jsonl", "annotations.jsonl")],
+                          root=d)
+    return pool, {"label": label, "dir": str(d), "source": pool.source, "bundled_sample": bundled,
+                  "digest": digest}
+
+
+def scoring_identity(summary: dict[str, Any], rater: Any, cfg: Any, pool_info: dict[str, Any]) -> dict[str, Any]:
+    """What turns predictions into scores: the samples scored, the rater (label + parameters), K and the
+    few-shot pool."""
+    n = summary.get("n_requested")  # max_samples: a run of fewer samples is another run
+    if rater is None:
+        return {"rater": None, "n_samples": n}
+    return {"rater": summary.get("rater"), "n_samples": n, "rater_params": json.loads(json.dumps(rater.params, default=str)),
+            "k_shots": int(cfg.ficl.k_shots), "ficl_seed": int(cfg.seed),
+            "fewshot_pool": {k: pool_info.get(k) for k in ("dir", "digest", "bundled_sample")}}
+
+
+def history_stats(rows: list[dict], k: int) -> dict[str, Any]:
+    """The history lengths that were actually drawn (a user with fewer comments gets fewer than k)."""
+    lens = [len(r["history"]) for r in rows]
+    return {"history_len_min": min(lens, default=0), "history_len_max": max(lens, default=0),
+            "history_len_mean": round(sum(lens) / len(lens), 3) if lens else math.nan,
+            "n_history_shorter_than_k": sum(n < k for n in lens)}
 
 
 def to_request(row: dict, ds: PerVidCom, include_title: bool = False) -> GenerationRequest:
@@ -59,6 +170,7 @@ def to_request(row: dict, ds: PerVidCom, include_title: bool = False) -> Generat
     return GenerationRequest(
         sample_id=row["sample_id"], video_path=str(ds.video_path(row["video_id"])), history=history,
         prompt=build_instruction(history, title if include_title else None), title=title,
+        include_title=include_title,
         extra={"user_id": row["user_id"], "video_id": row["video_id"]},
     )
 
@@ -94,10 +206,13 @@ def generate_resumable(generator: Generator, rows: list[dict], ds: PerVidCom, ou
     if (done or torn) and out.read_bytes()[-1:] != b"\n":  # a torn last line from a killed run: rewrite cleanly
         write_jsonl(out, done)
     for r in done:  # never mix two models (or decoding settings) in one predictions file
-        if r.get("model") != generator.model_id or r.get("generation") != generator.generation_config:
+        name = generator.name or generator.registry_name
+        if (r.get("model") != generator.model_id or r.get("generation") != generator.generation_config
+                or r.get("generator") != name):
             raise ValueError(
-                f"{out}: sample {r['sample_id']} was generated by {r.get('model')} with {r.get('generation')}, "
-                f"not {generator.model_id} with {generator.generation_config}; use another run directory")
+                f"{out}: sample {r['sample_id']} was generated by {r.get('generator')} ({r.get('model')}) with "
+                f"{r.get('generation')}, not {name} ({generator.model_id}) with {generator.generation_config}; "
+                "use another run directory")
     finished = {r["sample_id"] for r in done if r.get("error") is None or not retry_failed}
     todo = [r for r in rows if r["sample_id"] not in finished]
     if by_video:
@@ -117,10 +232,11 @@ def generate_resumable(generator: Generator, rows: list[dict], ds: PerVidCom, ou
         for row, res in zip(chunk, results):
             if res.sample_id != row["sample_id"]:
                 raise RuntimeError(f"generator returned {res.sample_id} for {row['sample_id']}")
-            if res.error:
+            text, error = apply_failure_rule(res.text, res.error, row["sample_id"])
+            if error:
                 counts["failed"] += 1
-                log.warning("generation failed for %s: %s", row["sample_id"], res.error)
-            recs.append(prediction_row(row, generator, res.text, res.error, res.latency_s))
+                log.warning("generation failed for %s: %s", row["sample_id"], error)
+            recs.append(prediction_row(row, generator, text, error, res.latency_s, res.notes))
         append_jsonl(out, recs)
         counts["generated"] += len(chunk)
         bar.update(len(chunk))
@@ -133,14 +249,18 @@ def generate_resumable(generator: Generator, rows: list[dict], ds: PerVidCom, ou
 
 
 def prediction_row(row: dict, generator: Generator, text: str | None, error: str | None,
-                   latency_s: float) -> dict[str, Any]:
-    return {
-        "sample_id": row["sample_id"], "generator": generator.registry_name, "model": generator.model_id,
+                   latency_s: float, notes: list[str] | None = None) -> dict[str, Any]:
+    rec = {
+        "sample_id": row["sample_id"], "generator": generator.name or generator.registry_name,
+        "generator_class": generator.registry_name, "model": generator.model_id,
         "generation": generator.generation_config, "text": text, "error": error, "latency_s": round(latency_s, 4),
         # context for readers of this file alone (reports, annotation tool)
         "user_id": row["user_id"], "video_id": row["video_id"], "history": [h["text"] for h in row["history"]],
         "reference": row["reference"],
     }
+    if notes:  # e.g. "cut_multibyte_char", "history_truncated": counted in the summary
+        rec["notes"] = list(notes)
+    return rec
 
 
 def merge_shards(run_dir: Path, rows: list[dict], num_shards: int) -> list[dict]:
@@ -184,15 +304,17 @@ def _cell(v: Any, digits: int = 2) -> str:
 
 
 def format_table(rows: Iterable[tuple[str, dict[str, Any]]], title: str = "") -> str:
-    """A Table-4-style Markdown table: one row per (name, summary), then the 95% intervals over users."""
+    """A Table-4-style Markdown table: one row per (name, summary), with scored/requested counts beside the
+    means and the one failure rule stated above it, then the 95% intervals over users."""
     rows = list(rows)
     head = ("| method | " + " | ".join((*TABLE_COLUMNS, *COPY_COLUMNS))
-            + " | n | failed gen | FICL failed | rater |")
-    lines = ([title] if title else []) + [head, "|" + "---|" * (len(TABLE_COLUMNS) + len(COPY_COLUMNS) + 5)]
+            + " | scored/requested | FICL scored/requested | rater | FICL pool |")
+    lines = ([title] if title else []) + [f"({FAILURE_RULE})", head,
+                                          "|" + "---|" * (len(TABLE_COLUMNS) + len(COPY_COLUMNS) + 5)]
     for name, s in rows:
         vals = [_cell(s.get(c)) for c in TABLE_COLUMNS] + [_cell(s.get(k), 1) for k in COPY_COLUMNS.values()]
-        lines.append(f"| {name} | " + " | ".join(vals) + f" | {s.get('n', '-')} | {s.get('n_generation_failed', 0)} | "
-                     f"{s.get('ficl_n_failed', '-')} | {s.get('rater', '-')} |")
+        lines.append(f"| {name} | " + " | ".join(vals) + f" | {scored_of(s)} | {ficl_scored_of(s)} | "
+                     f"{s.get('rater') or '-'} | {s.get('ficl_pool') or '-'} |")
     ci_rows = [(name, s["ci95"]) for name, s in rows if s.get("ci95")]
     if ci_rows:
         cols = [c for c in (*TABLE_COLUMNS, "copy_history") if any(c in ci for _, ci in ci_rows)]
@@ -203,3 +325,19 @@ def format_table(rows: Iterable[tuple[str, dict[str, Any]]], title: str = "") ->
                      for c in cols]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def scored_of(s: dict[str, Any]) -> str:
+    """``scored/requested`` of a summary (older summaries: n minus failures)."""
+    n = s.get("n_requested", s.get("n"))
+    if n is None:
+        return "-"
+    return f"{s.get('n_scored', n - int(s.get('n_generation_failed') or 0))}/{n}"
+
+
+def ficl_scored_of(s: dict[str, Any]) -> str:
+    if "ficl_n_requested" in s:
+        return f"{s['ficl_n_scored']}/{s['ficl_n_requested']}"
+    if "ficl_n_ok" in s:
+        return f"{s['ficl_n_ok']}/{s['ficl_n_ok'] + s.get('ficl_n_failed', 0)}"
+    return "-"

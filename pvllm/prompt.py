@@ -7,7 +7,7 @@ one place so that every model sees the same text (§3.1: "the same prompt format
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 INSTRUCTION_WITH_HISTORY = (
     "Here are comments this user wrote on other videos:\n{history}\n"
@@ -45,3 +45,25 @@ def build_prompt(history: Sequence[str], title: str | None = None,
                  video_token: str | None = "<video>") -> str:
     """The full Video-LLaVA prompt for a history (and optional title): what PV-LLM trains and generates on."""
     return chat_prompt(build_instruction(history, title), video_token)
+
+
+def fit_history(history: Sequence[str], n_tokens: Callable[[list[str]], int], budget: int
+                ) -> tuple[list[str], bool]:
+    """The history cut until ``n_tokens(history) <= budget`` (the model's context less the reply): the
+    longest comment is shortened from its end first, a comment cut to 16 characters is dropped (last first).
+    Returns the history and whether anything was cut (generators note it: ``history_truncated``)."""
+    h = list(history)
+    if n_tokens(h) <= budget:
+        return h, False
+    while True:
+        over = n_tokens(h) - budget
+        if over <= 0:
+            return h, True
+        if not h:
+            raise ValueError(f"the prompt needs {over + budget} tokens without any history, over the budget "
+                             f"of {budget}: the model's context is too short for this prompt")
+        i = max(range(len(h)), key=lambda j: (len(h[j]), -j))
+        if len(h[i]) <= 16:
+            h.pop()
+            continue
+        h[i] = h[i][: max(16, len(h[i]) - max(over, len(h[i]) // 8))]

@@ -120,6 +120,7 @@ def test_compare_cli_on_two_run_directories(tmp_path, capsys):
 def test_copy_columns_and_intervals_in_the_table4_outputs(tmp_path):
     from pvllm.evaluation import format_table
     from pvllm.reports.table4 import table4_rows, to_markdown
+    from tests.run_summaries import identity
 
     s = {
         "split": "val",
@@ -141,6 +142,7 @@ def test_copy_columns_and_intervals_in_the_table4_outputs(tmp_path):
             "copy_history": {"mean": 25.0, "lo": 0.0, "hi": 50.0, "n_users": 4},
         },
     }
+    s["identity"] = identity()  # what produced it (pvllm.identity): reports join runs by it
     printed = format_table([("PV-LLM", s)])
     assert "| copy-H | copy-T | dist-1 | dist-2 | len | ref len |" in printed
     assert "| 25.0 | 0.0 | 40.0 | 70.0 | 6.5 | 7.0 |" in printed

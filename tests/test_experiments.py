@@ -7,8 +7,10 @@ from pathlib import Path
 import hydra
 import pytest
 
+from pvllm.metrics.scoring import FAILURE_RULE
 from tests.conftest import REPO
 from tests.entrypoints import compose_config, entry_module
+from tests.run_summaries import write_run
 
 
 def _multirun(overrides: list[str], output_root: Path) -> None:
@@ -121,7 +123,9 @@ def test_table5_and_appA_print_the_run_summaries(tmp_path, tiny_args, capsys):
         cells = " | ".join(
             f"{s[c]:.2f}" for c in ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "FICL-E", "FICL-S", "FICL-R")
         )
-        assert f"| {label} | {cells} | 2 | 0 | 0 |" in table
+        hist = f"{s['history_len_mean']:.2f} ({s['history_len_min']}-{s['history_len_max']})"
+        assert f"| {label} | {cells} | 2/2 | 2/2 | {hist} | none |" in table
+    assert by_mode["none"]["history_len_max"] == 0 and by_mode["k"]["history_len_min"] > 0
     # histories really differ: none sends no history, others/k the same number of comments
     preds = {
         s["history_mode"]: [json.loads(x) for x in (Path(s_dir) / "predictions.jsonl").open()]
@@ -167,23 +171,7 @@ def test_report_refuses_a_mix_of_raters(tmp_path):
     from pvllm.reports import table5
 
     for i, rater in enumerate(("lexical/a", "gemini/b")):
-        d = tmp_path / "eval" / f"run{i}"
-        d.mkdir(parents=True)
-        (d / "predictions.jsonl").write_text("")
-        (d / "summary.json").write_text(
-            json.dumps(
-                {
-                    "generator": "pvllm",
-                    "split": "val",
-                    "seed": 0,
-                    "k": 5,
-                    "history_mode": ["none", "k"][i],
-                    "history_seed": 0,
-                    "rater": rater,
-                    "FICL-E": 1.0,
-                }
-            )
-        )
+        write_run(tmp_path / "eval", f"run{i}", history_mode=["none", "k"][i], rater=rater, **{"FICL-E": 1.0})
     cfg = compose_config(
         "evaluate",
         ["experiment=table5_history", "stage=report", f"paths.output_root={tmp_path}"],
@@ -203,11 +191,13 @@ def test_table6_prints_labelled_runs(tmp_path, capsys):
         d = tmp_path / label.replace(" ", "_")
         d.mkdir()
         dirs[label] = d
-        s = dict(zip(("FICL-E", "FICL-S", "FICL-R"), vals), n=50, n_generation_failed=0, ficl_n_failed=1)
+        s = dict(zip(("FICL-E", "FICL-S", "FICL-R"), vals), n=50, n_generation_failed=0, ficl_n_ok=49,
+                 ficl_n_failed=1)
         (d / "summary.json").write_text(json.dumps(s))
     md = main([f"{k}={v}" for k, v in dirs.items()] + ["--out", str(tmp_path / "out")])
-    assert "| Video + Text | 30.00 | 49.80 | 43.50 | 50 | 0 | 1 |" in md
-    assert "| Video (Default) | 30.30 | 49.90 | 43.70 | 50 | 0 | 1 |" in md.splitlines()[3]
+    assert "| Video + Text | 30.00 | 49.80 | 43.50 | 50/50 | 49/50 | - | - |" in md
+    assert "| Video (Default) | 30.30 | 49.90 | 43.70 | 50/50 | 49/50 | - | - |" in md.splitlines()[4]
+    assert md.splitlines()[0] == f"({FAILURE_RULE})"
     assert (tmp_path / "out" / "table6.md").read_text() == md + "\n" and "Table 6" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="no summary.json"):
         main([f"x={tmp_path / 'nope'}"])

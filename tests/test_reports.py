@@ -14,25 +14,21 @@ from pvllm.raters.base import LLMRater
 from pvllm.raters.lexical import LexicalRater
 from pvllm.reports.table3 import alignment_table, format_correlations, format_table3, load_alignment_set
 from pvllm.reports.table4 import collect_runs, table4_rows, to_csv, to_latex, to_markdown
+from tests.run_summaries import write_run
 
 ROOT = Path(__file__).resolve().parents[1]
 FEWSHOT = ROOT / "data" / "sample" / "fewshot"
 
 
 def _run(root: Path, name: str, **summary) -> None:
-    d = root / name
-    d.mkdir(parents=True)
-    (d / "predictions.jsonl").write_text("")
-    (d / "scores.jsonl").write_text("")
-    base = {"split": "val", "generator": "pvllm", "history_mode": "k", "k": 5, "seed": 0, "history_seed": 0,
-            "rater": "embedding/all-MiniLM-L6-v2", "n": 10, "n_generation_failed": 0, "ficl_n_failed": 0}  # fmt: skip
-    (d / "summary.json").write_text(json.dumps({**base, **summary}))
+    write_run(root, name, **summary)
 
 
 def test_table4_groups_splits_and_history_seeds(tmp_path):
     _run(tmp_path, "a", **{"BLEU-4": 1.0, "FICL-E": 30.0, "history_seed": 1})
     _run(tmp_path, "b", **{"BLEU-4": 2.0, "FICL-E": 32.0, "history_seed": 2})
-    _run(tmp_path, "c", **{"BLEU-4": 3.0, "FICL-E": 34.0, "history_seed": 3, "n_generation_failed": 1})
+    _run(tmp_path, "c", **{"BLEU-4": 3.0, "FICL-E": 34.0, "history_seed": 3, "n_generation_failed": 1,
+                           "n_scored": 9})
     _run(tmp_path, "d", **{"split": "test", "generator": "video_llava", "BLEU-4": 0.84, "FICL-E": math.nan})
     _run(tmp_path, "e", **{"generator": "video_llava", "BLEU-4": 1.08, "history_mode": "none", "k": 0})
     (tmp_path / "no_preds").mkdir()
@@ -47,7 +43,7 @@ def test_table4_groups_splits_and_history_seeds(tmp_path):
     assert (
         pv["BLEU-4"] == "2.00 ± 1.00" and pv["FICL-E"] == "32.00 ± 2.00"
     )  # sample std of (1,2,3), (30,32,34)
-    assert pv["failed"] == 1 and pv["history_seeds"] == "1,2,3"
+    assert pv["scored/requested"] == "10/10, 10/10, 9/10" and pv["history_seeds"] == "1,2,3"
     assert rows[2]["FICL-E"] == "-" and rows[2]["BLEU-4"] == "0.84"
     md = to_markdown(rows)
     assert "| *Validation Set* |" in md and "| *Test Set* |" in md

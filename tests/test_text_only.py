@@ -124,3 +124,17 @@ def test_hydra_config(greedy):
     assert g.params == {"do_sample": True, "temperature": 0.2, "top_p": 0.9, "max_new_tokens": 4}
     assert g.include_title and g.seed == cfg.seed
     assert g.generate([REQS[1]])[0].error is None
+
+
+@needs_smollm2
+def test_over_long_history_is_cut_to_max_input_tokens(greedy):
+    g = shared(greedy, greedy=True, sampling={"max_new_tokens": 2}, max_input_tokens=120)
+    assert greedy.max_input_tokens == 8192 - 8  # default: SmolLM2's context less the reply
+    r = req("long", ["word " * 2000, "keep me"], "Big Buck Bunny")
+    prompt, notes = g.fitted_prompt(r)
+    assert notes == ["history_truncated"] and "keep me" in prompt and "Video title: Big Buck Bunny" in prompt
+    assert len(g.tokenizer(prompt, add_special_tokens=False)["input_ids"]) <= 120
+    assert g.generation_config["max_input_tokens"] == 120
+    (res,) = g.generate([r])
+    assert res.notes[:1] == ["history_truncated"]
+    assert g.fitted_prompt(REQS[1]) == (g.prompt_text(REQS[1]), [])

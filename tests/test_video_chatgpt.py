@@ -278,3 +278,16 @@ def test_hydra_config_builds_the_generator(layout):
     assert g.params == {"do_sample": True, "temperature": 0.2, "max_new_tokens": 3}
     assert g.generation_config["seed"] == cfg.seed and g.num_video_tokens == 116
     assert g.generate([req("cfg", VIDEOS / "bunny_02.mp4")])[0].error is None
+
+
+def test_over_long_history_is_cut_to_the_context(gen, caplog):
+    from tests.bad_inputs.conftest import long_text
+
+    long = [long_text(6_000, seed=1), "short one"]
+    (res,) = gen.generate([req("long", VIDEOS / "bikes_01.mp4", history=long)])
+    assert res.error is None and "history_truncated" in res.notes  # 1024-token context, 116 video tokens
+    assert "long: history cut to fit the context of 1024 tokens" in caplog.text
+    prompt, notes = gen.fitted_prompt(req("long", VIDEOS / "bikes_01.mp4", history=long))
+    assert notes == ["history_truncated"] and len(gen.tokenizer(prompt)["input_ids"]) <= 1024 - 6
+    assert "short one" in prompt  # the longest comment is shortened first
+    assert gen.fitted_prompt(req("ok", VIDEOS / "bikes_01.mp4"))[1] == []

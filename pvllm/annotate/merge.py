@@ -2,7 +2,7 @@
 ``python -m pvllm.annotate.merge A.jsonl ... --alignment-dir DIR --predictions RUN_DIR ...``
 
 Joins the annotators' files and keeps only the latest row per (sample_id, generator, annotator)
-(:func:`pvllm.annotate.store.latest_annotations`), after checking every row against DESIGN.md. The
+(:func:`pvllm.annotate.store.latest_annotations`), after checking every row against docs/data_format.md. The
 result is what Table 3 / Table 4 readers (``pvllm.metrics.alignment.human_scores``,
 ``pvllm.metrics.ficl.average_annotations``) should read: they average every row they are given, so
 a raw file with resubmissions would count an annotator's old and new scores together.

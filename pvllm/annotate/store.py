@@ -1,6 +1,6 @@
 """Data side of the annotation tool: the samples to annotate, the blind model order, and annotations.jsonl.
 
-No web code here (importable without starlette). ``annotations.jsonl`` follows DESIGN.md: one row per
+No web code here (importable without starlette). ``annotations.jsonl`` (docs/data_format.md): one row per
 sample x generator x submit, append-only; a resubmitted sample appends newer rows and readers keep the
 latest per (sample_id, generator, annotator) with :func:`latest_annotations`.
 """
@@ -196,7 +196,7 @@ def now_iso() -> str:
 def annotation_row(
     sample_id: str, generator: str, annotator: str, scores: Mapping[str, float], created_at: str | None = None
 ) -> dict[str, Any]:
-    """One DESIGN.md annotations.jsonl row (``source: "human"``)."""
+    """One annotations.jsonl row (docs/data_format.md) (``source: "human"``)."""
     row: dict[str, Any] = {"sample_id": sample_id, "generator": generator, "annotator": annotator}
     for d in DIMENSIONS:
         row[d] = scores[d]
@@ -211,7 +211,7 @@ def read_annotations(path: str | Path) -> list[dict[str, Any]]:
 
 
 def check_row(row: Mapping[str, Any], where: str) -> None:
-    """Raise ValueError naming ``where`` and the field unless ``row`` is a DESIGN.md annotation row."""
+    """Raise ValueError naming ``where`` and the field unless ``row`` is an annotation row (see the docs)."""
     for f in ANNOTATION_FIELDS:
         if row.get(f) is None:
             raise ValueError(f"{where}: missing field {f!r}")

@@ -26,6 +26,7 @@ class GenerationRequest:
     prompt: str  # the user-turn text from pvllm.prompt.build_instruction (no chat markup)
     title: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    include_title: bool = False  # whether ``prompt`` carries the title (a generator re-building it keeps that)
 
 
 @dataclass
@@ -34,6 +35,7 @@ class GenerationResult:
     text: str | None  # None when generation failed; never "" standing in for a failure
     error: str | None = None
     latency_s: float = 0.0
+    notes: list[str] = field(default_factory=list)  # e.g. "cut_multibyte_char", "history_truncated"
 
 
 class Generator(abc.ABC):
@@ -44,10 +46,12 @@ class Generator(abc.ABC):
     """
 
     registry_name: str = "?"
+    name: str = ""  # the recorded name (evaluate.py: the generator config's name, e.g. gemini_flash)
     batch_size: int = 1
     # True: generate() buckets what it gets by prompt length (length_batches), so evaluation hands it a
     # window of several batches; False (API generators): batch_size items at a time, saved as they finish
     bucketed: bool = False
+    reads_video: bool = True  # False: the video files are never opened (text-only baselines)
 
     @property
     @abc.abstractmethod
@@ -86,3 +90,23 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def decode_new_tokens(tokenizer: Any, rows: Any) -> list[tuple[str, list[str]]]:
+    """Decode generated token ids row by row, stripped, with notes.
+
+    A reply cut by ``max_new_tokens`` inside a multi-byte character decodes to a trailing U+FFFD: its
+    incomplete trailing tokens are dropped (never stored or scored) and the row is noted
+    ``cut_multibyte_char``."""
+    out = []
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    for row in rows:
+        ids = [int(t) for t in row if int(t) not in special]
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        notes = []
+        while text.endswith("\ufffd") and ids:
+            ids = ids[:-1]
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            notes = ["cut_multibyte_char"]
+        out.append((text.strip(), notes))
+    return out

@@ -13,8 +13,15 @@ import logging
 import time
 from typing import Any
 
-from pvllm.generators.base import GENERATORS, GenerationRequest, GenerationResult, Generator, length_batches
-from pvllm.prompt import build_instruction
+from pvllm.generators.base import (
+    GENERATORS,
+    GenerationRequest,
+    GenerationResult,
+    Generator,
+    decode_new_tokens,
+    length_batches,
+)
+from pvllm.prompt import build_instruction, fit_history
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +33,7 @@ class TextOnlyGenerator(Generator):
     """History (+ title) -> comment with a text-only causal LM; the same Figure-5 instruction as every model."""
 
     bucketed = True
+    reads_video = False  # video files are never opened: runs on comments-only datasets
 
     def __init__(
         self,
@@ -41,6 +49,7 @@ class TextOnlyGenerator(Generator):
         device: str = "auto",
         model: Any = None,
         tokenizer: Any = None,
+        max_input_tokens: int | None = None,
     ):
         """``model``/``tokenizer`` may be passed already loaded (tests share one SmolLM2 per session)."""
         import torch
@@ -77,6 +86,12 @@ class TextOnlyGenerator(Generator):
         if greedy:
             params.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         self.params = {k: v for k, v in params.items() if v is not None}
+        # the prompt must fit the model's context with room for the reply: longer histories are cut (noted)
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        self.max_input_tokens = max_input_tokens or (
+            context - int(self.params.get("max_new_tokens", 64)) if context else None
+        )
+        self._explicit_max_input = max_input_tokens
 
     @property
     def model_id(self) -> str:
@@ -89,11 +104,14 @@ class TextOnlyGenerator(Generator):
         cfg = dict(self.params, include_title=self.include_title, prompt="chat_template", video="none")
         if self.params.get("do_sample"):
             cfg["seed"] = self.seed
+        if self._explicit_max_input:
+            cfg["max_input_tokens"] = self._explicit_max_input
         return cfg
 
-    def prompt_text(self, req: GenerationRequest) -> str:
+    def prompt_text(self, req: GenerationRequest, history: list[str] | None = None) -> str:
         """The chat-formatted input: the Figure-5 instruction with the title (the model sees no video)."""
-        instruction = build_instruction(req.history, req.title if self.include_title else None)
+        history = req.history if history is None else history
+        instruction = build_instruction(history, req.title if self.include_title else None)
         messages = [{"role": "user", "content": instruction}]
         if getattr(self.tokenizer, "chat_template", None):
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -103,22 +121,35 @@ class TextOnlyGenerator(Generator):
         import torch
 
         out: dict[int, GenerationResult] = {}
-        prompts = [self.prompt_text(r) for r in batch]
+        fitted = [self.fitted_prompt(r) for r in batch]
+        prompts = [p for p, _ in fitted]
         lengths = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
         for idx in length_batches(lengths, self.batch_size):  # similar lengths together: little padding
             chunk = [batch[i] for i in idx]
             t0 = time.perf_counter()
             texts = self._generate_texts([prompts[i] for i in idx], [r.sample_id for r in chunk], torch)
             dt = (time.perf_counter() - t0) / len(chunk)
-            for i, r, text in zip(idx, chunk, texts):
-                if text:
-                    out[i] = GenerationResult(r.sample_id, text, None, dt)
-                else:
-                    why = f"text_only sample {r.sample_id}: empty generation"
-                    out[i] = GenerationResult(r.sample_id, None, why, dt)
+            # an empty text is judged by the one failure rule (pvllm.evaluation.apply_failure_rule)
+            for i, r, (text, notes) in zip(idx, chunk, texts):
+                out[i] = GenerationResult(r.sample_id, text, None, dt, fitted[i][1] + notes)
         return [out[i] for i in range(len(batch))]
 
-    def _generate_texts(self, prompts: list[str], ids: list[str], torch: Any) -> list[str]:
+    def fitted_prompt(self, req: GenerationRequest) -> tuple[str, list[str]]:
+        """The prompt, its history cut to ``max_input_tokens`` where too long (warned and noted)."""
+        if not self.max_input_tokens:
+            return self.prompt_text(req), []
+
+        def n_tokens(h: list[str]) -> int:
+            return len(self.tokenizer(self.prompt_text(req, h), add_special_tokens=False)["input_ids"])
+
+        history, cut = fit_history(req.history, n_tokens, self.max_input_tokens)
+        if not cut:
+            return self.prompt_text(req), []
+        log.warning("%s: history cut to fit %d input tokens (%d -> %d characters)", req.sample_id,
+                    self.max_input_tokens, sum(map(len, req.history)), sum(map(len, history)))
+        return self.prompt_text(req, history), ["history_truncated"]
+
+    def _generate_texts(self, prompts: list[str], ids: list[str], torch: Any) -> list[tuple[str, list[str]]]:
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(
             self.device
         )
@@ -133,7 +164,7 @@ class TextOnlyGenerator(Generator):
                 **self.params,
             )
         new = gen[:, enc["input_ids"].shape[1] :]
-        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        return decode_new_tokens(self.tokenizer, new)
 
     supports_ranking = True
 

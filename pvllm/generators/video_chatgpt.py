@@ -28,7 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from pvllm.generators.base import GENERATORS, GenerationRequest, GenerationResult, Generator, length_batches
+from pvllm.generators.base import (
+    GENERATORS,
+    GenerationRequest,
+    GenerationResult,
+    Generator,
+    decode_new_tokens,
+    length_batches,
+)
 
 log = logging.getLogger(__name__)
 
@@ -291,25 +298,41 @@ class VideoChatGPTGenerator(Generator):
                     ok.append(r)
                 except VideoReadError as e:
                     errors[r.sample_id] = f"video_chatgpt sample {r.sample_id}: {e}"
-            texts = (
-                self._generate([build_prompt(r.prompt, self.num_video_tokens) for r in ok], videos, ok)
-                if ok
-                else []
-            )
-            by_id = dict(zip([r.sample_id for r in ok], texts))
+            fitted = {r.sample_id: self.fitted_prompt(r) for r in ok}
+            texts = self._generate([fitted[r.sample_id][0] for r in ok], videos, ok) if ok else []
+            by_id = {r.sample_id: (t, fitted[r.sample_id][1] + n) for r, (t, n) in zip(ok, texts)}
             dt = (time.perf_counter() - t0) / len(chunk)
             for r in chunk:
                 if r.sample_id in errors:
                     out[r.sample_id] = GenerationResult(r.sample_id, None, errors[r.sample_id], dt)
-                elif by_id[r.sample_id]:
-                    out[r.sample_id] = GenerationResult(r.sample_id, by_id[r.sample_id], None, dt)
-                else:
-                    out[r.sample_id] = GenerationResult(
-                        r.sample_id, None, f"video_chatgpt sample {r.sample_id}: empty generation", dt
-                    )
+                else:  # an empty text is judged by the one failure rule (evaluation.apply_failure_rule)
+                    text, notes = by_id[r.sample_id]
+                    out[r.sample_id] = GenerationResult(r.sample_id, text, None, dt, notes)
         return [out[r.sample_id] for r in batch]
 
-    def _generate(self, prompts: list[str], videos: list[Any], reqs: list[GenerationRequest]) -> list[str]:
+    def fitted_prompt(self, req: GenerationRequest) -> tuple[str, list[str]]:
+        """The prompt, its history cut where text + video tokens + reply exceed the LLM's context (noted)."""
+        from pvllm.prompt import build_instruction, fit_history
+
+        context = getattr(self.llm.config, "max_position_embeddings", None)
+        if not context:
+            return build_prompt(req.prompt, self.num_video_tokens), []
+        budget = context - int(self.params.get("max_new_tokens", 64))
+
+        def n_tokens(h: list[str]) -> int:
+            text = build_prompt(build_instruction(h, req.title if req.include_title else None), self.num_video_tokens)
+            return len(self.tokenizer(text)["input_ids"])
+
+        history, cut = fit_history(req.history, n_tokens, budget)
+        if not cut:
+            return build_prompt(req.prompt, self.num_video_tokens), []
+        log.warning("%s: history cut to fit the context of %d tokens", req.sample_id, context)
+        instruction = build_instruction(history, req.title if req.include_title else None)
+        return build_prompt(instruction, self.num_video_tokens), ["history_truncated"]
+
+    def _generate(
+        self, prompts: list[str], videos: list[Any], reqs: list[GenerationRequest]
+    ) -> list[tuple[str, list[str]]]:
         import hashlib
 
         import torch
@@ -329,7 +352,7 @@ class VideoChatGPTGenerator(Generator):
                 **self.params,
             )
         # Given only inputs_embeds, generate returns just the new tokens.
-        return [t.strip() for t in self.tokenizer.batch_decode(gen, skip_special_tokens=True)]
+        return decode_new_tokens(self.tokenizer, gen)
 
     def close(self) -> None:
         self.llm = self.vision_tower = self.projector = None

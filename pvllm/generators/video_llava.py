@@ -18,9 +18,16 @@ import torch
 
 from pvllm.data.frame_cache import FrameSource, Sampling
 from pvllm.data.video_io import VideoReadError
-from pvllm.generators.base import GENERATORS, GenerationRequest, GenerationResult, Generator, length_batches
+from pvllm.generators.base import (
+    GENERATORS,
+    GenerationRequest,
+    GenerationResult,
+    Generator,
+    decode_new_tokens,
+    length_batches,
+)
 from pvllm.models.builder import build_pvllm
-from pvllm.prompt import chat_prompt
+from pvllm.prompt import build_instruction, chat_prompt, fit_history
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +110,7 @@ class VideoLlavaGenerator(Generator):
         self.batch_size, self.num_frames, self.seed = batch_size, num_frames, seed
         self.score_batch_size = int(score_batch_size)  # sequences per forward pass when ranking candidates
         self.video = bool(video)  # False: text-only PV-LLM (no frames read, prompt without the video token)
+        self._video_tokens: int | None = None
         params = dict(VIDEO_LLAVA_SAMPLING, **(sampling or {}))
         if greedy:
             params.update(do_sample=False, temperature=None, top_p=None)
@@ -150,15 +158,17 @@ class VideoLlavaGenerator(Generator):
         for idx in length_batches(lengths, self.batch_size):
             chunk = [ok[i] for i in idx]
             t0 = time.perf_counter()
-            enc = self._encode([r.prompt for r, _ in chunk], [f for _, f in chunk])
+            fitted = [self.fitted_instruction(r, f) for r, f in chunk]
+            enc = self._encode([p for p, _ in fitted], [f for _, f in chunk])
             if self._params.get("do_sample"):
                 # reproducible sampling: the seed depends on the run seed and the chunk's first id
                 torch.manual_seed(self.seed * 1_000_003 + zlib.crc32(chunk[0][0].sample_id.encode()))
             out = self.model.generate(**enc, **self._params, pad_token_id=tok.pad_token_id)
-            texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            texts = decode_new_tokens(tok, out[:, enc["input_ids"].shape[1]:])
             dt = (time.perf_counter() - t0) / len(chunk)
-            for (req, _), text in zip(chunk, texts):
-                results[req.sample_id] = GenerationResult(req.sample_id, text.strip(), latency_s=dt)
+            for (req, _), (text, notes), (_, fit_notes) in zip(chunk, texts, fitted):
+                results[req.sample_id] = GenerationResult(req.sample_id, text, latency_s=dt,
+                                                          notes=fit_notes + notes)
         return [results[r.sample_id] for r in batch]
 
     supports_ranking = True
@@ -194,6 +204,39 @@ class VideoLlavaGenerator(Generator):
                                               self.device, extra=extra)
             out.append(scores)
         return out
+
+    @property
+    def reads_video(self) -> bool:  # type: ignore[override]
+        return self.video
+
+    def fitted_instruction(self, req: GenerationRequest, frames: Any) -> tuple[str, list[str]]:
+        """The instruction, its history cut where the text plus the video tokens plus the reply would not fit
+        the language model's context (warned and noted ``history_truncated``)."""
+        context = getattr(getattr(self.model.config, "text_config", self.model.config), "max_position_embeddings",
+                          None)
+        if not context:
+            return req.prompt, []
+        tok = self.processor.tokenizer
+
+        def wrap(instruction: str) -> str:
+            return chat_prompt(instruction) if self.video else chat_prompt(instruction, video_token=None)
+
+        if self.video and self._video_tokens is None:  # what <video> expands to, measured once
+            probe = wrap("x")
+            full = self.processor(text=[probe], videos=[frames], return_tensors="pt")["input_ids"].shape[1]
+            self._video_tokens = full - len(tok(probe)["input_ids"])
+        budget = context - int(self._params.get("max_new_tokens", 64)) - (self._video_tokens or 0)
+
+        def n_tokens(h: list[str]) -> int:
+            return len(tok(wrap(build_instruction(h, req.title if req.include_title else None)))["input_ids"])
+
+        history, cut = fit_history(req.history, n_tokens, budget)
+        if not cut:
+            return req.prompt, []
+        log.warning("%s: history cut to fit the context of %d tokens (%d -> %d characters)", req.sample_id,
+                    context, sum(map(len, req.history)), sum(map(len, history)))
+        return build_instruction(history, req.title if req.include_title else None), ["history_truncated"]
+
 
 
 @GENERATORS.register("pvllm")

@@ -41,7 +41,7 @@ class Alignment:
 
 
 def human_scores(annotations_path: str) -> dict[str, dict[Key, float]]:
-    """dimension -> (sample_id, generator) -> mean over annotators (annotations.jsonl, DESIGN.md)."""
+    """dimension -> (sample_id, generator) -> mean over annotators (annotations.jsonl, data_format.md)."""
     means = average_annotations(load_jsonl(annotations_path))
     return {d: {k: v[i] for k, v in means.items()} for i, d in enumerate(DIMENSIONS)}
 

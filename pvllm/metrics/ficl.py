@@ -60,6 +60,7 @@ class FICLResult:
     reply: str | None = None
     reasked: bool = False
     error: str | None = None
+    snapped: bool = False  # a value off the rubric (e.g. 0.6) was snapped to the nearest rubric value
 
 
 def format_score(x: float) -> str:
@@ -109,6 +110,12 @@ def snap(x: float) -> float:
 def parse_scores(reply: str | None) -> tuple[float, float, float] | None:
     """``Emotion: x, Style: y, Relevance: z`` anywhere in the reply (last occurrence wins), each snapped
     to {0, .25, .5, .75, 1}; None when absent or a value lies outside [0, 1]."""
+    parsed = parse_scores_detail(reply)
+    return None if parsed is None else parsed[0]
+
+
+def parse_scores_detail(reply: str | None) -> tuple[tuple[float, float, float], bool] | None:
+    """``parse_scores`` and whether any value was off the rubric (snapped: counted in the summary)."""
     if not reply:
         return None
     matches = list(_SCORES_RE.finditer(reply))
@@ -118,7 +125,7 @@ def parse_scores(reply: str | None) -> tuple[float, float, float] | None:
     if any(not (0.0 <= v <= 1.0) or math.isnan(v) for v in values):
         return None
     e, s, r = (snap(v) for v in values)
-    return e, s, r
+    return (e, s, r), any(v not in RUBRIC_VALUES for v in values)
 
 
 def ficl_score_llm(
@@ -137,16 +144,16 @@ def ficl_score_llm(
         if reply is None:
             results.append(FICLResult(None, None, None, "error", None, error="rater request failed"))
             continue
-        parsed = parse_scores(reply)
+        parsed = parse_scores_detail(reply)
         if parsed is None:
             reask_idx.append(i)
             results.append(FICLResult(None, None, None, "parse_failed", reply, reasked=True))
         else:
-            results.append(FICLResult(*parsed, "ok", reply))
+            results.append(FICLResult(*parsed[0], "ok", reply, snapped=parsed[1]))
     if reask_idx:
         extra = complete([EXTRACT_PROMPT + (replies[i] or "") for i in reask_idx])
         for i, second in zip(reask_idx, extra):
-            parsed = parse_scores(second)
+            parsed = parse_scores_detail(second)
             if parsed is None:
                 why = (
                     "re-ask request failed"
@@ -155,8 +162,8 @@ def ficl_score_llm(
                 )
                 results[i].error = why
             else:
-                results[i].emotion, results[i].style, results[i].relevance = parsed
-                results[i].status = "ok"
+                results[i].emotion, results[i].style, results[i].relevance = parsed[0]
+                results[i].status, results[i].snapped = "ok", parsed[1]
     return results
 
 
@@ -174,7 +181,7 @@ class FewShotPool:
     @classmethod
     def from_dir(cls, path: str | Path) -> FewShotPool:
         """Read ``predictions.jsonl`` (several generators), ``references.jsonl`` (sample_id, text) and
-        ``annotations.jsonl`` (DESIGN.md format; several annotators are averaged, then snapped)."""
+        ``annotations.jsonl`` (docs/data_format.md; several annotators are averaged, then snapped)."""
         path = Path(path)
         texts = {(p["sample_id"], p["generator"]): p["text"] for p in load_jsonl(path / "predictions.jsonl")}
         refs = {r["sample_id"]: r["text"] for r in load_jsonl(path / "references.jsonl")}

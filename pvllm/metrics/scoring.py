@@ -1,4 +1,4 @@
-"""predictions.jsonl rows + references -> scores.jsonl rows and a flat summary (DESIGN.md)."""
+"""predictions.jsonl rows + references -> scores.jsonl rows and a flat summary (docs/data_format.md)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,36 @@ from typing import Any
 
 from pvllm.metrics.caption import METRICS as CAPTION_METRICS
 from pvllm.metrics.caption import caption_metrics_per_item
-from pvllm.metrics.ficl import FewShotPool, FICLResult, ficl_score_llm
+from pvllm.metrics.ficl import EXTRACT_PROMPT, FewShotPool, FICLResult, build_ficl_prompt, ficl_score_llm
 from pvllm.raters.base import LLMRater, PairRater, Rater
 from pvllm.utils.jsonl import write_jsonl
 
 log = logging.getLogger(__name__)
 
 FICL_METRICS = ("FICL-E", "FICL-S", "FICL-R")
+
+
+EMPTY_OUTPUT = "empty generation"
+FAILURE_RULE = ("failed or empty generations are excluded from every mean and counted (scored/requested); "
+                "an empty output is a failure for every generator")
+
+
+def apply_failure_rule(text: str | None, error: str | None, sample_id: str) -> tuple[str | None, str | None]:
+    """The one rule for every generator: an empty (or whitespace) output is a failure, recorded with error
+    ``empty generation`` and text None, never scored as a 0 (FAILURE_RULE, stated in every table)."""
+    if error is None and (text is None or not text.strip()):
+        return None, f"{EMPTY_OUTPUT} for {sample_id}"
+    return text, error
+
+
+def is_empty(p: dict) -> bool:
+    err = p.get("error")
+    return (err is None and not (p.get("text") or "").strip()) or str(err or "").startswith(EMPTY_OUTPUT)
+
+
+def scorable(p: dict) -> bool:
+    """The one rule: a prediction is scored iff it has no error and a non-empty text."""
+    return p.get("error") is None and bool((p.get("text") or "").strip())
 
 
 def check_ids(predictions: list[dict], references: dict[str, str]) -> None:
@@ -76,7 +99,13 @@ def ficl_results(
 
         cached = CachedRater(rater, cache_path)
         try:
-            return ficl_score_llm(cached.complete, examples, pairs)
+            results = ficl_score_llm(cached.complete, examples, pairs)
+            # an unparseable reply is not an answer: never served from the cache again (a fixed judge retries)
+            bad = [i for i, r in enumerate(results) if r.status == "parse_failed"]
+            if bad:
+                cached.evict([build_ficl_prompt(examples, *pairs[i]) for i in bad]
+                             + [EXTRACT_PROMPT + (results[i].reply or "") for i in bad])
+            return results
         finally:
             cached.close()
     return ficl_score_llm(complete, examples, pairs)
@@ -95,23 +124,37 @@ def score_predictions(
 ) -> dict[str, Any]:
     """Caption metrics (and FICL-Score when a rater is given) of predictions.jsonl rows.
 
-    Failed generations (``error`` set / ``text`` None) are excluded from every mean and counted in
-    ``n_generation_failed``. Few-shot sample ids are excluded from FICL and counted. All values x100.
+    One rule for every generator (``pvllm.evaluation.FAILURE_RULE``): failed generations (``error`` set)
+    and empty outputs are excluded from every mean and counted in ``n_generation_failed`` (empty ones also
+    in ``n_empty_generations``); ``n_scored``/``n_requested`` say how many each mean covers. Few-shot
+    sample ids are excluded from FICL and counted. All values x100.
     """
     check_ids(predictions, references)
     if isinstance(fewshot, (str, Path)):
         fewshot = FewShotPool.from_dir(fewshot)
     generators = sorted({p.get("generator", "?") for p in predictions})
-    ok = [p for p in predictions if p.get("error") is None and p.get("text") is not None]
-    failed = [p for p in predictions if not (p.get("error") is None and p.get("text") is not None)]
+    ok = [p for p in predictions if scorable(p)]
+    failed = [p for p in predictions if not scorable(p)]
     for p in failed:
-        log.warning("generation failed for %s: %s", p["sample_id"], p.get("error") or "text is None")
+        log.warning("generation failed for %s: %s", p["sample_id"], p.get("error") or "empty generation")
+    n_empty = sum(1 for p in failed if is_empty(p))
+    if n_empty:
+        log.warning("%d generation(s) are empty: counted as failed, not scored", n_empty)
 
     rows: list[dict[str, Any]] = []
+    notes: dict[str, int] = {}
+    for p in predictions:
+        for note in p.get("notes") or []:
+            notes[note] = notes.get(note, 0) + 1
     summary: dict[str, Any] = {
         "n": len(predictions),
+        "n_requested": len(predictions),
+        "n_scored": len(ok),
         "n_generation_failed": len(failed),
+        "n_empty_generations": n_empty,
+        "failure_rule": FAILURE_RULE,
         "generator": ",".join(generators),
+        **{f"n_{k}": v for k, v in sorted(notes.items())},
     }
     if ok:
         corpus, per_item = caption_metrics_per_item(
@@ -147,8 +190,14 @@ def score_predictions(
             vals = [getattr(r, dim) for r in results if r.status == "ok"]
             summary[metric] = 100.0 * sum(vals) / len(vals) if vals else math.nan
         n_replied = sum(r.status != "error" for r in results)
+        n_reasked = sum(r.reasked for r in results)
         summary.update(
             {
+                "ficl_n_scored": n_ok,
+                "ficl_n_requested": len(results),
+                "ficl_n_snapped": sum(r.snapped for r in results if r.status == "ok"),
+                # the judge's own format compliance, before the re-ask (the paper's 99.2%)
+                "ficl_first_pass_parse_rate": (n_replied - n_reasked) / n_replied if n_replied else math.nan,
                 "ficl_n_ok": n_ok,
                 "ficl_n_failed": len(results) - n_ok,
                 "ficl_n_parse_failed": sum(r.status == "parse_failed" for r in results),

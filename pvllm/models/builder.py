@@ -80,7 +80,7 @@ def resolve_pretrained(pretrained: str, create: Callable[..., Any] | None) -> st
 
 
 def model_parts(model) -> dict[str, list[torch.nn.Parameter]]:
-    """Parameters by part of the HF VideoLlava module tree (NOTES.md: model.model.{...}, lm_head)."""
+    """Parameters by part of the HF VideoLlava module tree (transformers 5: model.model.{...}, lm_head)."""
     inner = model.model
     emb = model.get_input_embeddings()
     emb_ids = {id(p) for p in emb.parameters()}

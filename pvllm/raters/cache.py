@@ -4,7 +4,8 @@ A rerun of an evaluation makes zero calls; a process killed mid-run loses nothin
 (each answer is committed as it arrives). Misses go to the wrapped rater's ``complete_each`` in one
 call, so the rater's own limiter (``RemoteCalls``: bounded concurrency, rate limit, retries) is the only
 one; a progress bar with ETA counts the answers. Failed requests (None) are not cached, so a rerun
-retries them.
+retries them; replies FICL could not parse even after the re-ask are evicted (``evict``) for the same
+reason.
 """
 
 from __future__ import annotations
@@ -78,6 +79,14 @@ class CachedRater(LLMRater):
                json.dumps(self.rater.params, sort_keys=True, default=str), prompt, reply, time.time())
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+
+    def evict(self, prompts: list[str]) -> int:
+        """Forget these prompts' replies (e.g. unparseable ones), so a rerun asks the judge again."""
+        n = 0
+        with self._lock:
+            for p in dict.fromkeys(prompts):
+                n += self._db.execute("DELETE FROM replies WHERE key = ?", (self.key(p),)).rowcount
+        return n
 
     def complete(self, prompts: list[str]) -> list[str | None]:
         answers: dict[str, str | None] = {}

@@ -1,7 +1,7 @@
 """A character/word-overlap rater: the honest floor of Table 3 (no model at all).
 
 On a small hand-labelled set, word overlap and difflib's ratio tracked human similarity better than
-either small local LLM judge (see NOTES.md), so this floor is worth reporting beside the LLM raters.
+either small local LLM judge (see conf/rater/lexical.yaml), so this floor is worth reporting beside the LLM raters.
 """
 
 from __future__ import annotations

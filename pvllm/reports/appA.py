@@ -45,7 +45,7 @@ def report(
     mean_std = {c: _fmt([found[s].get(c) for s in seeds]) for c in cols}
     rows = [(f"history_seed={s}", found[s]) for s in seeds]
     md = to_markdown(rows, cols, first="Histories")
-    md += "\n| mean ± std | " + " | ".join(mean_std[c] for c in cols) + f" | {len(seeds)} runs | | |"
+    md += "\n| mean ± std | " + " | ".join(mean_std[c] for c in cols) + f" | {len(seeds)} runs | | | |"
     print(
         f"\nAppendix A: {want['generator']}, {want['split']} split, {want['history_mode']} k={want['k']}, "
         f"histories resampled (all scores x100)\n{md}"

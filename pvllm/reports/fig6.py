@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pvllm.reports.table5 import FICL_COLS, matching_runs, selection
+from pvllm.reports.table5 import FICL_COLS, history_len, matching_runs, selection
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +75,24 @@ def report(
     png = out / "fig6.png"
     rater_label = found[ks[0]].get("rater")
     plot(series, png, f"{want['generator']}, {want['split']} split, judge {rater_label}")
+    # the history lengths actually drawn: users with fewer comments than k get fewer (counted, not hidden)
+    actual = [found[k].get("history_len_mean") for k in ks]
+    short = {k: found[k].get("n_history_shorter_than_k") for k in ks if found[k].get("n_history_shorter_than_k")}
+    if short:
+        log.warning("Figure 6: samples with fewer history comments than k (k: count): %s", short)
     series.update(
-        png=str(png), run_dirs=[found[k]["run_dir"] for k in ks], rater=rater_label, missing_k=missing
+        png=str(png), run_dirs=[found[k]["run_dir"] for k in ks], rater=rater_label, missing_k=missing,
+        history_len_mean=actual, n_history_shorter_than_k=[found[k].get("n_history_shorter_than_k") for k in ks],
     )
     (out / "fig6.json").write_text(json.dumps(series, indent=2) + "\n")
     rows = "\n".join(
         f"| {k} | "
         + " | ".join(f"{series[c][i]:.2f}" if math.isfinite(series[c][i]) else "-" for c in FICL_COLS)
-        + " |"
+        + f" | {history_len(found[k])} |"
         for i, k in enumerate(ks)
     )
-    print(f"\nFigure 6 ({png})\n| k | " + " | ".join(FICL_COLS) + " |\n|---|---|---|---|\n" + rows)
+    print(f"\nFigure 6 ({png})\n| k | " + " | ".join(FICL_COLS) + " | actual history len |\n|---|---|---|---|---|\n"
+          + rows)
     return series
 
 

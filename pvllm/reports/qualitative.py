@@ -21,6 +21,7 @@ import jinja2
 
 from pvllm.data.dataset import load_pervidcom
 from pvllm.data.video_io import VideoReadError, read_frames
+from pvllm.identity import IdentityConflict, differing, stored_run_identity
 from pvllm.utils.jsonl import load_jsonl
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ table { border-collapse: collapse; } td, th { border: 1px solid #ddd; padding: 4
 
 
 def _env() -> jinja2.Environment:
-    # a bare Environment does not escape: comments are untrusted text (NOTES.md)
+    # a bare Environment does not escape: comments are untrusted text (escape every field)
     return jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
 
 
@@ -103,6 +104,26 @@ def _load_run(run: str | Path, runs_dir: str | Path | None) -> dict[str, Any]:
     return {"dir": d, "label": label, "preds": preds, "scores": scores, "raters": raters}
 
 
+def check_same_histories(loaded: Sequence[dict[str, Any]]) -> None:
+    """Columns of one page: distinct labels, and (where recorded) the same dataset and histories draw."""
+    labels = [r["label"] for r in loaded]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise ValueError(f"runs {[str(r['dir']) for r in loaded]} share the column label(s) {dup}: give "
+                         "report.labels=[...] (generator names are distinct per config, e.g. gemini_flash)")
+    first = None
+    for r in loaded:
+        ident = stored_run_identity(r["dir"])
+        if ident is None:
+            continue  # hand-made run directories: the per-sample check below still compares contents
+        if first is None:
+            first = (r, ident)
+        elif ident["histories"]["id"] != first[1]["histories"]["id"]:
+            raise IdentityConflict(
+                f"runs {first[0]['dir']} and {r['dir']} read different histories ("
+                + "; ".join(differing(first[1]["histories"], ident["histories"])) + ")")
+
+
 def build_page(
     sample_ids: Sequence[str],
     runs: Sequence[str | Path],
@@ -122,6 +143,7 @@ def build_page(
     loaded = [_load_run(r, runs_dir) for r in runs]
     for run, label in zip(loaded, labels or []):
         run["label"] = label
+    check_same_histories(loaded)
     ds = load_pervidcom(data_root, check_files=False)
     counts = {"samples": 0, "missing_predictions": 0, "frame_errors": 0}
     samples = []

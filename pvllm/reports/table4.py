@@ -4,7 +4,9 @@
     python -m pvllm.reports.table4 [report.runs_dir=outputs/eval]      (the same, without evaluate.py)
 Reads every run directory under ``runs_dir`` that holds ``summary.json`` (written by evaluate.py next to
 predictions.jsonl and scores.jsonl). Runs that differ only in ``history_seed`` (App. A: histories
-resampled for the same targets) are one row, reported as mean ± std (sample std, ddof=1).
+resampled for the same targets) are one row, reported as mean ± std (sample std, ddof=1). Runs are joined by
+their recorded identity (pvllm.identity): runs of one row that differ in anything else (checkpoint, dataset,
+decoding, rater), or rows of one split drawn from different datasets, are an error naming both runs.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from pvllm.evaluation import ficl_scored_of, scored_of
+from pvllm.identity import check_joinable, summary_identity
 from pvllm.metrics.alignment import human_scores
+from pvllm.metrics.scoring import FAILURE_RULE
 
 log = logging.getLogger(__name__)
 
@@ -32,21 +37,21 @@ SPLIT_TITLES = {"val": "Validation Set", "test": "Test Set"}
 
 
 def collect_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
-    """summary.json of every run below ``runs_dir`` (newest wins for an identical setting)."""
-    found: dict[tuple, tuple[float, dict]] = {}
+    """summary.json of every run below ``runs_dir``, each with its recorded identity (pvllm.identity; a run
+    without one is an error). Two directories holding the *same* run (equal ``run_id``): the newer wins."""
+    found: dict[str, tuple[float, dict]] = {}
     for path in sorted(Path(runs_dir).rglob("summary.json")):
         s = json.loads(path.read_text())
         if not (path.parent / "predictions.jsonl").is_file():
             log.warning("%s: no predictions.jsonl beside it; skipped", path)
             continue
         s["run_dir"] = str(path.parent)
-        key = tuple(
-            s.get(k) for k in ("split", "generator", "history_mode", "k", "seed", "history_seed", "rater")
-        )
+        key = summary_identity(s)["run_id"]
         mtime = path.stat().st_mtime
         if key in found:
             log.warning(
-                "two runs of %s: keeping the newer of %s and %s", key, found[key][1]["run_dir"], path.parent
+                "run %s is in two directories: keeping the newer of %s and %s", key, found[key][1]["run_dir"],
+                path.parent
             )
             if found[key][0] > mtime:
                 continue
@@ -91,11 +96,16 @@ def table4_rows(
             s.get("rater"),
         )
         groups[key].append(s)
+    for split in {s.get("split") for s in runs}:  # one table: one dataset and one draw of targets per split
+        check_joinable([s for s in runs if s.get("split") == split],
+                       ignore=ROW_FIELDS, what=f"Table 4, {split} split")
     order = {"val": 0, "test": 1}
     rows = []
     for key in sorted(groups, key=lambda k: (order.get(k[0], 2), str(k[0]), str(k[1]), str(k[2]), str(k[3]))):
         split, gen, mode, k, _seed, rater = key
         ss = groups[key]
+        # one row averages only runs that differ in history_seed (App. A), never checkpoints or datasets
+        check_joinable(ss, ignore=("histories.history_seed",), what=f"Table 4 row {key}")
         name = gen if (mode, k) in (("k", 5), (None, None)) else f"{gen} [{mode} k={k}]"
         row = {"split": split, "method": name}
         for c in METRIC_COLS:
@@ -103,25 +113,31 @@ def table4_rows(
         hm = (human or {}).get(split, {}).get(gen, {})
         for c in HUMAN_COLS:
             row[c] = f"{hm[c]:.1f}" if c in hm else "-"
-        for c, key in COPY_COLS.items():
-            row[c] = _fmt([s.get(key) for s in ss])
+        for c, col_key in COPY_COLS.items():
+            row[c] = _fmt([s.get(col_key) for s in ss])
         # 95% intervals over users (bootstrap, summary.json `ci95`): one run per row only (no App. A mean)
         cis = [s.get("ci95") or {} for s in ss]
         row["ci95"] = {m: cis[0][m] for m in (*METRIC_COLS, "copy_history") if len(ss) == 1 and m in cis[0]}
-        row["n"] = "/".join(sorted({str(s.get("n")) for s in ss}))
-        row["failed"] = sum(int(s.get("n_generation_failed") or 0) for s in ss)
-        row["ficl_failed"] = sum(int(s.get("ficl_n_failed") or 0) for s in ss)
+        row["scored/requested"] = ", ".join(scored_of(s) for s in ss)
+        row["FICL scored/requested"] = ", ".join(ficl_scored_of(s) for s in ss)
         row["rater"] = rater or "-"
+        row["FICL pool"] = ss[0].get("ficl_pool") or "-"
         row["history_seeds"] = ",".join(str(s.get("history_seed")) for s in ss)
         rows.append(row)
     return rows
 
 
-COLUMNS = ("method", *METRIC_COLS, *HUMAN_COLS, *COPY_COLS, "n", "failed", "ficl_failed", "rater")
+COLUMNS = ("method", *METRIC_COLS, *HUMAN_COLS, *COPY_COLS, "scored/requested", "FICL scored/requested", "rater",
+           "FICL pool")
+# identity fields that may differ between the rows of one table (not within a row)
+ROW_FIELDS = (
+    "histories.history_mode", "histories.k", "histories.history_seed", "histories.selection",
+    "histories.retrieval_model", "generation", "scoring",
+)
 
 
 def to_markdown(rows: list[dict]) -> str:
-    out = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    out = [f"({FAILURE_RULE})", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     split = None
     for r in rows:
         if r["split"] != split:

@@ -15,6 +15,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from pvllm.evaluation import ficl_scored_of, scored_of
+from pvllm.identity import check_joinable
+from pvllm.metrics.scoring import FAILURE_RULE
 from pvllm.reports.table4 import collect_runs
 
 log = logging.getLogger(__name__)
@@ -38,8 +41,14 @@ def selection(cfg: Any, generator: str | None = None, rater: str | None = None) 
     return want
 
 
+VARIED = {"history_mode": "histories.history_mode", "k": "histories.k", "history_seed": "histories.history_seed"}
+
+
 def matching_runs(runs_dir: str | Path, want: dict[str, Any], vary: str) -> dict[Any, dict]:
-    """``vary`` value -> the summary of the one run matching ``want``; several raters -> error, not a mix."""
+    """``vary`` value -> the summary of the one run matching ``want``; several raters -> error, not a mix.
+
+    The runs must share their recorded identity except the varied field (same dataset, targets, checkpoint,
+    decoding, rater): two checkpoints or datasets under one name are an error naming both runs."""
     runs = [s for s in collect_runs(runs_dir) if all(s.get(k) == v for k, v in want.items())]
     raters = sorted({str(s.get("rater")) for s in runs})
     if len(raters) > 1:
@@ -47,6 +56,7 @@ def matching_runs(runs_dir: str | Path, want: dict[str, Any], vary: str) -> dict
             f"runs under {runs_dir} matching {want} were scored by several raters {raters}: "
             "choose one with report.rater=LABEL"
         )
+    check_joinable(runs, ignore=[VARIED[vary]], what=f"runs under {runs_dir} matching {want}")
     out: dict[Any, dict] = {}
     for s in runs:
         out.setdefault(s.get(vary), s)
@@ -59,16 +69,24 @@ def fmt(v: Any) -> str:
 
 def to_markdown(rows: list[tuple[str, dict]], cols: tuple[str, ...], first: str = "Setting") -> str:
     out = [
-        f"| {first} | " + " | ".join(cols) + " | n | failed gen | FICL failed |",
-        "|" + "---|" * (len(cols) + 4),
+        f"({FAILURE_RULE})",
+        f"| {first} | " + " | ".join(cols) + " | scored/requested | FICL scored/requested | history len | FICL pool |",
+        "|" + "---|" * (len(cols) + 5),
     ]
     for name, s in rows:
         out.append(
             f"| {name} | "
             + " | ".join(fmt(s.get(c)) for c in cols)
-            + f" | {s.get('n', '-')} | {s.get('n_generation_failed', '-')} | {s.get('ficl_n_failed', '-')} |"
+            + f" | {scored_of(s)} | {ficl_scored_of(s)} | {history_len(s)} | {s.get('ficl_pool') or '-'} |"
         )
     return "\n".join(out)
+
+
+def history_len(s: dict) -> str:
+    """The history lengths actually drawn (mean, min-max): fewer than k where users have fewer comments."""
+    if "history_len_mean" not in s:
+        return "-"
+    return f"{s['history_len_mean']:.2f} ({s['history_len_min']}-{s['history_len_max']})"
 
 
 def report(

@@ -1,0 +1,213 @@
+"""What produced a result: content identities of histories files and evaluation runs (docs/data_format.md).
+
+Names (``data.name``, the generator's config name) only label results; every check and every report join
+uses these identities instead:
+
+- a **histories identity**: the dataset's records (sha256 of videos/comments/users.jsonl), the split and the
+  draw settings (history mode, k, seed, history_seed, samples_per_user). Stored beside the histories file
+  (``<file>.identity.json``) and checked before the file is reused.
+- a **run identity**: the histories identity, the target video files the generator read (size + head/tail
+  digest), the generator (config name, class, model id, weights digest, decoding parameters), the rater
+  (label + parameters) and the FICL few-shot pool. Stored in the run directory (``identity.json``) and in
+  ``summary.json``; checked when a run directory is resumed or rescored.
+
+Two identities that differ are a :class:`IdentityConflict` naming both (file or run) and the fields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 2  # summary.json / predictions.jsonl; 2 = identity recorded, `generator` = config name
+_CHUNK = 1 << 16  # bytes hashed at each end of a large file (weights, videos)
+
+
+class IdentityConflict(ValueError):
+    """Two results that would be reused, joined or averaged were produced differently."""
+
+
+def canonical_hash(obj: Any, n: int = 16) -> str:
+    """Short sha256 of ``obj`` in canonical JSON (sorted keys)."""
+    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:n]
+
+
+def file_digest(path: str | os.PathLike, whole: bool = False) -> str:
+    """sha256 of a file's size and content: all of it (``whole``, or small files), else its first and last
+    64 KiB (enough to tell apart two videos or two checkpoints without reading gigabytes)."""
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with path.open("rb") as f:
+        if whole or size <= 4 * _CHUNK:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        else:
+            h.update(f.read(_CHUNK))
+            f.seek(size - _CHUNK)
+            h.update(f.read(_CHUNK))
+    return h.hexdigest()[:16]
+
+
+def dataset_records_digest(root: str | os.PathLike) -> str:
+    """sha256 of the dataset's three record files (what every draw of histories depends on)."""
+    root = Path(root)
+    h = hashlib.sha256()
+    for name in ("videos.jsonl", "comments.jsonl", "users.jsonl"):
+        h.update(name.encode() + b"\0" + file_digest(root / name, whole=True).encode())
+    return h.hexdigest()[:16]
+
+
+def files_digest(paths: Iterable[str | os.PathLike], root: str | os.PathLike | None = None) -> str:
+    """One digest of several files (a missing one is recorded as missing, not skipped)."""
+    h = hashlib.sha256()
+    for p in sorted({str(p) for p in paths}):
+        rel = os.path.relpath(p, root) if root else p
+        d = file_digest(p) if Path(p).is_file() else "missing"
+        h.update(f"{rel}\0{d}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def weights_digest(model_id: str) -> str | None:
+    """Digest of a local weights file or directory (every file in it); None for a hub or API model name."""
+    p = Path(model_id)
+    if p.is_file():
+        return file_digest(p)
+    if p.is_dir():
+        files = [f for f in sorted(p.rglob("*")) if f.is_file() and ".cache" not in f.parts]
+        return files_digest(files, root=p)
+    return None
+
+
+def histories_identity(records_digest: str, split: str, mode: str, k: int, seed: int, history_seed: int,
+                       samples_per_user: int, selection: str = "random", retrieval_model: str | None = None
+                       ) -> dict[str, Any]:
+    ident = {"dataset_records": records_digest, "split": split, "history_mode": mode, "k": k, "seed": seed,
+             "history_seed": history_seed, "samples_per_user": samples_per_user}
+    if selection != "random":  # the paper's random draw keeps the identities of earlier files
+        ident.update(selection=selection, retrieval_model=retrieval_model)
+    return {**ident, "id": canonical_hash(ident)}
+
+
+def sidecar(histories_file: str | os.PathLike) -> Path:
+    p = Path(histories_file)
+    return p.with_name(p.name + ".identity.json")
+
+
+def differing(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the fields where two (nested) identities differ; ``id`` fields are derived."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if key in ("id", "run_id"):
+            continue
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += differing(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}: {va!r} vs {vb!r}")
+    return out
+
+
+def check_histories_identity(histories_file: str | os.PathLike, current: dict[str, Any]) -> None:
+    """The histories file's recorded identity must be ``current``; else IdentityConflict naming both."""
+    side = sidecar(histories_file)
+    if not side.is_file():
+        raise IdentityConflict(
+            f"{histories_file} has no identity record ({side.name}; written before identities were recorded), "
+            f"so it cannot be checked against dataset {current['dataset_records']}: delete it to redraw")
+    stored = json.loads(side.read_text())
+    if stored.get("id") != current["id"]:
+        raise IdentityConflict(
+            f"{histories_file} was drawn as histories {stored.get('id')} but this evaluation is histories "
+            f"{current['id']} ({'; '.join(differing(stored, current))}): delete the file or set histories_file")
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON atomically (temp file + rename; shards of one run may write the same file at once)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def run_identity(histories: dict[str, Any], generation: dict[str, Any], scoring: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """The full identity of an evaluation run; ``run_id`` hashes everything, ``generation_id`` only what
+    produced predictions.jsonl (histories + videos + generator)."""
+    gen_part = {"histories": histories, "generation": generation}
+    ident = {"schema_version": SCHEMA_VERSION, **gen_part, "scoring": scoring or {}}
+    return {**ident, "generation_id": canonical_hash(gen_part), "run_id": canonical_hash(ident)}
+
+
+def check_run_generation(run_dir: str | os.PathLike, current: dict[str, Any]) -> None:
+    """A run directory that already holds predictions must have been made by the same generation identity."""
+    path = Path(run_dir) / "identity.json"
+    if not path.is_file():
+        return
+    stored = json.loads(path.read_text())
+    if stored.get("generation_id") != current["generation_id"]:
+        fields = differing({"histories": stored.get("histories", {}), "generation": stored.get("generation", {})},
+                           {"histories": current["histories"], "generation": current["generation"]})
+        raise IdentityConflict(
+            f"{run_dir} holds run {stored.get('generation_id')} but this evaluation is run "
+            f"{current['generation_id']} ({'; '.join(fields)}): use another run directory (hydra.run.dir=...) "
+            "or delete the old one")
+
+
+def stored_run_identity(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    path = Path(run_dir) / "identity.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reports: select and join runs by identity, never by names alone.
+
+
+def summary_identity(s: dict[str, Any]) -> dict[str, Any]:
+    """The identity recorded in a summary.json (with its ``run_dir``); error for a run without one."""
+    ident = s.get("identity")
+    if not isinstance(ident, dict) or "run_id" not in ident:
+        raise IdentityConflict(
+            f"run {s.get('run_dir')} has no recorded identity (summary.json written before schema "
+            f"{SCHEMA_VERSION}): rescore it with `python evaluate.py ... stage=score` or move it out of runs_dir")
+    return ident
+
+
+def comparable(ident: dict[str, Any], ignore: Iterable[str] = ()) -> dict[str, Any]:
+    """The identity without derived ids and without the dotted fields in ``ignore`` (e.g. the varied one)."""
+    out = json.loads(json.dumps(ident, default=str))
+    for key in ("run_id", "generation_id"):
+        out.pop(key, None)
+    out.get("histories", {}).pop("id", None)
+    for dotted in ignore:
+        node = out
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return out
+
+
+def check_joinable(runs: list[dict[str, Any]], ignore: Iterable[str], what: str) -> None:
+    """All runs must share every identity field except ``ignore`` (the fields a table varies on purpose)."""
+    ignore = tuple(ignore)
+    first = None
+    for s in runs:
+        c = comparable(summary_identity(s), ignore)
+        if first is None:
+            first = (s, c)
+            continue
+        diff = differing(first[1], c)
+        if diff:
+            raise IdentityConflict(
+                f"{what}: runs {first[0].get('run_dir')} (run {first[0]['identity']['run_id']}) and "
+                f"{s.get('run_dir')} (run {s['identity']['run_id']}) were produced differently "
+                f"({'; '.join(diff[:6])}); they cannot be averaged or put in one table: select one with "
+                "report.runs_dir or move the other away")

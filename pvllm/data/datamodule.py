@@ -16,8 +16,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from pvllm.data.dataset import PerVidCom, load_pervidcom
 from pvllm.data.frame_cache import FrameSource, Sampling
 from pvllm.data.histories import Sample, build_eval_histories, draw_training_samples
-from pvllm.data.video_io import VideoReadError
-from pvllm.prompt import build_prompt
+from pvllm.data.video_io import VideoReadError, clip_metadata, read_clip
+from pvllm.models.families import encode_example, family_of, visual_token_count
+from pvllm.prompt import build_instruction, chat_prompt
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -28,8 +29,8 @@ class SampleDataset(Dataset):
     """Samples -> (frames, prompt, reply). A bad video raises or is skipped-and-counted (``on_bad_video``)."""
 
     def __init__(self, ds: PerVidCom, samples: list[Sample], num_frames: int, include_title: bool,
-                 on_bad_video: str = "raise", skipped: Counter[str] | None = None, video: bool = True,
-                 frames: FrameSource | None = None):
+                 on_bad_video: str = "raise", skipped: Counter[str] | None = None, fps: float | None = None,
+                 max_frames: int | None = None, video: bool = True, frames: FrameSource | None = None):
         if on_bad_video not in ("raise", "skip"):
             raise ValueError(f"on_bad_video must be 'raise' or 'skip', got {on_bad_video!r}")
         self.ds, self.samples, self.num_frames = ds, samples, num_frames
@@ -39,6 +40,7 @@ class SampleDataset(Dataset):
             raise ValueError(f"frame source samples {self.frames.sampling}, the dataset {num_frames} frames")
         self.include_title, self.on_bad_video = include_title, on_bad_video
         self.skipped: Counter[str] = Counter() if skipped is None else skipped
+        self.fps, self.max_frames = fps, max_frames
         self.video = video  # False: text-only (no frames read, no video token), e.g. a comments-only dataset
 
     def __len__(self) -> int:
@@ -48,13 +50,20 @@ class SampleDataset(Dataset):
         s = self.samples[i]
         path = self.ds.video_path(s.video_id)
         title = self.ds.videos[s.video_id].title if self.include_title else None
+        instruction = build_instruction([h["text"] for h in s.history], title)
         if not self.video:
-            prompt = build_prompt([h["text"] for h in s.history], title, video_token=None)
-            return {"sample_id": s.sample_id, "frames": None, "prompt": prompt, "reply": s.reference}
-        prompt = build_prompt([h["text"] for h in s.history], title)
-        item = {"sample_id": s.sample_id, "prompt": prompt, "reply": s.reference}
+            return {"sample_id": s.sample_id, "frames": None, "reply": s.reference,
+                    "prompt": chat_prompt(instruction, video_token=None)}
+        # `prompt`: the Video-LLaVA rendering; other families render `instruction` with their chat template
+        item = {"sample_id": s.sample_id, "instruction": instruction, "prompt": chat_prompt(instruction),
+                "reply": s.reference}
         try:
-            item["frames"] = self.frames.get(path, s.video_id)
+            if self.fps is None:  # num_frames uniformly spaced: the frame cache / decoder, + timestamps
+                item["frames"] = self.frames.get(path, s.video_id)
+                item["video_metadata"] = clip_metadata(path, self.num_frames)
+            else:
+                item["frames"], item["video_metadata"] = read_clip(path, self.num_frames, self.fps,
+                                                                   self.max_frames)
         except VideoReadError as e:
             if self.on_bad_video == "raise":
                 raise
@@ -63,6 +72,11 @@ class SampleDataset(Dataset):
             log.warning("skipping sample %s (zero loss weight): %s", s.sample_id, e)
             self.skipped[str(path)] += 1
             item["frames"] = np.zeros((self.num_frames, _PLACEHOLDER_SIDE, _PLACEHOLDER_SIDE, 3), np.uint8)
+            # what a processor needs to timestamp frames (SmolVLM2, Qwen3-VL): one frame per second
+            n = self.num_frames
+            item["video_metadata"] = {"total_num_frames": n, "fps": 1.0, "width": _PLACEHOLDER_SIDE,
+                                      "height": _PLACEHOLDER_SIDE, "duration": float(n),
+                                      "frames_indices": list(range(n))}
             item["bad_video"] = str(path)
         return item
 
@@ -70,35 +84,57 @@ class SampleDataset(Dataset):
 @dataclass
 class PVLLMCollator:
     """Tokenizes prompt (with the expanded video tokens) and reply separately, then concatenates,
-    so the label mask covers exactly the reply tokens (+ EOS) and nothing of the prompt."""
+    so the label mask covers exactly the reply tokens (+ end of turn) and nothing of the prompt
+    (``pvllm.models.families.encode_example``: the family's processor and chat template)."""
 
     processor: Any
     max_reply_tokens: int = 64
     padding_side: str = "right"
     text_instructions: dict | None = None  # encoding limits of text-only items (pvllm.data.text_instructions)
+    max_visual_tokens: int | None = None  # per-sample visual-token budget: more is an error naming the sample
+    _logged: bool = False
 
     def encode(self, item: dict[str, Any]) -> dict[str, torch.Tensor]:
         tok = self.processor.tokenizer
         if item.get("conversations") is not None:  # text-only (Table 6): no video token, no pixel values
             from pvllm.data.text_instructions import encode_conversation
 
+            if family_of(self.processor).template != "video_llava":
+                raise ValueError(f"text-only instructions are rendered in Video-LLaVA's chat format only; "
+                                 f"family {family_of(self.processor).name} is not supported with them")
+
             ti = self.text_instructions or {}
             limits = {k: ti[k] for k in ("max_tokens", "max_turn_tokens") if k in ti}
             return encode_conversation(tok, item["conversations"], **limits)
-        if item["frames"] is None:  # text-only PV-LLM item (data.video=false)
-            enc = tok([item["prompt"]], return_tensors="pt")
-        else:
-            enc = self.processor(text=[item["prompt"]], videos=[item["frames"]], return_tensors="pt")
-        prompt_ids = enc["input_ids"][0]
-        reply_ids = tok(" " + item["reply"].strip(), add_special_tokens=False)["input_ids"][: self.max_reply_tokens]
-        reply = torch.tensor(reply_ids + [tok.eos_token_id], dtype=torch.long)
-        input_ids = torch.cat([prompt_ids, reply])
-        labels = torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), reply])
+        family = family_of(self.processor)
+        if item["frames"] is None:  # text-only PV-LLM item (data.video=false): Video-LLaVA's chat format
+            if family.template != "video_llava":
+                raise ValueError(f"data.video=false (text-only) uses Video-LLaVA's chat format; family "
+                                 f"{family.name} is not supported with it")
+            prompt_ids = tok([item["prompt"]], return_tensors="pt")["input_ids"][0]
+            reply_ids = tok(" " + item["reply"].strip(), add_special_tokens=False)["input_ids"]
+            reply = torch.tensor(reply_ids[: self.max_reply_tokens] + [tok.eos_token_id], dtype=torch.long)
+            return {"input_ids": torch.cat([prompt_ids, reply]),
+                    "labels": torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), reply])}
+        clip = (item["frames"], item["video_metadata"]) if item.get("video_metadata") else item["frames"]
+        instruction = item.get("instruction")
+        enc = encode_example(self.processor, instruction, clip, item["reply"], self.max_reply_tokens,
+                             prompt=None if instruction is not None else item["prompt"])
         if item.get("bad_video"):  # a skipped video's placeholder: nothing of it is learned
-            labels = torch.full_like(labels, IGNORE_INDEX)
-        if item["frames"] is None:
-            return {"input_ids": input_ids, "labels": labels}
-        return {"input_ids": input_ids, "labels": labels, "pixel_values_videos": enc["pixel_values_videos"][0]}
+            enc["labels"] = torch.full_like(enc["labels"], IGNORE_INDEX)
+            return enc
+        n_visual = visual_token_count(self.processor, enc["input_ids"])
+        if self.max_visual_tokens is not None and n_visual > self.max_visual_tokens:
+            raise ValueError(
+                f"sample {item.get('sample_id')}: {n_visual} visual tokens > data.max_visual_tokens="
+                f"{self.max_visual_tokens} ({family.name}, {len(item['frames'])} frames of "
+                f"{item['frames'].shape[2]}x{item['frames'].shape[1]}); lower data.num_frames / the "
+                "processor's max pixels, or raise the budget")
+        if not self._logged:
+            log.info("visual tokens per sample: %d (%s, %d frames of %dx%d)", n_visual, family.name,
+                     len(item["frames"]), item["frames"].shape[2], item["frames"].shape[1])
+            self._logged = True
+        return enc
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         encs = [self.encode(it) for it in items]
@@ -111,17 +147,24 @@ class PVLLMCollator:
             L_ = len(e["input_ids"])
             sl = slice(n - L_, n) if self.padding_side == "left" else slice(0, L_)
             ids[i, sl], labels[i, sl], mask[i, sl] = e["input_ids"], e["labels"], 1
-        # videos of the video items only, in batch order: VideoLlava fills the batch's video tokens in order
-        videos = [e["pixel_values_videos"] for e in encs if "pixel_values_videos" in e]
-        return {
-            "sample_id": [it["sample_id"] for it in items],
-            "input_ids": ids,
-            "attention_mask": mask,
-            "labels": labels,
-            "pixel_values_videos": torch.stack(videos) if videos else None,
-            # unreadable videos of this batch (placeholders with masked labels): counted in the main process
-            "skipped_videos": [it["bad_video"] for it in items if it.get("bad_video")],
-        }
+        batch = {"sample_id": [it["sample_id"] for it in items], "input_ids": ids, "attention_mask": mask,
+                 "labels": labels, family_of(self.processor).video_kwarg: None}
+        # visual inputs of the video items only, in batch order: the model fills the video tokens in order
+        for k in dict.fromkeys(k for e in encs for k in e if k not in ("input_ids", "labels")):
+            rows = [e[k] for e in encs if k in e]
+            if len(rows) == len(encs) and all(r.dim() == 1 and len(r) == len(e["input_ids"])
+                                              for r, e in zip(rows, encs)):
+                # per-token inputs (mm_token_type_ids): padded like input_ids
+                tok_aligned = torch.zeros((len(encs), n), dtype=rows[0].dtype)
+                for i, r in enumerate(rows):
+                    sl = slice(n - len(r), n) if self.padding_side == "left" else slice(0, len(r))
+                    tok_aligned[i, sl] = r
+                batch[k] = tok_aligned
+            else:
+                batch[k] = torch.cat(rows)
+        # unreadable videos of this batch (placeholders with masked labels): counted in the main process
+        batch["skipped_videos"] = [it["bad_video"] for it in items if it.get("bad_video")]
+        return batch
 
 
 class _SkipFirst:
@@ -213,6 +256,9 @@ class PVLLMDataModule(L.LightningDataModule):
         # pvllm.data.frame_cache root (None: decode every video); frame_size: its shorter edge (None: as is)
         frame_cache: str | None = None,
         frame_size: int | None = None,
+        fps: float | None = None,  # None: num_frames uniformly spaced frames; set: one frame every 1/fps s
+        max_frames: int | None = None,  # frame budget of fps sampling (None = num_frames)
+        max_visual_tokens: int | None = None,  # per-sample visual-token budget (None = unchecked)
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -253,7 +299,8 @@ class PVLLMDataModule(L.LightningDataModule):
         def draw(epoch: int) -> SampleDataset:
             samples = draw_training_samples(self.ds, hp.train_split, epoch, hp.seed, hp.k_min, hp.k_max)
             return SampleDataset(self.ds, self._keep(samples, f"train epoch {epoch}"), hp.num_frames,
-                                 hp.include_title, hp.on_bad_video, video=hp.video, frames=self.frames)
+                                 hp.include_title, hp.on_bad_video, fps=hp.fps, max_frames=hp.max_frames,
+                                 video=hp.video, frames=self.frames)
 
         make = draw
         if hp.text_instructions:
@@ -263,7 +310,8 @@ class PVLLMDataModule(L.LightningDataModule):
         self.train_set = _EpochSamples(make)
         val = self._keep(build_eval_histories(self.ds, hp.val_split, k=hp.val_k, seed=hp.seed), "val")
         self.val_set = SampleDataset(self.ds, val, hp.num_frames, hp.include_title, hp.on_bad_video,
-                                     video=hp.video, frames=self.frames)
+                                     fps=hp.fps, max_frames=hp.max_frames, video=hp.video,
+                                     frames=self.frames)
         if stage in ("fit", "validate") and hp.on_bad_video == "raise" and hp.video:
             self._check_val_videos()
 
@@ -308,6 +356,7 @@ class PVLLMDataModule(L.LightningDataModule):
             raise RuntimeError("attach_processor(model_processor) before creating dataloaders")
         return cls(dataset, batch_size=self.hparams.batch_size, shuffle=False, num_workers=self.hparams.num_workers,
                    collate_fn=PVLLMCollator(self.processor, self.hparams.max_reply_tokens,
+                                             max_visual_tokens=self.hparams.max_visual_tokens,
                                              text_instructions=self.hparams.text_instructions), **kwargs)
 
     def _completed_batches(self) -> int:

@@ -46,3 +46,68 @@ def read_frames(path: str | os.PathLike, num_frames: int = 8) -> np.ndarray:
     if frames.ndim != 4 or frames.shape[0] != num_frames or frames.shape[-1] != 3:
         raise VideoReadError(f"unexpected frame array {frames.shape} from {path}")
     return frames
+
+
+def fps_indices(num_total: int, native_fps: float, fps: float, max_frames: int) -> np.ndarray:
+    """One frame every ``1/fps`` seconds from the start; more than ``max_frames`` is an error (the per-sample
+    frame budget), never a silent cut."""
+    if fps <= 0 or native_fps <= 0:
+        raise ValueError(f"fps sampling needs positive rates (asked {fps}, video {native_fps})")
+    idx = np.arange(0, num_total, native_fps / fps).round().astype(np.int64)
+    idx = idx[idx < num_total]
+    if len(idx) > max_frames:
+        raise ValueError(f"fps sampling at {fps}/s gives {len(idx)} frames (> max_frames={max_frames}); "
+                         "lower data.fps or raise data.max_frames")
+    return idx
+
+
+def read_clip(path: str | os.PathLike, num_frames: int = 8, fps: float | None = None,
+              max_frames: int | None = None) -> tuple[np.ndarray, dict]:
+    """Frames plus what a processor needs to timestamp them: (frames (T, H, W, 3) uint8, metadata dict with
+    ``total_num_frames, fps, width, height, duration, frames_indices``).
+
+    ``fps=None``: ``num_frames`` uniformly spaced frames (``read_frames``); ``fps`` set: one frame every
+    ``1/fps`` s, at most ``max_frames`` (default ``num_frames``) or a VideoReadError naming the file.
+    """
+    import decord
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise VideoReadError(f"video file not found: {path}")
+    try:
+        vr = decord.VideoReader(path, num_threads=1)
+        n, native = len(vr), float(vr.get_avg_fps())
+    except Exception as e:
+        raise VideoReadError(f"cannot decode video {path}: {str(e).splitlines()[0][:200]}") from e
+    if n == 0:
+        raise VideoReadError(f"video has zero frames: {path}")
+    if fps is None:
+        idx = frame_indices(n, num_frames)
+    else:
+        idx = fps_indices(n, native, fps, max_frames or num_frames)  # over budget: ValueError, not a bad video
+    try:
+        frames = vr.get_batch(idx.tolist()).asnumpy()
+    except Exception as e:
+        raise VideoReadError(f"cannot decode frames {idx.tolist()} of {path}: {str(e).splitlines()[0][:200]}") from e
+    h, w = frames.shape[1:3]
+    meta = {"total_num_frames": n, "fps": native, "width": int(w), "height": int(h),
+            "duration": n / native if native > 0 else None, "frames_indices": idx.tolist()}
+    return frames, meta
+
+
+def clip_metadata(path: str | os.PathLike, num_frames: int = 8) -> dict:
+    """``read_clip``'s metadata for the ``num_frames`` uniformly spaced frames, from the container header only
+    (no frame decoded): what a processor needs to timestamp frames served by the frame cache."""
+    import decord
+
+    path = os.fspath(path)
+    try:
+        vr = decord.VideoReader(path, num_threads=1)
+        n, native = len(vr), float(vr.get_avg_fps())
+        h, w = vr[0].shape[:2] if n else (0, 0)
+    except Exception as e:
+        raise VideoReadError(f"cannot decode video {path}: {str(e).splitlines()[0][:200]}") from e
+    if n == 0:
+        raise VideoReadError(f"video has zero frames: {path}")
+    return {"total_num_frames": n, "fps": native, "width": int(w), "height": int(h),
+            "duration": n / native if native > 0 else None, "frames_indices": frame_indices(n, num_frames).tolist()}

@@ -1,4 +1,4 @@
-"""One builder for every PV-LLM: the 7B Video-LLaVA, PV-LLM-small and the tiny test model.
+"""One builder for every PV-LLM: any supported HF video-LLM family (pvllm.models.families).
 
 Each model config names an HF directory (or hub id) that ``from_pretrained`` loads, plus an optional
 ``create`` function that writes that directory when it is missing (tiny / small models made here).
@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from pvllm.models.families import Family, family_for_model_type, get_family, model_parts
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +38,19 @@ class LoraSpec:
     r: int = 8
     alpha: int = 16
     dropout: float = 0.05
-    # Regex on module names: only the LLM's projections (a bare list would also hit the CLIP towers).
-    target_modules: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
+    # Regex on module names: only the LLM's projections (a bare list would also hit the vision towers);
+    # None = the family's regex (pvllm.models.families)
+    target_modules: str | None = None
 
 
 @dataclass
 class PVLLM:
     """What the builder returns: the HF model, its processor and a description for logs/W&B."""
 
-    model: Any  # VideoLlavaForConditionalGeneration (possibly a peft wrapper)
-    processor: Any  # VideoLlavaProcessor
+    model: Any  # the family's *ForConditionalGeneration (possibly a peft wrapper)
+    processor: Any  # the family's processor
     source: str
+    family: Family | None = None
     parameter_table: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -79,33 +83,16 @@ def resolve_pretrained(pretrained: str, create: Callable[..., Any] | None) -> st
     return pretrained  # a hub id such as LanguageBind/Video-LLaVA-7B-hf
 
 
-def model_parts(model) -> dict[str, list[torch.nn.Parameter]]:
-    """Parameters by part of the HF VideoLlava module tree (transformers 5: model.model.{...}, lm_head)."""
-    inner = model.model
-    emb = model.get_input_embeddings()
-    emb_ids = {id(p) for p in emb.parameters()}
-    llm = [p for p in inner.language_model.parameters() if id(p) not in emb_ids]
-    llm += [p for p in model.lm_head.parameters() if id(p) not in emb_ids]
-    return {
-        "vision_encoder": list(inner.video_tower.parameters()),
-        "image_encoder (unused for video)": list(inner.image_tower.parameters()),
-        "projector": list(inner.multi_modal_projector.parameters()),
-        "llm.word_embeddings": list(emb.parameters()),
-        "llm (other layers)": llm,
-    }
-
-
 def apply_freezing(model, vision_encoder: PartSpec, projector: PartSpec, llm: LLMSpec) -> None:
-    parts = model_parts(model)
     flags = {
         "vision_encoder": vision_encoder.trainable,
-        # The image tower is unused for video: frozen always, or DDP finds unused parameters.
+        # parts video never reaches (Video-LLaVA's image tower): frozen always, or DDP finds unused parameters
         "image_encoder (unused for video)": False,
         "projector": projector.trainable,
         "llm.word_embeddings": llm.trainable and llm.word_embeddings_trainable,
         "llm (other layers)": llm.trainable,
     }
-    for name, params in parts.items():
+    for name, params in model_parts(model).items():
         for p in params:
             p.requires_grad_(flags[name])
 
@@ -128,6 +115,15 @@ def format_parameter_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def load_family(source: str, family: str | None = None) -> Family:
+    """The family of an HF directory / hub id: named in the config, or read from its config.json."""
+    if family:
+        return get_family(family)
+    from transformers import AutoConfig
+
+    return family_for_model_type(AutoConfig.from_pretrained(source).model_type)
+
+
 def build_pvllm(
     pretrained: str,
     create: Callable[..., Any] | None = None,
@@ -139,21 +135,29 @@ def build_pvllm(
     attn_implementation: str | None = None,
     gradient_checkpointing: bool = False,
     num_frames: int = 8,
+    family: str | None = None,
 ) -> PVLLM:
-    """Load (or create, then load) a VideoLlava model + processor and set what trains."""
-    from transformers import VideoLlavaForConditionalGeneration, VideoLlavaProcessor
+    """Load (or create, then load) a model + processor of any supported family and set what trains.
+
+    ``family`` (a name in pvllm.models.families) is checked against the directory's model type; None =
+    detected from its config.json. The family table says which modules the trainable flags address.
+    """
+    import transformers
 
     source = resolve_pretrained(pretrained, create)
+    fam = load_family(source)
+    if family and get_family(family) is not fam:
+        raise ValueError(f"model.family={family!r} but {source} is a {fam.name} model ({fam.model_types[0]})")
     kwargs: dict[str, Any] = {"dtype": _dtype(dtype)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    model = VideoLlavaForConditionalGeneration.from_pretrained(source, **kwargs)
-    processor = VideoLlavaProcessor.from_pretrained(source)
+    model = getattr(transformers, fam.model_class).from_pretrained(source, **kwargs)
+    processor = getattr(transformers, fam.processor_class).from_pretrained(source)
     ve = PartSpec(**(vision_encoder or {"trainable": False}))
     pj = PartSpec(**(projector or {"trainable": True}))
     lm = LLMSpec(**(llm or {}))
     apply_freezing(model, ve, pj, lm)
-    notes = []
+    notes = [f"family {fam.name}: {fam.model_class}"]
     readme = Path(source) / "README.md"
     if readme.is_file():
         notes.append(readme.read_text().strip().splitlines()[0])
@@ -165,13 +169,20 @@ def build_pvllm(
         from peft import LoraConfig, get_peft_model
 
         spec = LoraSpec(**lora)
+        target = spec.target_modules or fam.lora_target
+        modules = {n for n, _ in model.named_modules()}
+        proj_modules = [p.rsplit(".", 1)[-1] for p in fam.projector if p in modules]
         cfg = LoraConfig(
-            r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=spec.target_modules,
+            r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=target,
             # the projector stays fully trainable next to the adapters (if the config trains it)
-            modules_to_save=["multi_modal_projector"] if pj.trainable else None,
+            modules_to_save=proj_modules if pj.trainable and proj_modules else None,
         )
         model = get_peft_model(model, cfg)
-        table = parameter_table(model.base_model.model)  # adapters count inside the LLM row
-        notes.append(f"LoRA r={spec.r} alpha={spec.alpha} on {spec.target_modules}")
+        if pj.trainable:  # projector parameters that are not modules (OneVision's image_newline)
+            for path in fam.projector:
+                if path not in modules:
+                    model.base_model.model.get_parameter(path).requires_grad_(True)
+        table = parameter_table(model)  # adapters count inside the LLM row
+        notes.append(f"LoRA r={spec.r} alpha={spec.alpha} on {target}")
     model.config.pvllm_num_frames = num_frames
-    return PVLLM(model=model, processor=processor, source=source, parameter_table=table, notes=notes)
+    return PVLLM(model=model, processor=processor, source=source, parameter_table=table, notes=notes, family=fam)

@@ -10,7 +10,7 @@ import torch
 
 
 class PVLLMModule(L.LightningModule):
-    """Wraps a VideoLlava model (from pvllm.models.builder); the loss is over reply tokens only."""
+    """Wraps a model of any family (from pvllm.models.builder); the loss is over reply tokens only."""
 
     def __init__(self, model: torch.nn.Module, optim: dict[str, Any], scheduler: dict[str, Any] | None = None):
         super().__init__()
@@ -32,10 +32,9 @@ class PVLLMModule(L.LightningModule):
         supervised = (labels != -100).any(dim=0).nonzero()
         seq_len = labels.shape[1]
         keep = min(seq_len - int(supervised[0]) + 1, seq_len) if len(supervised) else seq_len
-        out = self.model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-            pixel_values_videos=batch["pixel_values_videos"], logits_to_keep=keep,
-        )
+        # every model input the collator built (the family's visual inputs included), not labels / ids
+        inputs = {k: v for k, v in batch.items() if k not in ("sample_id", "labels", "skipped_videos")}
+        out = self.model(**inputs, logits_to_keep=keep)
         logits = out.logits[:, :-1].float()  # position t predicts token t+1
         targets = labels[:, seq_len - keep + 1:]
         if not len(supervised):  # only skipped-video placeholders: zero loss that still reaches every weight,

@@ -1,0 +1,188 @@
+"""Tiny random models of the real classes of each supported family (pvllm.models.families), as HF dirs.
+
+Like ``pvllm.models.tiny`` for Video-LLaVA: the real ``*ForConditionalGeneration`` / processor classes
+at tiny sizes (LLM hidden 64, 2 layers; vision hidden 32, 2 layers; 32-px frames), random weights, a
+small offline byte-level BPE tokenizer with the family's special tokens and a chat template in the
+family's format, written with ``save_pretrained`` so the builder loads them like a hub checkpoint.
+Their outputs are meaningless; they exercise the code path of the real checkpoints in milliseconds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pvllm.models.tiny import _CORPUS
+
+# Chat templates in each family's format (shortened from the hub checkpoints' templates: text + one video).
+QWEN2_5_VL_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}{% if content['type'] == 'video' %}"
+    "<|vision_start|><|video_pad|><|vision_end|>{% elif content['type'] == 'text' %}{{ content['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+QWEN3_VL_TEMPLATE = QWEN2_5_VL_TEMPLATE.replace(
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant."
+    "<|im_end|>\n{% endif %}", "")
+LLAVA_ONEVISION_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + ' ' }}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}{{ '<video>' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ '\n' + content['text'] }}"
+    "{% endfor %}{{ '<|im_end|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
+    "{% endif %}"
+)
+SMOLVLM_TEMPLATE = (  # transformers.models.smolvlm.processing_smolvlm.DEFAULT_CHAT_TEMPLATE (SmolVLM2's)
+    "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}{% if message['content'] is string %}"
+    "{{': ' + message['content']}}{% else %}{% if message['content'][0]['type'] == 'image' %}{{':'}}{% else %}"
+    "{{': '}}{% endif %}{% for line in message['content'] %}{% if line['type'] == 'text' %}{{line['text']}}"
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% elif line['type'] == 'video' %}{{ '<video>' }}"
+    "{% endif %}{% endfor %}{% endif %}<end_of_utterance>\n{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                "<|image_pad|>", "<|video_pad|>"]
+
+
+def tiny_tokenizer(special: list[str], vocab_size: int = 512, **named: str):
+    """A byte-level BPE over pvllm.models.tiny's corpus with ``special`` tokens; ``named`` e.g. eos_token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **named)
+
+
+def _text(tok, **kw) -> dict:
+    return dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, **kw)
+
+
+def _save(model, processor, tok, out_dir, name: str) -> Path:
+    out_dir = Path(out_dir)
+    gc = model.generation_config
+    gc.pad_token_id, gc.eos_token_id, gc.bos_token_id = tok.pad_token_id, tok.eos_token_id, tok.bos_token_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    (out_dir / "README.md").write_text(
+        f"Tiny RANDOM {name} written by pvllm.models.tiny_families: real classes, random weights, for tests. "
+        "Its outputs are not meaningful.\n")
+    return out_dir
+
+
+def _qwen_vision(**kw) -> dict:
+    return dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=8, spatial_merge_size=2,
+                temporal_patch_size=2, out_hidden_size=64, **kw)
+
+
+def make_tiny_qwen2_5_vl(out_dir: str | os.PathLike, seed: int = 0) -> Path:
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    tok = tiny_tokenizer(QWEN_SPECIAL, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
+    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
+    config = Qwen2_5_VLConfig(
+        vision_config=_qwen_vision(window_size=16, fullatt_block_indexes=[1]), text_config=_text(tok, rope_parameters=rope),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    size = {"shortest_edge": 16 * 16, "longest_edge": 32 * 32}  # 32-px frames: 2×2 merged tokens per 2 frames
+    pp = dict(size=size, patch_size=8, merge_size=2, temporal_patch_size=2)
+    processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(**pp),
+                                    video_processor=Qwen2VLVideoProcessor(**pp, cap_pixels_per_frame=True),
+                                    tokenizer=tok, chat_template=QWEN2_5_VL_TEMPLATE)
+    return _save(model, processor, tok, out_dir, "Qwen2.5-VL")
+
+
+def make_tiny_qwen3_vl(out_dir: str | os.PathLike, seed: int = 0) -> Path:
+    import torch
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor, Qwen3VLVideoProcessor
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+
+    tok = tiny_tokenizer(QWEN_SPECIAL, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
+    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3], "mrope_interleaved": True}
+    config = Qwen3VLConfig(
+        vision_config=_qwen_vision(num_position_embeddings=16, deepstack_visual_indexes=[0]),
+        text_config=_text(tok, head_dim=16, rope_parameters=rope),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(seed)
+    model = Qwen3VLForConditionalGeneration(config)
+    size = {"shortest_edge": 16 * 16, "longest_edge": 32 * 32 * 8}
+    pp = dict(size=size, patch_size=8, merge_size=2, temporal_patch_size=2)
+    processor = Qwen3VLProcessor(image_processor=Qwen2VLImageProcessor(**pp),
+                                 video_processor=Qwen3VLVideoProcessor(**pp, cap_pixels_per_frame=True),
+                                 tokenizer=tok, chat_template=QWEN3_VL_TEMPLATE)
+    return _save(model, processor, tok, out_dir, "Qwen3-VL")
+
+
+def make_tiny_llava_onevision(out_dir: str | os.PathLike, seed: int = 0) -> Path:
+    import torch
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+    )
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
+    tok = tiny_tokenizer(special, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    config = LlavaOnevisionConfig(
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8),
+        text_config=dict(model_type="qwen2", **_text(tok)),
+        image_token_index=tok.convert_tokens_to_ids("<image>"), video_token_index=tok.convert_tokens_to_ids("<video>"),
+        vision_feature_layer=-1, vision_feature_select_strategy="full", image_grid_pinpoints=[[32, 32]],
+    )
+    torch.manual_seed(seed)
+    model = LlavaOnevisionForConditionalGeneration(config)
+    size = {"height": 32, "width": 32}  # 16 patches per frame, pooled 2×2 -> 4 tokens per frame (+1 newline)
+    processor = LlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=[[32, 32]]),
+        video_processor=LlavaOnevisionVideoProcessor(size=size), tokenizer=tok, num_image_tokens=16,
+        vision_feature_select_strategy="full", chat_template=LLAVA_ONEVISION_TEMPLATE,
+    )
+    return _save(model, processor, tok, out_dir, "LLaVA-OneVision")
+
+
+def make_tiny_smolvlm(out_dir: str | os.PathLike, seed: int = 0) -> Path:
+    import torch
+    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMImageProcessor, SmolVLMProcessor
+    from transformers.models.smolvlm.video_processing_smolvlm import SmolVLMVideoProcessor
+
+    special = ["<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<image>", "<video>",
+               "<fake_token_around_image>", "<global-img>"]
+    tok = tiny_tokenizer(special, eos_token="<end_of_utterance>", pad_token="<|endoftext|>",
+                         bos_token="<|im_start|>")
+    config = SmolVLMConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        text_config=dict(model_type="llama", **_text(tok)), scale_factor=2,
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+    )
+    torch.manual_seed(seed)
+    model = SmolVLMForConditionalGeneration(config)
+    edge = {"longest_edge": 32}  # one 32-px tile per frame: 16 patches, pixel-shuffled 2×2 -> 4 tokens
+    processor = SmolVLMProcessor(
+        image_processor=SmolVLMImageProcessor(size=edge, max_image_size=edge),
+        video_processor=SmolVLMVideoProcessor(size=edge, max_image_size=edge), tokenizer=tok, image_seq_len=4,
+        chat_template=SMOLVLM_TEMPLATE,
+    )
+    return _save(model, processor, tok, out_dir, "SmolVLM2")

@@ -1,242 +1,37 @@
 """HF Video-LLaVA generators: PV-LLM (a trained checkpoint) and zero-shot Video-LLaVA-7B.
 
-Both load through ``pvllm.models.builder.build_pvllm`` (the code path training uses), read the
-frames through ``pvllm.data.frame_cache.FrameSource`` (the frame cache when configured, each video decoded
-once per run otherwise) and batch by prompt length with left padding.
+The generic ``hf_video`` generator (pvllm.generators.hf_video) with Video-LLaVA's defaults: the
+same builder, frame reader, prompt and left-padded batches.
 """
 
 from __future__ import annotations
 
-import logging
-import pickle
-import time
-import zlib
-from pathlib import Path
 from typing import Any
 
-import torch
-
-from pvllm.data.frame_cache import FrameSource, Sampling
-from pvllm.data.video_io import VideoReadError
-from pvllm.generators.base import (
-    GENERATORS,
-    GenerationRequest,
-    GenerationResult,
-    Generator,
-    decode_new_tokens,
-    length_batches,
+from pvllm.generators.base import GENERATORS
+from pvllm.generators.hf_video import (
+    HFVideoGenerator,
+    UnsafeCheckpointError,
+    load_lightning_weights,
+    read_checkpoint_state,
 )
-from pvllm.models.builder import build_pvllm
-from pvllm.prompt import build_instruction, chat_prompt, fit_history
 
-log = logging.getLogger(__name__)
+__all__ = ["PVLLMGenerator", "UnsafeCheckpointError", "VideoLlavaGenerator", "load_lightning_weights",
+           "read_checkpoint_state"]
 
 # Video-LLaVA's own inference defaults (its README/cli: do_sample, temperature 0.1); comments are
 # short, so fewer new tokens than its 1024.
 VIDEO_LLAVA_SAMPLING = {"do_sample": True, "temperature": 0.1, "top_p": None, "max_new_tokens": 64}
 
 
-class UnsafeCheckpointError(RuntimeError):
-    """A checkpoint that needs arbitrary code to unpickle: refused (loading it could run that code)."""
-
-
-def read_checkpoint_state(ckpt_path: str) -> dict[str, torch.Tensor]:
-    """The weights of a checkpoint, never running code from it.
-
-    ``.safetensors`` (preferred: a plain tensor file) is read with safetensors; anything else with
-    ``torch.load(weights_only=True)`` (tensors and plain containers only), taking its ``state_dict``.
-    A pickle that references other objects (classes, functions) is refused with UnsafeCheckpointError.
-    """
-    path = Path(ckpt_path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise UnsafeCheckpointError(
-            f"{ckpt_path}: refused, it is not a weights-only checkpoint (unpickling it would need "
-            f"{str(e).splitlines()[0][:200]!r}; loading it could run code). Give a .safetensors file, an HF "
-            "directory (train.py's hf_model/) or a Lightning .ckpt written by train.py") from None
-    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UnsafeCheckpointError(f"{ckpt_path}: no state_dict of tensors in this checkpoint")
-    return state
-
-
-def load_lightning_weights(model: torch.nn.Module, ckpt_path: str) -> None:
-    """Load a PVLLMModule checkpoint (keys ``model.*``; Lightning .ckpt or .safetensors) into an HF model."""
-    state = read_checkpoint_state(ckpt_path)
-    state = {k.removeprefix("model."): v for k, v in state.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or missing:
-        raise RuntimeError(f"{ckpt_path}: does not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
-
-
 @GENERATORS.register("video_llava")
-class VideoLlavaGenerator(Generator):
+class VideoLlavaGenerator(HFVideoGenerator):
     """Any VideoLlavaForConditionalGeneration directory or hub id (zero-shot Video-LLaVA-7B by default)."""
 
-    bucketed = True
+    default_sampling = VIDEO_LLAVA_SAMPLING
 
-    def __init__(
-        self,
-        pretrained: str = "LanguageBind/Video-LLaVA-7B-hf",
-        checkpoint: str | None = None,
-        create: Any = None,
-        sampling: dict | None = None,
-        greedy: bool = False,
-        batch_size: int = 4,
-        num_frames: int = 8,
-        dtype: str = "float32",
-        device: str = "auto",
-        seed: int = 0,
-        score_batch_size: int = 20,
-        video: bool = True,
-        frame_cache: str | None = None,
-        frame_size: int | None = None,
-        frame_memo: int = 32,
-    ):
-        bundle = build_pvllm(pretrained, create=create, dtype=dtype)
-        # frame_memo: videos kept decoded in memory (evaluation groups samples by video); 0 decodes per sample
-        self.frames = FrameSource(Sampling(num_frames, frame_size), frame_cache, memo=frame_memo)
-        self.model, self.processor = bundle.model, bundle.processor
-        if checkpoint:
-            load_lightning_weights(self.model, checkpoint)
-        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        self.model.to(self.device).eval()
-        self.processor.tokenizer.padding_side = "left"
-        self.batch_size, self.num_frames, self.seed = batch_size, num_frames, seed
-        self.score_batch_size = int(score_batch_size)  # sequences per forward pass when ranking candidates
-        self.video = bool(video)  # False: text-only PV-LLM (no frames read, prompt without the video token)
-        self._video_tokens: int | None = None
-        params = dict(VIDEO_LLAVA_SAMPLING, **(sampling or {}))
-        if greedy:
-            params.update(do_sample=False, temperature=None, top_p=None)
-        self._params = {k: v for k, v in params.items() if v is not None}
-        src = Path(bundle.source)
-        # the exact weights: resolve links such as outputs/train/latest
-        self._model_id = str(Path(checkpoint).resolve() if checkpoint else src.resolve() if src.exists() else src)
-
-    @property
-    def model_id(self) -> str:
-        return self._model_id
-
-    @property
-    def generation_config(self) -> dict[str, Any]:
-        if not self.video:
-            return dict(self._params, video="none", seed=self.seed)
-        cfg = dict(self._params, num_frames=self.num_frames, seed=self.seed)
-        if self.frames.sampling.size is not None:  # resized frames are other model inputs
-            cfg["frame_size"] = self.frames.sampling.size
-        return cfg
-
-    def _frames(self, req: GenerationRequest) -> Any:
-        return self.frames.get(req.video_path, req.extra.get("video_id")) if self.video else None
-
-    def _encode(self, prompts: list[str], frames: list[Any]) -> Any:
-        """Chat prompts (+ videos) -> model inputs; text-only when the generator has video off."""
-        if not self.video:
-            return self.processor.tokenizer([chat_prompt(p, video_token=None) for p in prompts], padding=True,
-                                            return_tensors="pt").to(self.device)
-        return self.processor(text=[chat_prompt(p) for p in prompts], videos=frames, padding=True,
-                              return_tensors="pt").to(self.device)
-
-    @torch.inference_mode()
-    def generate(self, batch: list[GenerationRequest]) -> list[GenerationResult]:
-        results: dict[str, GenerationResult] = {}
-        ok: list[tuple[GenerationRequest, Any]] = []
-        for req in batch:
-            try:
-                ok.append((req, self._frames(req)))
-            except VideoReadError as e:
-                results[req.sample_id] = GenerationResult(req.sample_id, None, error=f"VideoReadError: {e}")
-        tok = self.processor.tokenizer
-        # every row has the same number of video tokens: the text decides the padding
-        lengths = [len(tok(chat_prompt(r.prompt), add_special_tokens=False)["input_ids"]) for r, _ in ok]
-        for idx in length_batches(lengths, self.batch_size):
-            chunk = [ok[i] for i in idx]
-            t0 = time.perf_counter()
-            fitted = [self.fitted_instruction(r, f) for r, f in chunk]
-            enc = self._encode([p for p, _ in fitted], [f for _, f in chunk])
-            if self._params.get("do_sample"):
-                # reproducible sampling: the seed depends on the run seed and the chunk's first id
-                torch.manual_seed(self.seed * 1_000_003 + zlib.crc32(chunk[0][0].sample_id.encode()))
-            out = self.model.generate(**enc, **self._params, pad_token_id=tok.pad_token_id)
-            texts = decode_new_tokens(tok, out[:, enc["input_ids"].shape[1]:])
-            dt = (time.perf_counter() - t0) / len(chunk)
-            for (req, _), (text, notes), (_, fit_notes) in zip(chunk, texts, fitted):
-                results[req.sample_id] = GenerationResult(req.sample_id, text, latency_s=dt,
-                                                          notes=fit_notes + notes)
-        return [results[r.sample_id] for r in batch]
-
-    supports_ranking = True
-
-    @torch.inference_mode()
-    def score_candidates(self, batch: list[GenerationRequest],
-                         candidates: list[list[str]]) -> list[list[float] | None]:
-        """Mean log-prob of ``" " + candidate + EOS`` after the chat prompt with the video (the training
-        layout, ``PVLLMCollator``); ``score_batch_size`` sequences per forward pass. An unreadable video
-        gives ``None`` for that request (counted as a failure, never a score)."""
-        from pvllm.generators.likelihood import mean_reply_logprobs
-
-        tok = self.processor.tokenizer
-        out: list[list[float] | None] = []
-        for req, cands in zip(batch, candidates):
-            try:
-                frames = self._frames(req)
-            except VideoReadError as e:
-                log.warning("ranking: cannot read the video of %s: %s", req.sample_id, e)
-                out.append(None)
-                continue
-            enc = self._encode([req.prompt], [frames]).to("cpu")
-            prompt = enc["input_ids"][0].tolist()
-            pix = enc.get("pixel_values_videos")
-            replies = [tok(" " + c.strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-                       for c in cands]
-            scores: list[float] = []
-            for i in range(0, len(replies), self.score_batch_size):
-                part = replies[i: i + self.score_batch_size]
-                extra = None if pix is None else {
-                    "pixel_values_videos": pix.expand(len(part), *pix.shape[1:])}
-                scores += mean_reply_logprobs(self.model, [prompt] * len(part), part, tok.pad_token_id,
-                                              self.device, extra=extra)
-            out.append(scores)
-        return out
-
-    @property
-    def reads_video(self) -> bool:  # type: ignore[override]
-        return self.video
-
-    def fitted_instruction(self, req: GenerationRequest, frames: Any) -> tuple[str, list[str]]:
-        """The instruction, its history cut where the text plus the video tokens plus the reply would not fit
-        the language model's context (warned and noted ``history_truncated``)."""
-        context = getattr(getattr(self.model.config, "text_config", self.model.config), "max_position_embeddings",
-                          None)
-        if not context:
-            return req.prompt, []
-        tok = self.processor.tokenizer
-
-        def wrap(instruction: str) -> str:
-            return chat_prompt(instruction) if self.video else chat_prompt(instruction, video_token=None)
-
-        if self.video and self._video_tokens is None:  # what <video> expands to, measured once
-            probe = wrap("x")
-            full = self.processor(text=[probe], videos=[frames], return_tensors="pt")["input_ids"].shape[1]
-            self._video_tokens = full - len(tok(probe)["input_ids"])
-        budget = context - int(self._params.get("max_new_tokens", 64)) - (self._video_tokens or 0)
-
-        def n_tokens(h: list[str]) -> int:
-            return len(tok(wrap(build_instruction(h, req.title if req.include_title else None)))["input_ids"])
-
-        history, cut = fit_history(req.history, n_tokens, budget)
-        if not cut:
-            return req.prompt, []
-        log.warning("%s: history cut to fit the context of %d tokens (%d -> %d characters)", req.sample_id,
-                    context, sum(map(len, req.history)), sum(map(len, history)))
-        return build_instruction(history, req.title if req.include_title else None), ["history_truncated"]
-
+    def __init__(self, pretrained: str = "LanguageBind/Video-LLaVA-7B-hf", **kwargs: Any):
+        super().__init__(pretrained, **kwargs)
 
 
 @GENERATORS.register("pvllm")

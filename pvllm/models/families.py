@@ -150,14 +150,15 @@ def reply_texts(processor, instruction: str, reply: str) -> tuple[str, str]:
         return " " + reply, tok.eos_token
     prompt = render_prompt(processor, instruction)
     full = processor.apply_chat_template(_conversation(instruction, reply), tokenize=False)
-    if not full.startswith(prompt):
-        raise ValueError(f"family {family.name}: the chat template renders the prompt differently with a reply; "
-                         "cannot mask the reply")
-    suffix = full[len(prompt):]
-    i = suffix.find(reply)
+    i = full.rfind(reply)
     if i < 0:
         raise ValueError(f"family {family.name}: the chat template changed the reply text; cannot mask it")
-    return suffix[: i + len(reply)], suffix[i + len(reply):].rstrip("\n")
+    end = full[i + len(reply):].rstrip("\n")
+    if full.startswith(prompt):  # what the template writes between the generation prompt and the reply
+        return full[len(prompt): i + len(reply)], end
+    # templates whose assistant header differs from their generation prompt (LLaVA-OneVision's
+    # "assistant " vs "assistant\n"): the reply follows the generation prompt, as at inference
+    return reply, end
 
 
 def processor_inputs(processor, prompts: list[str], clips: list[Any], **kwargs) -> dict:

@@ -39,6 +39,23 @@ def tiny_model_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_family_dirs() -> dict[str, Path]:
+    """Tiny random models of the new families (pvllm.models.tiny_families), written once per session."""
+    from hydra.utils import get_method
+
+    from pvllm.models.families import FAMILIES
+
+    out = {}
+    for name in FAMILIES.names():
+        if name != "video_llava":
+            d = _SESSION_TMP / f"tiny-{name}"
+            if not (d / "config.json").is_file():
+                get_method(FAMILIES.get(name).tiny)(d, seed=0)
+            out[name] = d
+    return out
+
+
+@pytest.fixture(scope="session")
 def sample_ds():
     from pvllm.data.dataset import load_pervidcom
 

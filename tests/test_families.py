@@ -5,7 +5,6 @@ import copy
 
 import pytest
 import torch
-from hydra.utils import get_method
 
 from pvllm.data.datamodule import IGNORE_INDEX, PVLLMCollator
 from pvllm.data.video_io import read_clip
@@ -37,9 +36,8 @@ FIRST_LOSS = {"qwen2_5_vl": 6.219849, "qwen3_vl": 6.212229, "llava_onevision": 6
 
 
 @pytest.fixture(scope="module")
-def tiny_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("families")
-    return {name: get_method(get_family(name).tiny)(root / name, seed=0) for name in NEW}
+def tiny_dirs(tiny_family_dirs):
+    return tiny_family_dirs
 
 
 @pytest.fixture(scope="module")

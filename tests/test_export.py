@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from pvllm.data.dataset import load_pervidcom
-from pvllm.data.histories import build_eval_histories, draw_training_samples
 from pvllm.data.export import export
+from pvllm.data.histories import build_eval_histories, draw_training_samples
 from tests.conftest import REPO, SAMPLE
 
 # hand-written from data/sample (test split, seed 0, k=5): LLaMA-Factory's mllm_video_demo shape

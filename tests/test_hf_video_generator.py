@@ -9,9 +9,8 @@ from pvllm.data.dataset import load_pervidcom
 from pvllm.data.histories import build_eval_histories
 from pvllm.evaluation import to_request
 from pvllm.generators.hf_video import HFVideoGenerator
-from tests.test_experiments import _multirun, fast_meteor  # noqa: F401  (fixture: quick METEOR stand-in)
-
 from tests.conftest import SAMPLE
+from tests.test_experiments import _multirun, fast_meteor  # noqa: F401  (fixture: quick METEOR stand-in)
 
 NEW = ["qwen2_5_vl", "qwen3_vl", "llava_onevision", "smolvlm"]
 PRESETS = {"qwen2_5_vl": "QWEN2_5_VL_PATH", "qwen3_vl": "QWEN3_VL_PATH",

@@ -110,7 +110,12 @@ def make_tiny_qwen2_5_vl(out_dir: str | os.PathLike, seed: int = 0) -> Path:
 
 def make_tiny_qwen3_vl(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     import torch
-    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor, Qwen3VLVideoProcessor
+    from transformers import (
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
 
     tok = tiny_tokenizer(QWEN_SPECIAL, eos_token="<|im_end|>", pad_token="<|endoftext|>")
@@ -164,7 +169,12 @@ def make_tiny_llava_onevision(out_dir: str | os.PathLike, seed: int = 0) -> Path
 
 def make_tiny_smolvlm(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     import torch
-    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMImageProcessor, SmolVLMProcessor
+    from transformers import (
+        SmolVLMConfig,
+        SmolVLMForConditionalGeneration,
+        SmolVLMImageProcessor,
+        SmolVLMProcessor,
+    )
     from transformers.models.smolvlm.video_processing_smolvlm import SmolVLMVideoProcessor
 
     special = ["<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<image>", "<video>",

@@ -1,4 +1,4 @@
-"""Issue 11: `python -m pvllm.data.export` writes PerVidCom splits as LLaMA-Factory / ms-swift video SFT data."""
+"""Issue 11: `python -m pvllm.data.export` writes PerVidCom splits as LLaMA-Factory / ms-swift video data."""
 
 import json
 import subprocess
@@ -32,8 +32,9 @@ EXPECTED_FIRST = {
 def test_llamafactory_export_matches_a_hand_written_record_and_loads_with_datasets(tmp_path):
     datasets = pytest.importorskip("datasets", reason="pip install -c constraints.txt 'pvllm[export]'")
     out = tmp_path / "lf"
-    proc = subprocess.run([sys.executable, "-m", "pvllm.data.export", "--root", str(SAMPLE), "--split", "test",
-                           "--format", "llamafactory", "--out", str(out)], cwd=REPO, capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "pvllm.data.export", "--root", str(SAMPLE), "--split", "test",
+           "--format", "llamafactory", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads((out / "pervidcom_test.json").read_text())
     assert rows[0] == EXPECTED_FIRST
@@ -41,7 +42,8 @@ def test_llamafactory_export_matches_a_hand_written_record_and_loads_with_datase
     assert info == {"pervidcom_test": {
         "file_name": "pervidcom_test.json", "formatting": "sharegpt",
         "columns": {"messages": "messages", "videos": "videos"},
-        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}}}
+        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                 "assistant_tag": "assistant"}}}
     # the same histories evaluate.py writes for this split (every model scored on identical histories)
     ds = load_pervidcom(SAMPLE)
     want = build_eval_histories(ds, "test", k=5, seed=0)
@@ -70,7 +72,8 @@ def test_swift_and_sharegpt_exports_of_the_train_draws(tmp_path):
     info = json.loads((tmp_path / "dataset_info.json").read_text())
     assert info["pvc_sharegpt"]["columns"] == {"messages": "conversations", "videos": "videos"}
     for f in (path, sg):
-        loaded = datasets.load_dataset("json", data_files=str(f), split="train", cache_dir=str(tmp_path / "hf"))
+        loaded = datasets.load_dataset("json", data_files=str(f), split="train",
+                                       cache_dir=str(tmp_path / "hf"))
         assert loaded.num_rows == (len(draws) if f == path else len(draws) // 2)
     with pytest.raises(ValueError, match="valid: llamafactory, swift, sharegpt"):
         export(str(SAMPLE), "train", str(tmp_path), "alpaca")

@@ -25,15 +25,18 @@ def test_lora_on_qwen2_5_vl_trains_merges_and_evaluates(tmp_path, tiny_family_di
     pa, pb = model_parts(a.model), model_parts(b.model)
     assert all(torch.equal(x, y) for x, y in zip(pa["vision_encoder"], pb["vision_encoder"]))  # frozen
     assert all(torch.equal(x, y) for x, y in zip(pa["llm.word_embeddings"], pb["llm.word_embeddings"]))
-    assert not all(torch.equal(x, y) for x, y in zip(pa["projector"], pb["projector"]))  # trained next to LoRA
+    # the projector trained next to the adapters
+    assert not all(torch.equal(x, y) for x, y in zip(pa["projector"], pb["projector"]))
     qa = a.model.model.language_model.layers[0].self_attn.q_proj.weight
     qb = b.model.model.language_model.layers[0].self_attn.q_proj.weight
     assert not torch.equal(qa, qb)  # the adapters were merged into the attention weights
     ma = a.model.model.language_model.layers[0].mlp.down_proj.weight
     assert torch.equal(ma, b.model.model.language_model.layers[0].mlp.down_proj.weight)  # no adapter there
-    summary = run_evaluate(["generator=hf_video", f"generator.pretrained={merged}", "rater=lexical", "~logger",
+    summary = run_evaluate(["generator=hf_video", f"generator.pretrained={merged}", "rater=lexical",
+                            "~logger",
                             "max_samples=2", "generator.sampling.max_new_tokens=4",
                             f"paths.output_root={tmp_path / 'out'}"], tmp_path / "eval")
     assert summary["n"] == 2 and summary["generator"] == "hf_video"
     preds = [json.loads(x) for x in (tmp_path / "eval" / "predictions.jsonl").open()]
-    assert [p["error"] for p in preds] == [None, None] and all(p["model"] == str(merged.resolve()) for p in preds)
+    assert [p["error"] for p in preds] == [None, None]
+    assert all(p["model"] == str(merged.resolve()) for p in preds)

@@ -11,8 +11,9 @@ epoch there); val/test samples are the evaluation histories (``build_eval_histor
 model trained elsewhere is evaluated here (``generator=hf_video``) on identical histories.
 
 Formats (one record shape, the one both tools document for video SFT data):
-- ``llamafactory``: ``<name>.json`` (a JSON list of ``{"messages": [{"role", "content"}...], "videos": [path]}``)
-  and ``dataset_info.json`` declaring it (``formatting: sharegpt``, columns messages/videos, role/content tags).
+- ``llamafactory``: ``<name>.json`` (a JSON list of ``{"messages": [{"role", "content"}...],
+  "videos": [path]}``) and ``dataset_info.json`` declaring it (``formatting: sharegpt``, columns
+  messages/videos, role/content tags).
 - ``swift``: ``<name>.jsonl``, the same records one per line (ms-swift's custom dataset format).
 - ``sharegpt``: ``<name>.json`` in classic ShareGPT (``conversations`` of ``{"from": human|gpt, "value"}``,
   ``videos``) plus its ``dataset_info.json`` entry (LLaMA-Factory's default sharegpt tags).
@@ -54,7 +55,7 @@ def dataset_info(name: str, file_name: str, fmt: str) -> dict:
 
 def export(root: str, split: str, out: str, fmt: str = "llamafactory", name: str | None = None, seed: int = 0,
            k: int = 5, k_min: int = 5, k_max: int = 15, epochs: int = 1, include_title: bool = False) -> Path:
-    """Write the split; returns the data file. Samples are drawn exactly as train.py / evaluate.py draw them."""
+    """Write the split; returns the data file. Samples drawn exactly as train.py / evaluate.py draw them."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
     ds = load_pervidcom(root)
@@ -94,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, default=1, help="train: one fresh draw per epoch (paper: 2)")
     p.add_argument("--include-title", action="store_true", help="put the video title in the prompt")
     a = p.parse_args(argv)
-    path = export(a.root, a.split, a.out, a.format, a.name, a.seed, a.k, a.k_min, a.k_max, a.epochs, a.include_title)
+    path = export(a.root, a.split, a.out, a.format, a.name, a.seed, a.k, a.k_min, a.k_max, a.epochs,
+                  a.include_title)
     print(f"wrote {path}")
 
 

@@ -84,7 +84,8 @@ def read_clip(path: str | os.PathLike, num_frames: int = 8, fps: float | None = 
     if fps is None:
         idx = frame_indices(n, num_frames)
     else:
-        idx = fps_indices(n, native, fps, max_frames or num_frames)  # over budget: ValueError, not a bad video
+        # over the frame budget: a ValueError (a config problem), not a bad video to skip
+        idx = fps_indices(n, native, fps, max_frames or num_frames)
     try:
         frames = vr.get_batch(idx.tolist()).asnumpy()
     except Exception as e:

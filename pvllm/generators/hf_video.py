@@ -130,8 +130,8 @@ class HFVideoGenerator(Generator):
         for i in range(0, len(ok), self.batch_size):
             chunk = ok[i: i + self.batch_size]
             t0 = time.perf_counter()
-            enc = processor_inputs(self.processor, [render_prompt(self.processor, r.prompt) for r, _ in chunk],
-                                   [c for _, c in chunk], padding=True).to(self.device)
+            prompts = [render_prompt(self.processor, r.prompt) for r, _ in chunk]
+            enc = processor_inputs(self.processor, prompts, [c for _, c in chunk], padding=True).to(self.device)
             if self._params.get("do_sample"):
                 # reproducible sampling: the seed depends on the run seed and the chunk's first id
                 torch.manual_seed(self.seed * 1_000_003 + zlib.crc32(chunk[0][0].sample_id.encode()))

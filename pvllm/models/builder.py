@@ -185,4 +185,5 @@ def build_pvllm(
         table = parameter_table(model)  # adapters count inside the LLM row
         notes.append(f"LoRA r={spec.r} alpha={spec.alpha} on {target}")
     model.config.pvllm_num_frames = num_frames
-    return PVLLM(model=model, processor=processor, source=source, parameter_table=table, notes=notes, family=fam)
+    return PVLLM(model=model, processor=processor, source=source, parameter_table=table, notes=notes,
+                 family=fam)

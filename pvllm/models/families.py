@@ -73,7 +73,8 @@ def family_of(obj: Any) -> Family:
         for name in FAMILIES.names():
             if FAMILIES.get(name).processor_class == cls:
                 return FAMILIES.get(name)
-        raise ValueError(f"processor class {cls} belongs to no supported family ({', '.join(FAMILIES.names())})")
+        names = ", ".join(FAMILIES.names())
+        raise ValueError(f"processor class {cls} belongs to no supported family ({names})")
     config = getattr(obj, "config", obj)
     return family_for_model_type(config.model_type)
 
@@ -137,7 +138,8 @@ def render_prompt(processor, instruction: str) -> str:
     family = family_of(processor)
     if family.template == "video_llava":
         return chat_prompt(instruction)
-    return processor.apply_chat_template(_conversation(instruction), add_generation_prompt=True, tokenize=False)
+    conv = _conversation(instruction)
+    return processor.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
 
 
 def reply_texts(processor, instruction: str, reply: str) -> tuple[str, str]:
@@ -171,8 +173,8 @@ def processor_inputs(processor, prompts: list[str], clips: list[Any], **kwargs) 
 
         metas = [c[1] if isinstance(c, tuple) else None for c in clips]
         if any(m is None for m in metas):
-            raise ValueError(f"family {family.name} writes frame timestamps into the prompt: pass each clip as "
-                             "(frames, metadata) from pvllm.data.video_io.read_clip")
+            raise ValueError(f"family {family.name} writes frame timestamps into the prompt: pass each clip "
+                             "as (frames, metadata) from pvllm.data.video_io.read_clip")
         extra["video_metadata"] = [VideoMetadata(**m) for m in metas]
     return processor(text=prompts, videos=frames, return_tensors="pt", **extra)
 
@@ -196,11 +198,10 @@ def encode_example(processor, instruction: str | None, clip: Any, reply: str, ma
     reply_t = torch.tensor(reply_ids, dtype=torch.long)
     out = {"input_ids": torch.cat([prompt_ids, reply_t]),
            "labels": torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), reply_t])}
-    n = enc["input_ids"].shape[1]
     for k, v in enc.items():
         if k in ("input_ids", "attention_mask") or not isinstance(v, torch.Tensor):
             continue
-        if v.dim() == 2 and v.shape == enc["input_ids"].shape and v.shape[1] == n:  # per-token (mm_token_type_ids)
+        if v.dim() == 2 and v.shape == enc["input_ids"].shape:  # per-token (mm_token_type_ids)
             out[k] = torch.cat([v[0], torch.zeros(len(reply_t), dtype=v.dtype)])
         else:
             out[k] = v
@@ -219,7 +220,8 @@ def visual_token_count(processor, input_ids: torch.Tensor) -> int:
 register_family(Family(
     name="video_llava", model_types=("video_llava",), model_class="VideoLlavaForConditionalGeneration",
     processor_class="VideoLlavaProcessor",
-    vision_encoder=("model.video_tower",), unused=("model.image_tower",), projector=("model.multi_modal_projector",),
+    vision_encoder=("model.video_tower",), unused=("model.image_tower",),
+    projector=("model.multi_modal_projector",),
     language_model=("model.language_model", "lm_head"), template="video_llava",
     tiny="pvllm.models.tiny.make_tiny_video_llava", checkpoints=("LanguageBind/Video-LLaVA-7B-hf",),
 ))
@@ -241,7 +243,8 @@ register_family(Family(
     checkpoints=("Qwen/Qwen3-VL-2B-Instruct", "Qwen/Qwen3-VL-4B-Instruct", "Qwen/Qwen3-VL-8B-Instruct"),
 ))
 register_family(Family(
-    name="llava_onevision", model_types=("llava_onevision",), model_class="LlavaOnevisionForConditionalGeneration",
+    name="llava_onevision", model_types=("llava_onevision",),
+    model_class="LlavaOnevisionForConditionalGeneration",
     processor_class="LlavaOnevisionProcessor",
     vision_encoder=("model.vision_tower",), projector=("model.multi_modal_projector", "model.image_newline"),
     language_model=("model.language_model", "lm_head"),

@@ -29,15 +29,15 @@ QWEN3_VL_TEMPLATE = QWEN2_5_VL_TEMPLATE.replace(
     "<|im_end|>\n{% endif %}", "")
 LLAVA_ONEVISION_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + ' ' }}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}{{ '<video>' }}{% endfor %}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ '\n' + content['text'] }}"
-    "{% endfor %}{{ '<|im_end|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}{{ '<video>' }}"
+    "{% endfor %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ '\n' + content['text'] }}{% endfor %}{{ '<|im_end|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
     "{% endif %}"
 )
 SMOLVLM_TEMPLATE = (  # transformers.models.smolvlm.processing_smolvlm.DEFAULT_CHAT_TEMPLATE (SmolVLM2's)
-    "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}{% if message['content'] is string %}"
-    "{{': ' + message['content']}}{% else %}{% if message['content'][0]['type'] == 'image' %}{{':'}}{% else %}"
-    "{{': '}}{% endif %}{% for line in message['content'] %}{% if line['type'] == 'text' %}{{line['text']}}"
+    "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}"
+    "{% if message['content'] is string %}{{': ' + message['content']}}{% else %}"
+    "{% if message['content'][0]['type'] == 'image' %}{{':'}}{% else %}{{': '}}{% endif %}{% for line in message['content'] %}{% if line['type'] == 'text' %}{{line['text']}}"
     "{% elif line['type'] == 'image' %}{{ '<image>' }}{% elif line['type'] == 'video' %}{{ '<video>' }}"
     "{% endif %}{% endfor %}{% endif %}<end_of_utterance>\n{% endfor %}"
     "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
@@ -63,7 +63,8 @@ def tiny_tokenizer(special: list[str], vocab_size: int = 512, **named: str):
 def _text(tok, **kw) -> dict:
     return dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, **kw)
+                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
+                **kw)
 
 
 def _save(model, processor, tok, out_dir, name: str) -> Path:
@@ -80,8 +81,8 @@ def _save(model, processor, tok, out_dir, name: str) -> Path:
 
 
 def _qwen_vision(**kw) -> dict:
-    return dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=8, spatial_merge_size=2,
-                temporal_patch_size=2, out_hidden_size=64, **kw)
+    return dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=8,
+                spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=64, **kw)
 
 
 def make_tiny_qwen2_5_vl(out_dir: str | os.PathLike, seed: int = 0) -> Path:
@@ -94,7 +95,8 @@ def make_tiny_qwen2_5_vl(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
     rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
     config = Qwen2_5_VLConfig(
-        vision_config=_qwen_vision(window_size=16, fullatt_block_indexes=[1]), text_config=_text(tok, rope_parameters=rope),
+        vision_config=_qwen_vision(window_size=16, fullatt_block_indexes=[1]),
+        text_config=_text(tok, rope_parameters=rope),
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
     )
@@ -120,7 +122,8 @@ def make_tiny_qwen3_vl(out_dir: str | os.PathLike, seed: int = 0) -> Path:
 
     tok = tiny_tokenizer(QWEN_SPECIAL, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
-    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3], "mrope_interleaved": True}
+    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3],
+            "mrope_interleaved": True}
     config = Qwen3VLConfig(
         vision_config=_qwen_vision(num_position_embeddings=16, deepstack_visual_indexes=[0]),
         text_config=_text(tok, head_dim=16, rope_parameters=rope),
@@ -153,7 +156,8 @@ def make_tiny_llava_onevision(out_dir: str | os.PathLike, seed: int = 0) -> Path
         vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
                            num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8),
         text_config=dict(model_type="qwen2", **_text(tok)),
-        image_token_index=tok.convert_tokens_to_ids("<image>"), video_token_index=tok.convert_tokens_to_ids("<video>"),
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+        video_token_index=tok.convert_tokens_to_ids("<video>"),
         vision_feature_layer=-1, vision_feature_select_strategy="full", image_grid_pinpoints=[[32, 32]],
     )
     torch.manual_seed(seed)

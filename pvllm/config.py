@@ -59,6 +59,16 @@ def validate_train_config(cfg: DictConfig) -> None:
         errors.append(f"history.train_k_min/max: need 0 <= min <= max <= 15, got {kmin}, {kmax}")
     if not _get(cfg, "model.pretrained"):
         errors.append("model.pretrained: an HF directory or hub id is required")
+    family = _get(cfg, "model.family")
+    if family is not None:
+        from pvllm.models.families import FAMILIES
+
+        if family not in FAMILIES:
+            errors.append(f"model.family: unknown {family!r}; valid: {', '.join(FAMILIES.names())}")
+    for key in ("data.fps", "data.max_frames", "data.max_visual_tokens"):
+        v = _get(cfg, key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
+            errors.append(f"{key}: must be null or > 0, got {v!r}")
     lr = _get(cfg, "optim.lr")
     if not isinstance(lr, (int, float)) or lr <= 0:
         errors.append(f"optim.lr: must be > 0, got {lr!r}")

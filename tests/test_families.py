@@ -164,3 +164,16 @@ def test_fps_sampling_and_its_frame_budget():
     with pytest.raises(ValueError, match="gives 2 frames .> max_frames=1"):
         read_clip(path, 8, fps=1.0, max_frames=1)
     assert copy.deepcopy(meta)["frames_indices"] == [round(i * (n - 1) / 7) for i in range(8)]
+
+
+def test_train_config_names_a_bad_family_and_budget_before_loading(tmp_path):
+    from pvllm.config import ConfigError, validate_train_config
+    from tests.entrypoints import compose_config
+
+    cfg = compose_config("train", ["model=tiny_qwen2_5_vl", "model.family=qwen25_vl", "data.max_visual_tokens=0"],
+                         tmp_path)
+    with pytest.raises(ConfigError) as e:
+        validate_train_config(cfg)
+    assert "model.family: unknown 'qwen25_vl'; valid: llava_onevision, qwen2_5_vl" in str(e.value)
+    assert "data.max_visual_tokens: must be null or > 0, got 0" in str(e.value)
+    validate_train_config(compose_config("train", ["model=tiny_smolvlm", "data.fps=1.0"], tmp_path))

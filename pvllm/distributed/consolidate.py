@@ -74,7 +74,7 @@ def consolidate_zero_checkpoint(
     dtype: torch.dtype = torch.float32,
     allow_missing: bool = False,
 ) -> Path:
-    """Gather a ZeRO checkpoint into ``out_dir`` as an HF VideoLlava directory; returns ``out_dir``.
+    """Gather a ZeRO checkpoint into ``out_dir`` as an HF directory of the base model's family; returns ``out_dir``.
 
     Every tensor of the model must be in the checkpoint (tied/aliased ones once): a missing one raises
     ``MissingTensorsError`` naming them, since the result would silently hold base (untrained) weights.
@@ -82,13 +82,17 @@ def consolidate_zero_checkpoint(
     ``exclude_frozen_parameters``) keeps the base weights for them, lists them in the log and in
     ``CONSOLIDATED_FROM.txt``.
     """
+    import transformers
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-    from transformers import VideoLlavaForConditionalGeneration
+
+    from pvllm.models.builder import load_family
 
     root, found_tag = find_zero_tag(ckpt_dir)
     tag = tag or found_tag
     state = get_fp32_state_dict_from_zero_checkpoint(str(root), tag=tag)
-    model = VideoLlavaForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32)
+    # the base model's class from the family table (Video-LLaVA, Qwen2.5-VL, ...)
+    model_cls = getattr(transformers, load_family(str(base_dir)).model_class)
+    model = model_cls.from_pretrained(base_dir, dtype=torch.float32)
     expected = model.state_dict()
     prefix = _match_prefix(list(state), set(expected))
     state = {k[len(prefix) :]: v for k, v in state.items()}

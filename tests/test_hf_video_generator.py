@@ -12,9 +12,10 @@ from pvllm.generators.hf_video import HFVideoGenerator
 from tests.conftest import SAMPLE
 from tests.test_experiments import _multirun, fast_meteor  # noqa: F401  (fixture: quick METEOR stand-in)
 
-NEW = ["qwen2_5_vl", "qwen3_vl", "llava_onevision", "smolvlm"]
+NEW = ["qwen2_5_vl", "qwen3_vl", "llava_onevision", "smolvlm", "llava_next_video"]
 PRESETS = {"qwen2_5_vl": "QWEN2_5_VL_PATH", "qwen3_vl": "QWEN3_VL_PATH",
-           "llava_onevision": "LLAVA_ONEVISION_PATH", "smolvlm2": "SMOLVLM2_PATH"}
+           "llava_onevision": "LLAVA_ONEVISION_PATH", "smolvlm2": "SMOLVLM2_PATH",
+           "llava_next_video": "LLAVA_NEXT_VIDEO_PATH"}
 
 
 @pytest.fixture(scope="module")

@@ -155,7 +155,9 @@ def reply_texts(processor, instruction: str, reply: str) -> tuple[str, str]:
     i = full.rfind(reply)
     if i < 0:
         raise ValueError(f"family {family.name}: the chat template changed the reply text; cannot mask it")
-    end = full[i + len(reply):].rstrip("\n")
+    # the end-of-turn text after the reply; templates that end a turn with whitespace only (Vicuna style:
+    # LLaVA-NeXT-Video) get the tokenizer's EOS, or generation would never learn to stop
+    end = full[i + len(reply):].rstrip() or tok.eos_token
     if full.startswith(prompt):  # what the template writes between the generation prompt and the reply
         return full[len(prompt): i + len(reply)], end
     # templates whose assistant header differs from their generation prompt (LLaVA-OneVision's
@@ -260,4 +262,13 @@ register_family(Family(
     tiny="pvllm.models.tiny_families.make_tiny_smolvlm",
     checkpoints=("HuggingFaceTB/SmolVLM2-256M-Video-Instruct", "HuggingFaceTB/SmolVLM2-500M-Video-Instruct",
                  "HuggingFaceTB/SmolVLM2-2.2B-Instruct"),
+))
+register_family(Family(
+    name="llava_next_video", model_types=("llava_next_video",),
+    model_class="LlavaNextVideoForConditionalGeneration", processor_class="LlavaNextVideoProcessor",
+    vision_encoder=("model.vision_tower",), projector=("model.multi_modal_projector",),
+    unused=("model.image_newline",),  # images only: video features are pooled without newlines
+    language_model=("model.language_model", "lm_head"),
+    tiny="pvllm.models.tiny_families.make_tiny_llava_next_video",
+    checkpoints=("llava-hf/LLaVA-NeXT-Video-7B-hf",),
 ))

@@ -42,6 +42,12 @@ SMOLVLM_TEMPLATE = (  # transformers.models.smolvlm.processing_smolvlm.DEFAULT_C
     "{% endif %}{% endfor %}{% endif %}<end_of_utterance>\n{% endfor %}"
     "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
+LLAVA_NEXT_VIDEO_TEMPLATE = (  # llava-hf/LLaVA-NeXT-Video-7B-hf's (Vicuna style), shortened
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': ' }}"
+    "{% endif %}{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}"
+    "{{ '<video>\n' }}{% endfor %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ content['text'] + ' ' }}{% endfor %}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
 QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                 "<|image_pad|>", "<|video_pad|>"]
 
@@ -200,3 +206,38 @@ def make_tiny_smolvlm(out_dir: str | os.PathLike, seed: int = 0) -> Path:
         chat_template=SMOLVLM_TEMPLATE,
     )
     return _save(model, processor, tok, out_dir, "SmolVLM2")
+
+
+def make_tiny_llava_next_video(out_dir: str | os.PathLike, seed: int = 0) -> Path:
+    import torch
+    from transformers import (
+        LlavaNextImageProcessor,
+        LlavaNextVideoConfig,
+        LlavaNextVideoForConditionalGeneration,
+        LlavaNextVideoProcessor,
+    )
+    from transformers.models.llava_next_video.video_processing_llava_next_video import (
+        LlavaNextVideoVideoProcessor,
+    )
+
+    tok = tiny_tokenizer(["<unk>", "<s>", "</s>", "<pad>", "<image>", "<video>"], bos_token="<s>",
+                         eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    config = LlavaNextVideoConfig(
+        vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8,
+                           projection_dim=32),
+        text_config=dict(model_type="llama", **_text(tok)),
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+        video_token_index=tok.convert_tokens_to_ids("<video>"), image_grid_pinpoints=[[32, 32]],
+        vision_feature_select_strategy="default", vision_feature_layer=-2, spatial_pool_stride=2,
+    )
+    torch.manual_seed(seed)
+    model = LlavaNextVideoForConditionalGeneration(config)
+    size, crop = {"shortest_edge": 32}, {"height": 32, "width": 32}  # 4×4 patches pooled to 2×2 per frame
+    processor = LlavaNextVideoProcessor(
+        video_processor=LlavaNextVideoVideoProcessor(size=size, crop_size=crop),
+        image_processor=LlavaNextImageProcessor(size=size, crop_size=crop, image_grid_pinpoints=[[32, 32]]),
+        tokenizer=tok, patch_size=8, vision_feature_select_strategy="default", num_additional_image_tokens=1,
+        chat_template=LLAVA_NEXT_VIDEO_TEMPLATE,
+    )
+    return _save(model, processor, tok, out_dir, "LLaVA-NeXT-Video")

@@ -12,10 +12,10 @@ from pvllm.generators.hf_video import HFVideoGenerator
 from tests.conftest import SAMPLE
 from tests.test_experiments import _multirun, fast_meteor  # noqa: F401  (fixture: quick METEOR stand-in)
 
-NEW = ["qwen2_5_vl", "qwen3_vl", "llava_onevision", "smolvlm", "llava_next_video"]
+NEW = ["qwen2_5_vl", "qwen3_vl", "llava_onevision", "smolvlm", "llava_next_video", "internvl"]
 PRESETS = {"qwen2_5_vl": "QWEN2_5_VL_PATH", "qwen3_vl": "QWEN3_VL_PATH",
            "llava_onevision": "LLAVA_ONEVISION_PATH", "smolvlm2": "SMOLVLM2_PATH",
-           "llava_next_video": "LLAVA_NEXT_VIDEO_PATH"}
+           "llava_next_video": "LLAVA_NEXT_VIDEO_PATH", "internvl3": "INTERNVL3_PATH"}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_greedy_batch_of_one_equals_left_padded_batch(tiny_family_dirs, requests
 
 
 def test_every_family_reads_the_same_histories_in_one_multirun(tmp_path, tiny_family_dirs, monkeypatch):
-    dirs = dict(tiny_family_dirs, smolvlm2=tiny_family_dirs["smolvlm"])
+    dirs = dict(tiny_family_dirs, smolvlm2=tiny_family_dirs["smolvlm"], internvl3=tiny_family_dirs["internvl"])
     for preset, env in PRESETS.items():
         monkeypatch.setenv(env, str(dirs[preset]))
     _multirun([f"generator={','.join(PRESETS)}", "generator.dtype=float32",

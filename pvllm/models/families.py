@@ -272,3 +272,12 @@ register_family(Family(
     tiny="pvllm.models.tiny_families.make_tiny_llava_next_video",
     checkpoints=("llava-hf/LLaVA-NeXT-Video-7B-hf",),
 ))
+register_family(Family(
+    name="internvl", model_types=("internvl",), model_class="InternVLForConditionalGeneration",
+    processor_class="InternVLProcessor",
+    vision_encoder=("model.vision_tower",), projector=("model.multi_modal_projector",),
+    language_model=("model.language_model", "lm_head"),
+    video_kwarg="pixel_values",  # frames of all videos, flattened (InternVL's processor merges them)
+    tiny="pvllm.models.tiny_families.make_tiny_internvl",
+    checkpoints=("OpenGVLab/InternVL3-1B-hf", "OpenGVLab/InternVL3-2B-hf", "OpenGVLab/InternVL3-8B-hf"),
+))

@@ -48,6 +48,12 @@ LLAVA_NEXT_VIDEO_TEMPLATE = (  # llava-hf/LLaVA-NeXT-Video-7B-hf's (Vicuna style
     "{{ '<video>\n' }}{% endfor %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
     "{{ content['text'] + ' ' }}{% endfor %}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
 )
+INTERNVL_TEMPLATE = (  # OpenGVLab/InternVL3-*-hf's ChatML, shortened (no default system message)
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}{% else %}{% for content in message['content'] %}{% if content['type'] == 'video' %}"
+    "{{ '<video>\n' }}{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                 "<|image_pad|>", "<|video_pad|>"]
 
@@ -241,3 +247,34 @@ def make_tiny_llava_next_video(out_dir: str | os.PathLike, seed: int = 0) -> Pat
         chat_template=LLAVA_NEXT_VIDEO_TEMPLATE,
     )
     return _save(model, processor, tok, out_dir, "LLaVA-NeXT-Video")
+
+
+def make_tiny_internvl(out_dir: str | os.PathLike, seed: int = 0) -> Path:
+    import torch
+    from transformers import (
+        GotOcr2ImageProcessor,
+        InternVLConfig,
+        InternVLForConditionalGeneration,
+        InternVLProcessor,
+    )
+    from transformers.models.internvl.video_processing_internvl import InternVLVideoProcessor
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
+    named = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
+             "video_token": "<video>"}
+    tok = tiny_tokenizer(special, eos_token="<|im_end|>", pad_token="<|endoftext|>", extra_special_tokens=named)
+    config = InternVLConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=[32, 32], patch_size=[8, 8]),
+        text_config=dict(model_type="qwen2", **_text(tok)),
+        image_token_id=tok.context_image_token_id, image_seq_length=4, downsample_ratio=0.5,
+    )
+    torch.manual_seed(seed)
+    model = InternVLForConditionalGeneration(config)
+    size = {"height": 32, "width": 32}  # 4×4 patches per frame, pixel-shuffled (ratio 0.5) to 4 tokens
+    processor = InternVLProcessor(
+        image_processor=GotOcr2ImageProcessor(size=size, crop_to_patches=False),
+        video_processor=InternVLVideoProcessor(size=size), tokenizer=tok, image_seq_length=4,
+        chat_template=INTERNVL_TEMPLATE,
+    )
+    return _save(model, processor, tok, out_dir, "InternVL")

@@ -185,3 +185,18 @@ def test_train_config_names_a_bad_family_and_budget_before_loading(tmp_path):
     assert "model.family: unknown 'qwen25_vl'; valid: llava_onevision, qwen2_5_vl" in str(e.value)
     assert "data.max_visual_tokens: must be null or > 0, got 0" in str(e.value)
     validate_train_config(compose_config("train", ["model=tiny_smolvlm", "data.fps=1.0"], tmp_path))
+
+
+def test_reply_logprob_is_the_training_loss_of_that_reply(tiny_dirs, item):
+    from pvllm.models.families import reply_logprob
+
+    bundle = build_pvllm(str(tiny_dirs["qwen3_vl"]))
+    model = bundle.model.eval()
+    clip = (item["frames"], item["video_metadata"])
+    batch = PVLLMCollator(bundle.processor)([dict(item, reply="nice.")])
+    with torch.no_grad():
+        loss = model(**_inputs(batch), labels=batch["labels"]).loss
+    n = int((batch["labels"] != IGNORE_INDEX).sum())
+    lp = reply_logprob(model, bundle.processor, item["instruction"], clip, "nice.")
+    assert lp == pytest.approx(-loss.item() * n, rel=1e-5)
+    assert reply_logprob(model, bundle.processor, item["instruction"], clip, REPLY) < lp  # longer: less likely

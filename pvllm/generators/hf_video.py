@@ -22,7 +22,7 @@ import torch
 from pvllm.data.video_io import VideoReadError, read_clip
 from pvllm.generators.base import GENERATORS, GenerationRequest, GenerationResult, Generator
 from pvllm.models.builder import build_pvllm
-from pvllm.models.families import processor_inputs, render_prompt, unwrap
+from pvllm.models.families import processor_inputs, render_prompt, reply_logprob, unwrap
 
 log = logging.getLogger(__name__)
 
@@ -145,3 +145,9 @@ class HFVideoGenerator(Generator):
     @property
     def hf_model(self):
         return unwrap(self.model)
+
+    def score_candidates(self, req: GenerationRequest, candidates: list[str]) -> list[float]:
+        """Log-likelihood of each candidate comment as this model's reply to the request (Figure-5 prompt,
+        the same frames as ``generate``); the labels are the ones training uses."""
+        clip = read_clip(req.video_path, self.num_frames, self.fps, self.max_frames)
+        return [reply_logprob(self.model, self.processor, req.prompt, clip, c) for c in candidates]

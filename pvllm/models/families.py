@@ -210,6 +210,23 @@ def encode_example(processor, instruction: str | None, clip: Any, reply: str, ma
     return out
 
 
+@torch.inference_mode()
+def reply_logprob(model, processor, instruction: str, clip: Any, reply: str, max_reply_tokens: int = 64) -> float:
+    """Sum of the log-probabilities of ``reply`` (its tokens + end of turn) after the Figure-5 prompt with
+    the video: the quantity training minimises (``encode_example``'s labels), for ranking candidates."""
+    enc = encode_example(processor, instruction, clip, reply, max_reply_tokens)
+    labels = enc.pop("labels")[None]
+    device = next(model.parameters()).device
+    inputs = {k: (v[None] if k in ("input_ids",) or (v.dim() == 1 and len(v) == labels.shape[1]) else v)
+              for k, v in enc.items()}
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    logits = model(**inputs, attention_mask=torch.ones_like(inputs["input_ids"])).logits[:, :-1].float()
+    targets = labels[:, 1:].to(device)
+    mask = targets != IGNORE_INDEX
+    logp = torch.log_softmax(logits, -1).gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+    return float((logp * mask).sum())
+
+
 def visual_token_count(processor, input_ids: torch.Tensor) -> int:
     """Visual tokens in a row of input ids (the placeholders the vision features replace)."""
     ids = {getattr(processor, a, None) for a in ("video_token_id", "image_token_id")}

@@ -27,15 +27,17 @@ def requests_():
 
 @pytest.mark.parametrize("name", NEW)
 def test_greedy_batch_of_one_equals_left_padded_batch(tiny_family_dirs, requests_, name):
-    one = HFVideoGenerator(str(tiny_family_dirs[name]), batch_size=1, sampling={"max_new_tokens": 8})
-    many = HFVideoGenerator(str(tiny_family_dirs[name]), batch_size=6, sampling={"max_new_tokens": 8})
+    # min_new_tokens: a random tiny model that stops at once would make the comparison vacuous
+    sampling = {"max_new_tokens": 8, "min_new_tokens": 4}
+    one = HFVideoGenerator(str(tiny_family_dirs[name]), batch_size=1, sampling=sampling)
+    many = HFVideoGenerator(str(tiny_family_dirs[name]), batch_size=6, sampling=sampling)
     a, b = one.generate(requests_), many.generate(requests_)
     assert [r.sample_id for r in b] == [q.sample_id for q in requests_]
     assert [r.text for r in a] == [r.text for r in b]
     assert all(r.error is None and r.text for r in a)
     assert len({r.text for r in a}) > 1  # different inputs, different outputs
-    assert one.generation_config == {"do_sample": False, "max_new_tokens": 8, "num_frames": 8, "seed": 0,
-                                     "family": name}
+    assert one.generation_config == {"do_sample": False, "max_new_tokens": 8, "min_new_tokens": 4,
+                                     "num_frames": 8, "seed": 0, "family": name}
 
 
 def test_every_family_reads_the_same_histories_in_one_multirun(tmp_path, tiny_family_dirs, monkeypatch):
@@ -59,3 +61,8 @@ def test_every_family_reads_the_same_histories_in_one_multirun(tmp_path, tiny_fa
         summary = json.loads((d / "summary.json").read_text())
         assert summary["histories_file"] == str(histories[0]) and summary["n"] == 3
         assert summary["generator"] == name  # the Table-4 row name
+    from pvllm.reports.table4 import report
+
+    rows = report(runs_dir=str(tmp_path / "eval"), out_dir=str(tmp_path / "table4"))
+    assert sorted(r["method"] for r in rows) == sorted(PRESETS)  # one Table-4 row per family
+    assert (tmp_path / "table4" / "table4.md").is_file()

@@ -268,6 +268,7 @@ def make_tiny_internvl(out_dir: str | os.PathLike, seed: int = 0) -> Path:
                            image_size=[32, 32], patch_size=[8, 8]),
         text_config=dict(model_type="qwen2", **_text(tok)),
         image_token_id=tok.context_image_token_id, image_seq_length=4, downsample_ratio=0.5,
+        tie_word_embeddings=False,  # as InternVL3-8B (the 1B ties them; then the head stays frozen too)
     )
     torch.manual_seed(seed)
     model = InternVLForConditionalGeneration(config)

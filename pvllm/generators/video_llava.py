@@ -26,7 +26,7 @@ VIDEO_LLAVA_SAMPLING = {"do_sample": True, "temperature": 0.1, "top_p": None, "m
 
 @GENERATORS.register("video_llava")
 class VideoLlavaGenerator(HFVideoGenerator):
-    """Any VideoLlavaForConditionalGeneration directory or hub id (zero-shot Video-LLaVA-7B by default)."""
+    """Zero-shot Video-LLaVA-7B by default; like hf_video, any directory of a supported family loads."""
 
     default_sampling = VIDEO_LLAVA_SAMPLING
 

@@ -22,7 +22,8 @@ import torch
 from pvllm.data.video_io import VideoReadError, read_clip
 from pvllm.generators.base import GENERATORS, GenerationRequest, GenerationResult, Generator
 from pvllm.models.builder import build_pvllm
-from pvllm.models.families import processor_inputs, render_prompt, reply_logprob, unwrap
+from pvllm.models.families import processor_inputs, render_prompt, reply_logprob, reply_token_ids, unwrap
+from pvllm.prompt import chat_prompt
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ class HFVideoGenerator(Generator):
         device: str = "auto",
         seed: int = 0,
         family: str | None = None,
+        score_batch_size: int = 20,
+        video: bool = True,
     ):
         bundle = build_pvllm(pretrained, create=create, dtype=dtype, family=family)
         self.model, self.processor, self.family = bundle.model, bundle.processor, bundle.family
@@ -96,6 +99,11 @@ class HFVideoGenerator(Generator):
         self.processor.tokenizer.padding_side = "left"
         self.batch_size, self.num_frames, self.seed = batch_size, num_frames, seed
         self.fps, self.max_frames = fps, max_frames
+        self.score_batch_size = int(score_batch_size)  # sequences per forward pass when ranking candidates
+        self.video = bool(video)  # False: text-only PV-LLM (no frames read, prompt without the video token)
+        if not self.video and self.family.template != "video_llava":
+            raise ValueError(f"video=false (text-only) uses Video-LLaVA's chat format; family {self.family.name} "
+                             "is not supported with it")
         params = dict(self.default_sampling, **(sampling or {}))
         if greedy:
             params.update(do_sample=False, temperature=None, top_p=None)
@@ -110,6 +118,8 @@ class HFVideoGenerator(Generator):
 
     @property
     def generation_config(self) -> dict[str, Any]:
+        if not self.video:
+            return dict(self._params, video="none", seed=self.seed)
         cfg = dict(self._params, num_frames=self.num_frames, seed=self.seed)
         if self.fps is not None:
             cfg.update(fps=self.fps, max_frames=self.max_frames)
@@ -117,21 +127,31 @@ class HFVideoGenerator(Generator):
             cfg["family"] = self.family.name
         return cfg
 
+    def _frames(self, req: GenerationRequest) -> Any:
+        return read_clip(req.video_path, self.num_frames, self.fps, self.max_frames) if self.video else None
+
+    def _encode(self, prompts: list[str], clips: list[Any]) -> Any:
+        """Instructions (+ clips) -> model inputs in the family's chat format; text-only with video off."""
+        if not self.video:
+            return self.processor.tokenizer([chat_prompt(p, video_token=None) for p in prompts], padding=True,
+                                            return_tensors="pt").to(self.device)
+        rendered = [render_prompt(self.processor, p) for p in prompts]
+        return processor_inputs(self.processor, rendered, clips, padding=True).to(self.device)
+
     @torch.inference_mode()
     def generate(self, batch: list[GenerationRequest]) -> list[GenerationResult]:
         results: dict[str, GenerationResult] = {}
         ok: list[tuple[GenerationRequest, Any]] = []
         for req in batch:
             try:
-                ok.append((req, read_clip(req.video_path, self.num_frames, self.fps, self.max_frames)))
+                ok.append((req, self._frames(req)))
             except VideoReadError as e:
                 results[req.sample_id] = GenerationResult(req.sample_id, None, error=f"VideoReadError: {e}")
         tok = self.processor.tokenizer
         for i in range(0, len(ok), self.batch_size):
             chunk = ok[i: i + self.batch_size]
             t0 = time.perf_counter()
-            prompts = [render_prompt(self.processor, r.prompt) for r, _ in chunk]
-            enc = processor_inputs(self.processor, prompts, [c for _, c in chunk], padding=True).to(self.device)
+            enc = self._encode([r.prompt for r, _ in chunk], [c for _, c in chunk])
             if self._params.get("do_sample"):
                 # reproducible sampling: the seed depends on the run seed and the chunk's first id
                 torch.manual_seed(self.seed * 1_000_003 + zlib.crc32(chunk[0][0].sample_id.encode()))
@@ -146,8 +166,42 @@ class HFVideoGenerator(Generator):
     def hf_model(self):
         return unwrap(self.model)
 
-    def score_candidates(self, req: GenerationRequest, candidates: list[str]) -> list[float]:
-        """Log-likelihood of each candidate comment as this model's reply to the request (Figure-5 prompt,
-        the same frames as ``generate``); the labels are the ones training uses."""
-        clip = read_clip(req.video_path, self.num_frames, self.fps, self.max_frames)
-        return [reply_logprob(self.model, self.processor, req.prompt, clip, c) for c in candidates]
+    supports_ranking = True
+
+    def score_candidates(self, batch: list[GenerationRequest],
+                         candidates: list[list[str]]) -> list[list[float] | None]:
+        """Mean log-probability of each candidate's reply tokens (+ end of turn) after the request's prompt,
+        conditioned exactly as ``generate`` is (pvllm.generators.base.Generator.score_candidates)."""
+        from pvllm.generators.likelihood import mean_reply_logprobs
+
+        tok = self.processor.tokenizer
+        out: list[list[float] | None] = []
+        for req, cands in zip(batch, candidates):
+            try:
+                clip = self._frames(req)
+            except VideoReadError as e:
+                log.warning("ranking: cannot read the video of %s: %s", req.sample_id, e)
+                out.append(None)
+                continue
+            if self.family.template != "video_llava":
+                # chat templates (Qwen's 3-D rope positions, per-token inputs): one sequence per candidate,
+                # the same (input_ids, labels) as training (pvllm.models.families.reply_logprob)
+                scores = []
+                for c in cands:
+                    n = len(reply_token_ids(self.processor, req.prompt, c, None))
+                    scores.append(reply_logprob(self.model, self.processor, req.prompt, clip, c, None) / n)
+                out.append(scores)
+                continue
+            enc = self._encode([req.prompt], [clip]).to("cpu")
+            prompt = enc["input_ids"][0].tolist()
+            pix = enc.get("pixel_values_videos")
+            replies = [reply_token_ids(self.processor, req.prompt, c, None) for c in cands]  # untruncated
+            scores = []
+            for i in range(0, len(replies), self.score_batch_size):
+                part = replies[i: i + self.score_batch_size]
+                extra = None if pix is None else {
+                    "pixel_values_videos": pix.expand(len(part), *pix.shape[1:])}
+                scores += mean_reply_logprobs(self.model, [prompt] * len(part), part, tok.pad_token_id,
+                                              self.device, extra=extra)
+            out.append(scores)
+        return out

@@ -181,23 +181,28 @@ def processor_inputs(processor, prompts: list[str], clips: list[Any], **kwargs) 
     return processor(text=prompts, videos=frames, return_tensors="pt", **extra)
 
 
-def encode_example(processor, instruction: str | None, clip: Any, reply: str, max_reply_tokens: int = 64,
+def reply_token_ids(processor, instruction: str, reply: str, max_reply_tokens: int | None = 64) -> list[int]:
+    """The supervised token ids of a reply: its text (truncated; None = whole) + the end-of-turn tokens."""
+    tok = processor.tokenizer
+    content, end = reply_texts(processor, instruction, reply)
+    return tok(content, add_special_tokens=False)["input_ids"][:max_reply_tokens] + \
+        tok(end, add_special_tokens=False)["input_ids"]
+
+
+def encode_example(processor, instruction: str | None, clip: Any, reply: str, max_reply_tokens: int | None = 64,
                    prompt: str | None = None) -> dict:
     """(input_ids, labels, visual inputs) of one sample: the Figure-5 prompt with the video expanded by the
     family's processor, then the reply (truncated to ``max_reply_tokens``) and its end-of-turn tokens. The
     labels are the reply + end tokens and nothing else. Training and likelihood scoring both use this.
     ``prompt``: an already rendered prompt instead of ``instruction`` (Video-LLaVA format only)."""
-    tok = processor.tokenizer
     if prompt is None:
         prompt = render_prompt(processor, instruction)
     elif family_of(processor).template != "video_llava":
         raise ValueError(f"family {family_of(processor).name}: give the instruction, not a rendered prompt")
     enc = processor_inputs(processor, [prompt], [clip])
     prompt_ids = enc["input_ids"][0]
-    content, end = reply_texts(processor, instruction or "", reply)
-    reply_ids = tok(content, add_special_tokens=False)["input_ids"][:max_reply_tokens]
-    reply_ids += tok(end, add_special_tokens=False)["input_ids"]
-    reply_t = torch.tensor(reply_ids, dtype=torch.long)
+    reply_t = torch.tensor(reply_token_ids(processor, instruction or "", reply, max_reply_tokens),
+                           dtype=torch.long)
     out = {"input_ids": torch.cat([prompt_ids, reply_t]),
            "labels": torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), reply_t])}
     for k, v in enc.items():
@@ -211,7 +216,8 @@ def encode_example(processor, instruction: str | None, clip: Any, reply: str, ma
 
 
 @torch.inference_mode()
-def reply_logprob(model, processor, instruction: str, clip: Any, reply: str, max_reply_tokens: int = 64) -> float:
+def reply_logprob(model, processor, instruction: str, clip: Any, reply: str,
+                  max_reply_tokens: int | None = 64) -> float:
     """Sum of the log-probabilities of ``reply`` (its tokens + end of turn) after the Figure-5 prompt with
     the video: the quantity training minimises (``encode_example``'s labels), for ranking candidates."""
     enc = encode_example(processor, instruction, clip, reply, max_reply_tokens)

@@ -200,3 +200,17 @@ def test_reply_logprob_is_the_training_loss_of_that_reply(tiny_dirs, item):
     lp = reply_logprob(model, bundle.processor, item["instruction"], clip, "nice.")
     assert lp == pytest.approx(-loss.item() * n, rel=1e-5)
     assert reply_logprob(model, bundle.processor, item["instruction"], clip, REPLY) < lp  # longer: less likely
+
+
+def test_ranking_scores_of_a_chat_family_are_mean_training_logprobs(tiny_dirs, item):
+    from pvllm.generators.base import GenerationRequest
+    from pvllm.generators.hf_video import HFVideoGenerator
+    from pvllm.models.families import reply_logprob, reply_token_ids
+
+    gen = HFVideoGenerator(str(tiny_dirs["smolvlm"]))
+    req = GenerationRequest("x", str(SAMPLE / "videos" / "bunny_02.mp4"), HISTORY, item["instruction"])
+    [scores] = gen.score_candidates([req], [["nice.", REPLY]])
+    clip = (item["frames"], item["video_metadata"])
+    want = [reply_logprob(gen.model, gen.processor, item["instruction"], clip, c, None)
+            / len(reply_token_ids(gen.processor, item["instruction"], c, None)) for c in ("nice.", REPLY)]
+    assert scores == pytest.approx(want, rel=1e-6) and gen.supports_ranking

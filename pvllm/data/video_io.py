@@ -97,8 +97,8 @@ def read_clip(path: str | os.PathLike, num_frames: int = 8, fps: float | None = 
 
 
 def clip_metadata(path: str | os.PathLike, num_frames: int = 8) -> dict:
-    """``read_clip``'s metadata for the ``num_frames`` uniformly spaced frames, from the container header only
-    (no frame decoded): what a processor needs to timestamp frames served by the frame cache."""
+    """``read_clip``'s metadata for the ``num_frames`` uniformly spaced frames (frame count, rate, size; one
+    frame decoded for the size): what a processor needs to timestamp frames served by the frame cache."""
     import decord
 
     path = os.fspath(path)

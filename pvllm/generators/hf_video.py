@@ -19,11 +19,19 @@ from typing import Any
 
 import torch
 
-from pvllm.data.video_io import VideoReadError, read_clip
-from pvllm.generators.base import GENERATORS, GenerationRequest, GenerationResult, Generator
+from pvllm.data.frame_cache import FrameSource, Sampling
+from pvllm.data.video_io import VideoReadError, clip_metadata, read_clip
+from pvllm.generators.base import (
+    GENERATORS,
+    GenerationRequest,
+    GenerationResult,
+    Generator,
+    decode_new_tokens,
+    length_batches,
+)
 from pvllm.models.builder import build_pvllm
 from pvllm.models.families import processor_inputs, render_prompt, reply_logprob, reply_token_ids, unwrap
-from pvllm.prompt import chat_prompt
+from pvllm.prompt import build_instruction, chat_prompt, fit_history
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +79,7 @@ class HFVideoGenerator(Generator):
     """Any HF checkpoint of a family in pvllm.models.families (directory or hub id)."""
 
     default_sampling: dict[str, Any] = {"do_sample": False, "max_new_tokens": 64}
+    bucketed = True
 
     def __init__(
         self,
@@ -89,8 +98,14 @@ class HFVideoGenerator(Generator):
         family: str | None = None,
         score_batch_size: int = 20,
         video: bool = True,
+        frame_cache: str | None = None,
+        frame_size: int | None = None,
+        frame_memo: int = 32,
     ):
         bundle = build_pvllm(pretrained, create=create, dtype=dtype, family=family)
+        # frame_memo: videos kept decoded in memory (evaluation groups samples by video); 0 decodes per sample
+        self.frames = FrameSource(Sampling(num_frames, frame_size), frame_cache, memo=frame_memo)
+        self._video_tokens: int | None = None
         self.model, self.processor, self.family = bundle.model, bundle.processor, bundle.family
         if checkpoint:
             load_lightning_weights(self.model, checkpoint)
@@ -121,6 +136,8 @@ class HFVideoGenerator(Generator):
         if not self.video:
             return dict(self._params, video="none", seed=self.seed)
         cfg = dict(self._params, num_frames=self.num_frames, seed=self.seed)
+        if self.frames.sampling.size is not None:  # resized frames are other model inputs
+            cfg["frame_size"] = self.frames.sampling.size
         if self.fps is not None:
             cfg.update(fps=self.fps, max_frames=self.max_frames)
         if self.family.name != "video_llava":
@@ -128,7 +145,14 @@ class HFVideoGenerator(Generator):
         return cfg
 
     def _frames(self, req: GenerationRequest) -> Any:
-        return read_clip(req.video_path, self.num_frames, self.fps, self.max_frames) if self.video else None
+        """(frames, metadata): the frame cache / decoder for uniform sampling, our reader for fps sampling."""
+        if not self.video:
+            return None
+        if self.fps is not None:
+            return read_clip(req.video_path, self.num_frames, self.fps, self.max_frames)
+        frames = self.frames.get(req.video_path, req.extra.get("video_id"))
+        meta = clip_metadata(req.video_path, self.num_frames) if self.family.needs_video_metadata else None
+        return (frames, meta) if meta else frames
 
     def _encode(self, prompts: list[str], clips: list[Any]) -> Any:
         """Instructions (+ clips) -> model inputs in the family's chat format; text-only with video off."""
@@ -148,19 +172,55 @@ class HFVideoGenerator(Generator):
             except VideoReadError as e:
                 results[req.sample_id] = GenerationResult(req.sample_id, None, error=f"VideoReadError: {e}")
         tok = self.processor.tokenizer
-        for i in range(0, len(ok), self.batch_size):
-            chunk = ok[i: i + self.batch_size]
+        # batches of similar prompt length (the text decides most of the padding)
+        lengths = [len(tok(chat_prompt(r.prompt), add_special_tokens=False)["input_ids"]) for r, _ in ok]
+        for idx in length_batches(lengths, self.batch_size):
+            chunk = [ok[i] for i in idx]
             t0 = time.perf_counter()
-            enc = self._encode([r.prompt for r, _ in chunk], [c for _, c in chunk])
+            fitted = [self.fitted_instruction(r, c) for r, c in chunk]
+            enc = self._encode([p for p, _ in fitted], [c for _, c in chunk])
             if self._params.get("do_sample"):
                 # reproducible sampling: the seed depends on the run seed and the chunk's first id
                 torch.manual_seed(self.seed * 1_000_003 + zlib.crc32(chunk[0][0].sample_id.encode()))
             out = self.model.generate(**enc, **self._params, pad_token_id=tok.pad_token_id)
-            texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            texts = decode_new_tokens(tok, out[:, enc["input_ids"].shape[1]:])
             dt = (time.perf_counter() - t0) / len(chunk)
-            for (req, _), text in zip(chunk, texts):
-                results[req.sample_id] = GenerationResult(req.sample_id, text.strip(), latency_s=dt)
+            for (req, _), (text, notes), (_, fit_notes) in zip(chunk, texts, fitted):
+                results[req.sample_id] = GenerationResult(req.sample_id, text, latency_s=dt,
+                                                          notes=fit_notes + notes)
         return [results[r.sample_id] for r in batch]
+
+    @property
+    def reads_video(self) -> bool:  # type: ignore[override]
+        return self.video
+
+    def fitted_instruction(self, req: GenerationRequest, clip: Any) -> tuple[str, list[str]]:
+        """The instruction, its history cut where the text plus the video tokens plus the reply would not fit
+        the language model's context (warned and noted ``history_truncated``)."""
+        context = getattr(getattr(self.model.config, "text_config", self.model.config), "max_position_embeddings",
+                          None)
+        if not context:
+            return req.prompt, []
+        tok = self.processor.tokenizer
+
+        def wrap(instruction: str) -> str:
+            return render_prompt(self.processor, instruction) if self.video else chat_prompt(instruction, None)
+
+        if self.video and self._video_tokens is None:  # what the video placeholder expands to, measured once
+            probe = wrap("x")
+            full = processor_inputs(self.processor, [probe], [clip])["input_ids"].shape[1]
+            self._video_tokens = full - len(tok(probe)["input_ids"])
+        budget = context - int(self._params.get("max_new_tokens", 64)) - (self._video_tokens or 0)
+
+        def n_tokens(h: list[str]) -> int:
+            return len(tok(wrap(build_instruction(h, req.title if req.include_title else None)))["input_ids"])
+
+        history, cut = fit_history(req.history, n_tokens, budget)
+        if not cut:
+            return req.prompt, []
+        log.warning("%s: history cut to fit the context of %d tokens (%d -> %d characters)", req.sample_id,
+                    context, sum(map(len, req.history)), sum(map(len, history)))
+        return build_instruction(history, req.title if req.include_title else None), ["history_truncated"]
 
     @property
     def hf_model(self):

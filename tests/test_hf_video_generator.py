@@ -45,7 +45,8 @@ def test_every_family_reads_the_same_histories_in_one_multirun(tmp_path, tiny_fa
     for preset, env in PRESETS.items():
         monkeypatch.setenv(env, str(dirs[preset]))
     _multirun([f"generator={','.join(PRESETS)}", "generator.dtype=float32",
-               "generator.sampling.max_new_tokens=4", "rater=lexical", "~logger", "max_samples=3"], tmp_path)
+               # min_new_tokens: a tiny random model stopping at once would be an "empty generation" failure
+               "generator.sampling.max_new_tokens=4", "+generator.sampling.min_new_tokens=4", "rater=lexical", "~logger", "max_samples=3"], tmp_path)
     runs = {d.name.split("-")[2]: d for d in (tmp_path / "eval").iterdir()
             if (d / "predictions.jsonl").exists()}
     assert sorted(runs) == sorted(PRESETS)
@@ -56,7 +57,8 @@ def test_every_family_reads_the_same_histories_in_one_multirun(tmp_path, tiny_fa
     for name, d in runs.items():
         preds = [json.loads(x) for x in (d / "predictions.jsonl").open()]
         assert [(p["sample_id"], p["history"], p["reference"]) for p in preds] == want, name
-        assert all(p["generator"] == "hf_video" and p["error"] is None for p in preds)
+        assert all(p["generator"] == name and p["error"] is None for p in preds), [
+            (p["generator"], p["error"]) for p in preds]
         assert all(p["model"] == str(dirs[name].resolve()) for p in preds)
         summary = json.loads((d / "summary.json").read_text())
         assert summary["histories_file"] == str(histories[0]) and summary["n"] == 3

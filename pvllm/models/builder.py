@@ -141,15 +141,19 @@ def build_pvllm(
     num_frames: int = 8,
 ) -> PVLLM:
     """Load (or create, then load) a VideoLlava model + processor and set what trains."""
-    from transformers import VideoLlavaForConditionalGeneration, VideoLlavaProcessor
+    from transformers import VideoLlavaProcessor
+
+    from pvllm.models.composite import check_encoder_matches, model_class_for
 
     source = resolve_pretrained(pretrained, create)
+    check_encoder_matches(source, vision_encoder)  # a cached directory built for another encoder: error
     kwargs: dict[str, Any] = {"dtype": _dtype(dtype)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    model = VideoLlavaForConditionalGeneration.from_pretrained(source, **kwargs)
+    model = model_class_for(source).from_pretrained(source, **kwargs)
     processor = VideoLlavaProcessor.from_pretrained(source)
-    ve = PartSpec(**(vision_encoder or {"trainable": False}))
+    # the vision_encoder node also names the encoder (conf/model/vision_encoder/); here only its flag
+    ve = PartSpec(trainable=bool((vision_encoder or {}).get("trainable", False)))
     pj = PartSpec(**(projector or {"trainable": True}))
     lm = LLMSpec(**(llm or {}))
     apply_freezing(model, ve, pj, lm)

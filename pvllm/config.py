@@ -96,6 +96,16 @@ def validate_eval_config(cfg: DictConfig) -> None:
     spu = _get(cfg, "samples_per_user")
     if not isinstance(spu, int) or spu < 1:
         errors.append(f"samples_per_user: must be >= 1, got {spu!r}")
+    vmode = _get(cfg, "video.mode")
+    if vmode is not None and vmode not in ("own", "mismatched", "none"):
+        errors.append(f"video.mode: own | mismatched | none, got {vmode!r}")
+    target = _get(cfg, "generator._target_")
+    if vmode == "none" and target and stage in ("all", "generate"):
+        from hydra.utils import get_class
+
+        if not getattr(get_class(target), "accepts_no_video", False):
+            errors.append(f"video.mode=none: generator {target} needs a video (text-only runs: pvllm, "
+                          "video_llava, text_only)")
     if _get(cfg, "generator") is None and stage in ("all", "generate", "rank"):
         errors.append("generator: required unless stage=score or stage=report")
     if errors:

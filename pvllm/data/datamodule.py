@@ -29,7 +29,7 @@ class SampleDataset(Dataset):
 
     def __init__(self, ds: PerVidCom, samples: list[Sample], num_frames: int, include_title: bool,
                  on_bad_video: str = "raise", skipped: Counter[str] | None = None, video: bool = True,
-                 frames: FrameSource | None = None):
+                 frames: FrameSource | None = None, feature_cache: Any = None):
         if on_bad_video not in ("raise", "skip"):
             raise ValueError(f"on_bad_video must be 'raise' or 'skip', got {on_bad_video!r}")
         self.ds, self.samples, self.num_frames = ds, samples, num_frames
@@ -40,6 +40,7 @@ class SampleDataset(Dataset):
         self.include_title, self.on_bad_video = include_title, on_bad_video
         self.skipped: Counter[str] = Counter() if skipped is None else skipped
         self.video = video  # False: text-only (no frames read, no video token), e.g. a comments-only dataset
+        self.feature_cache = feature_cache  # pvllm.data.feature_cache.FeatureCache: encoder outputs, no frames
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -53,6 +54,9 @@ class SampleDataset(Dataset):
             return {"sample_id": s.sample_id, "frames": None, "prompt": prompt, "reply": s.reference}
         prompt = build_prompt([h["text"] for h in s.history], title)
         item = {"sample_id": s.sample_id, "prompt": prompt, "reply": s.reference}
+        if self.feature_cache is not None:  # the frozen encoder's cached output: no decoding, no encoder
+            item["features"] = self.feature_cache.features(path)
+            return item
         try:
             item["frames"] = self.frames.get(path, s.video_id)
         except VideoReadError as e:
@@ -85,8 +89,13 @@ class PVLLMCollator:
             ti = self.text_instructions or {}
             limits = {k: ti[k] for k in ("max_tokens", "max_turn_tokens") if k in ti}
             return encode_conversation(tok, item["conversations"], **limits)
-        if item["frames"] is None:  # text-only PV-LLM item (data.video=false)
+        if item.get("frames") is None and item.get("features") is None:  # text-only item (data.video=false)
             enc = tok([item["prompt"]], return_tensors="pt")
+        elif item.get("features") is not None:  # cached encoder features (T, N, C): expand <video> T*N times
+            feats = item["features"]
+            vt = self.processor.video_token
+            text = item["prompt"].replace(vt, vt * (feats.shape[0] * feats.shape[1]))
+            enc = {"input_ids": tok([text], return_tensors="pt")["input_ids"], "pixel_values_videos": feats[None]}
         else:
             enc = self.processor(text=[item["prompt"]], videos=[item["frames"]], return_tensors="pt")
         prompt_ids = enc["input_ids"][0]
@@ -96,7 +105,7 @@ class PVLLMCollator:
         labels = torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), reply])
         if item.get("bad_video"):  # a skipped video's placeholder: nothing of it is learned
             labels = torch.full_like(labels, IGNORE_INDEX)
-        if item["frames"] is None:
+        if item.get("frames") is None and item.get("features") is None:
             return {"input_ids": input_ids, "labels": labels}
         return {"input_ids": input_ids, "labels": labels, "pixel_values_videos": enc["pixel_values_videos"][0]}
 
@@ -213,6 +222,7 @@ class PVLLMDataModule(L.LightningDataModule):
         # pvllm.data.frame_cache root (None: decode every video); frame_size: its shorter edge (None: as is)
         frame_cache: str | None = None,
         frame_size: int | None = None,
+        feature_cache: str | None = None,  # directory of pvllm.data.feature_cache (frozen encoder outputs)
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -222,10 +232,19 @@ class PVLLMDataModule(L.LightningDataModule):
         self.skipped: Counter[str] = Counter()
         self.excluded: Counter[str] = Counter()  # "train"/"val" -> samples left out (exclude_videos)
         self._exclude: dict[str, str] = {}  # video_id -> why (from the exclude_videos list)
+        self.cache = None
 
-    def attach_processor(self, processor: Any) -> None:
-        """The model's own processor does the preprocessing (set by train.py after building the model)."""
+    def attach_processor(self, processor: Any, model: Any = None) -> None:
+        """The model's own processor does the preprocessing (set by train.py after building the model);
+        with ``feature_cache`` set, the cache is opened for ``model`` (an error if built for another)."""
         self.processor = processor
+        if self.hparams.feature_cache:
+            from pvllm.data.feature_cache import FeatureCache
+
+            if model is None:
+                raise RuntimeError("data.feature_cache is set: attach_processor(processor, model)")
+            self.cache = FeatureCache.for_model(self.hparams.feature_cache, model, processor,
+                                                self.hparams.num_frames)
 
     def _keep(self, samples: list[Sample], what: str) -> list[Sample]:
         """``samples`` without those whose video is on the exclude list (logged and counted)."""
@@ -253,7 +272,8 @@ class PVLLMDataModule(L.LightningDataModule):
         def draw(epoch: int) -> SampleDataset:
             samples = draw_training_samples(self.ds, hp.train_split, epoch, hp.seed, hp.k_min, hp.k_max)
             return SampleDataset(self.ds, self._keep(samples, f"train epoch {epoch}"), hp.num_frames,
-                                 hp.include_title, hp.on_bad_video, video=hp.video, frames=self.frames)
+                                 hp.include_title, hp.on_bad_video, video=hp.video, frames=self.frames,
+                                 feature_cache=self.cache)
 
         make = draw
         if hp.text_instructions:
@@ -263,7 +283,7 @@ class PVLLMDataModule(L.LightningDataModule):
         self.train_set = _EpochSamples(make)
         val = self._keep(build_eval_histories(self.ds, hp.val_split, k=hp.val_k, seed=hp.seed), "val")
         self.val_set = SampleDataset(self.ds, val, hp.num_frames, hp.include_title, hp.on_bad_video,
-                                     video=hp.video, frames=self.frames)
+                                     video=hp.video, frames=self.frames, feature_cache=self.cache)
         if stage in ("fit", "validate") and hp.on_bad_video == "raise" and hp.video:
             self._check_val_videos()
 

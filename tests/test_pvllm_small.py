@@ -388,7 +388,8 @@ def test_only_projector_and_llm_blocks_get_gradients_then_train_and_generate(bui
     for name, prompt in (("history", item["prompt"]), ("none", build_prompt([]))):
         enc = trained.processor(text=prompt, videos=[item["frames"]], return_tensors="pt")
         with torch.no_grad():
-            out = trained.model.generate(**enc, max_new_tokens=12, do_sample=False)
+            # min_new_tokens: after 4 steps it may stop at once; the test is about what reaches the output
+            out = trained.model.generate(**enc, min_new_tokens=3, max_new_tokens=12, do_sample=False)
         texts[name] = trained.processor.decode(
             out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True
         ).strip()

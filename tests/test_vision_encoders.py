@@ -6,6 +6,7 @@ ViT are trained a few steps with train.py and evaluated with evaluate.py (in-pro
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -276,3 +277,17 @@ def test_a_cache_of_another_encoder_or_sampling_is_refused(mobilenet_model, cach
     videos = sorted((SAMPLE / "videos").glob("*.mp4"))
     assert build_cache(cache_dir, model, proc, videos, 8, progress=False) == {"encoded": 1, "reused": 17,
                                                                                "failed": 0}
+
+
+def test_video_mode_is_validated_before_any_model_loads(tmp_path):
+    from pvllm.config import ConfigError, validate_eval_config
+
+    cfg = compose_config("evaluate", ["generator=gemini_flash", "video.mode=none"], tmp_path / "a")
+    with pytest.raises(ConfigError, match="video.mode=none: generator .* needs a video"):
+        validate_eval_config(cfg)
+    cfg = compose_config("evaluate", ["video.mode=shuffled"], tmp_path / "b")
+    with pytest.raises(ConfigError, match=re.escape("video.mode: own | mismatched | none, got 'shuffled'")):
+        validate_eval_config(cfg)
+    cfg = compose_config("evaluate", [f"data.feature_cache={tmp_path}"], tmp_path / "c")
+    with pytest.raises(ConfigError, match="is not a feature cache"):
+        validate_eval_config(cfg)

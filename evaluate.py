@@ -22,6 +22,7 @@ from omegaconf import DictConfig  # noqa: E402
 from pvllm.config import validate_eval_config  # noqa: E402
 from pvllm.data.dataset import load_pervidcom  # noqa: E402
 from pvllm.evaluation import (  # noqa: E402
+    apply_video_mode,
     check_video_files,
     fewshot_pool,
     format_table,
@@ -114,6 +115,8 @@ def evaluate(cfg: DictConfig) -> dict | None:
                                        h.get("retrieval_model"))
     rows = all_rows[: cfg.max_samples] if cfg.max_samples else all_rows
     hist_ident = read_histories_identity(Path(cfg.histories_file))
+    video = cfg.get("video") or {"mode": "own", "seed": cfg.seed}
+    rows = apply_video_mode(rows, video["mode"], video["seed"])  # video ablation (own | mismatched | none)
     rater = hydra.utils.instantiate(cfg.rater) if cfg.get("rater") else None
     if rater is not None:
         rater.check_ready()  # e.g. a missing API key fails here, before generation
@@ -193,7 +196,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
     ident = run_identity(hist_ident, stored["generation"], scoring_identity(summary, rater, cfg, pool_info))
     summary.update(history_stats(rows, h.k))
     summary.update(generator=gen["name"], model=gen["model"], split=cfg.split, history_mode=h.mode,
-                   history_selection=h.get("selection", "random"), k=h.k, seed=h.seed,
+                   history_selection=h.get("selection", "random"), k=h.k, seed=h.seed, video_mode=video["mode"],
                    history_seed=h.history_seed, samples_per_user=cfg.samples_per_user,
                    histories_file=str(cfg.histories_file), ficl_pool=pool_info.get("label") if rater else None,
                    schema_version=SCHEMA_VERSION, run_id=ident["run_id"], identity=ident)

@@ -56,7 +56,7 @@ def train(cfg: DictConfig) -> float | None:
         log.info("note: %s", note)
 
     datamodule = hydra.utils.instantiate(cfg.data)
-    datamodule.attach_processor(bundle.processor)
+    datamodule.attach_processor(bundle.processor, bundle.model)  # + the feature cache, if configured
     module = PVLLMModule(bundle.model, optim=cfg.optim, scheduler=cfg.scheduler)
 
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]

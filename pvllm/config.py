@@ -46,6 +46,10 @@ def _common(cfg: DictConfig, errors: list[str]) -> None:
         errors.append(f"history.selection: {sel!r} is not one of {', '.join(HISTORY_SELECTIONS)}")
     if not isinstance(k, int) or not 0 <= k <= 15:
         errors.append(f"history.k: must be an integer in [0, 15] (paper), got {k!r}")
+    fc = _get(cfg, "data.feature_cache")
+    if fc and not (Path(str(fc)) / "manifest.json").is_file():
+        errors.append(f"data.feature_cache: {fc} is not a feature cache (build it with "
+                      "`python -m pvllm.data.feature_cache --model MODEL --data DATA --out DIR`)")
     nf = _get(cfg, "data.num_frames")
     if not isinstance(nf, int) or nf < 1:
         errors.append(f"data.num_frames: must be a positive integer, got {nf!r}")
@@ -106,6 +110,16 @@ def validate_eval_config(cfg: DictConfig) -> None:
     spu = _get(cfg, "samples_per_user")
     if not isinstance(spu, int) or spu < 1:
         errors.append(f"samples_per_user: must be >= 1, got {spu!r}")
+    vmode = _get(cfg, "video.mode")
+    if vmode is not None and vmode not in ("own", "mismatched", "none"):
+        errors.append(f"video.mode: own | mismatched | none, got {vmode!r}")
+    target = _get(cfg, "generator._target_")
+    if vmode == "none" and target and stage in ("all", "generate"):
+        from hydra.utils import get_class
+
+        if not getattr(get_class(target), "accepts_no_video", False):
+            errors.append(f"video.mode=none: generator {target} needs a video (text-only runs: pvllm, "
+                          "video_llava, text_only)")
     if _get(cfg, "generator") is None and stage in ("all", "generate", "rank"):
         errors.append("generator: required unless stage=score or stage=report")
     if errors:

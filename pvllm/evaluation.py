@@ -164,14 +164,45 @@ def history_stats(rows: list[dict], k: int) -> dict[str, Any]:
             "n_history_shorter_than_k": sum(n < k for n in lens)}
 
 
+VIDEO_MODES = ("own", "mismatched", "none")
+
+
+def apply_video_mode(rows: list[dict], mode: str, seed: int) -> list[dict]:
+    """The video each sample is shown (ablation, ``video.mode``): its own (``own``), another sample's
+    (``mismatched``: a seeded permutation of the rows' videos in which no sample keeps a video with its own
+    id, when the rows have 2+ distinct videos) or none (``none``: text only). Adds ``shown_video_id``."""
+    if mode not in VIDEO_MODES:
+        raise ValueError(f"video.mode must be one of {', '.join(VIDEO_MODES)}, got {mode!r}")
+    if mode == "own":
+        return [dict(r, shown_video_id=r["video_id"]) for r in rows]
+    if mode == "none":
+        return [dict(r, shown_video_id=None) for r in rows]
+    import random
+
+    vids = [r["video_id"] for r in rows]
+    if len(set(vids)) < 2:
+        raise ValueError("video.mode=mismatched needs samples on at least 2 distinct videos")
+    rng = random.Random(seed)
+    order = list(range(len(rows)))
+    for _ in range(1000):  # rejection sampling of a permutation without a fixed video (fast for n >= 3)
+        rng.shuffle(order)
+        if all(vids[j] != vids[i] for i, j in enumerate(order)):
+            break
+    else:  # one video dominates: pair greedily with any other video, still seeded
+        order = [next(j for j in order if vids[j] != vids[i]) for i in range(len(rows))]
+    return [dict(r, shown_video_id=vids[j]) for r, j in zip(rows, order)]
+
+
 def to_request(row: dict, ds: PerVidCom, include_title: bool = False) -> GenerationRequest:
     history = [h["text"] for h in row["history"]]
     title = ds.videos[row["video_id"]].title
+    shown = row.get("shown_video_id", row["video_id"])
     return GenerationRequest(
-        sample_id=row["sample_id"], video_path=str(ds.video_path(row["video_id"])), history=history,
+        sample_id=row["sample_id"], video_path=None if shown is None else str(ds.video_path(shown)),
+        history=history,
         prompt=build_instruction(history, title if include_title else None), title=title,
         include_title=include_title,
-        extra={"user_id": row["user_id"], "video_id": row["video_id"]},
+        extra={"user_id": row["user_id"], "video_id": row["video_id"], "shown_video_id": shown},
     )
 
 
@@ -205,7 +236,11 @@ def generate_resumable(generator: Generator, rows: list[dict], ds: PerVidCom, ou
     done = read_jsonl_tolerant(out, torn)  # a torn last line is logged, counted and generated again
     if (done or torn) and out.read_bytes()[-1:] != b"\n":  # a torn last line from a killed run: rewrite cleanly
         write_jsonl(out, done)
-    for r in done:  # never mix two models (or decoding settings) in one predictions file
+    mode = _video_mode(rows)
+    for r in done:  # never mix two models (or decoding settings, or video modes) in one predictions file
+        if r.get("video_mode", "own") != mode:
+            raise ValueError(f"{out}: sample {r['sample_id']} was generated with video mode "
+                             f"{r.get('video_mode', 'own')!r}, not {mode!r}; use another run directory")
         name = generator.name or generator.registry_name
         if (r.get("model") != generator.model_id or r.get("generation") != generator.generation_config
                 or r.get("generator") != name):
@@ -248,8 +283,17 @@ def generate_resumable(generator: Generator, rows: list[dict], ds: PerVidCom, ou
     return counts
 
 
+def _video_mode(rows: list[dict]) -> str:
+    if not rows or "shown_video_id" not in rows[0]:
+        return "own"
+    if rows[0]["shown_video_id"] is None:
+        return "none"
+    return "own" if all(r["shown_video_id"] == r["video_id"] for r in rows) else "mismatched"
+
+
 def prediction_row(row: dict, generator: Generator, text: str | None, error: str | None,
                    latency_s: float, notes: list[str] | None = None) -> dict[str, Any]:
+    shown = row.get("shown_video_id", row["video_id"])
     rec = {
         "sample_id": row["sample_id"], "generator": generator.name or generator.registry_name,
         "generator_class": generator.registry_name, "model": generator.model_id,
@@ -257,6 +301,9 @@ def prediction_row(row: dict, generator: Generator, text: str | None, error: str
         # context for readers of this file alone (reports, annotation tool)
         "user_id": row["user_id"], "video_id": row["video_id"], "history": [h["text"] for h in row["history"]],
         "reference": row["reference"],
+        # the video the generator was shown (video ablation): the target's own, another sample's, or None
+        "shown_video_id": shown,
+        "video_mode": "none" if shown is None else "own" if shown == row["video_id"] else "mismatched",
     }
     if notes:  # e.g. "cut_multibyte_char", "history_truncated": counted in the summary
         rec["notes"] = list(notes)

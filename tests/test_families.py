@@ -60,7 +60,7 @@ def _inputs(batch):
 def test_unknown_family_lists_the_valid_names():
     with pytest.raises(UnknownNameError, match="Did you mean .qwen2_5_vl.*Valid names: internvl, llava_next_v"):
         get_family("qwen25_vl")
-    assert set(NEW) | {"video_llava"} == set(FAMILIES.names())
+    assert set(NEW) | {"video_llava", "pvllm_video"} == set(FAMILIES.names())
 
 
 @pytest.mark.parametrize("name", NEW)

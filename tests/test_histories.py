@@ -44,9 +44,9 @@ def test_training_draws_follow_the_paper(sample_ds):
 def test_eval_histories_pinned_and_k(sample_ds):
     rows = build_eval_histories(sample_ds, "val", k=5, seed=0)
     assert [r.sample_id for r in rows] == [
-        "val:synthetic_grumpy_critic_3:c0111", "val:synthetic_hype_emoji_2:c0024",
-        "val:synthetic_question_asker_2:c0137", "val:synthetic_tech_nerd_2:c0228"]
-    assert [h["comment_id"] for h in rows[0].history] == ["c0119", "c0113", "c0118", "c0115", "c0117"]
+        "val:synthetic_grumpy_critic_3:c0119", "val:synthetic_hype_emoji_3:c0041",
+        "val:synthetic_minimalist_2:c0306", "val:synthetic_pun_maker_3:c0200"]
+    assert [h["comment_id"] for h in rows[0].history] == ["c0121", "c0120", "c0124", "c0115", "c0122"]
     _check_samples(sample_ds, rows, k_expected=5)
     for k in (0, 1, 3, 10, 15):
         rk = build_eval_histories(sample_ds, "val", k=k, seed=0)
@@ -129,3 +129,38 @@ def test_sampler_on_real_danmaku_comments(tmp_path):
     assert len(rows) == 2 * len(ds.users("test"))
     _check_samples(ds, rows, k_expected=5)
     _check_samples(ds, draw_training_samples(ds, "train", 3, 0), k_range=(5, 15))
+
+
+def test_sample_test_personas_are_unseen_in_training_and_val_personas_seen():
+    """Issue 13 item 6: the bundled sample's test users read a NEW style from their history."""
+    import json
+
+    from tests.conftest import SAMPLE
+
+    users = [json.loads(line) for line in (SAMPLE / "users.jsonl").read_text().splitlines()]
+    personas = {s: {u["persona"] for u in users if u["split"] == s} for s in ("train", "val", "test")}
+    assert personas["test"] == {"question_asker", "nostalgic"}
+    assert not personas["test"] & personas["train"]
+    assert personas["val"] <= personas["train"] and len(personas["val"]) == 4
+    assert [sum(u["split"] == s for u in users) for s in ("train", "val", "test")] == [14, 4, 6]
+
+
+def test_sample_comments_name_what_is_visible_in_their_clip():
+    """Issue 12: the sample rewards looking at the video (data/sample/LICENSES.md)."""
+    import importlib.util
+    import json
+
+    from tests.conftest import REPO, SAMPLE
+
+    spec = importlib.util.spec_from_file_location("make_sample", REPO / "scripts" / "make_sample.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    visible = {c[0]: c[6] for c in mod.CLIPS}
+    comments = [json.loads(line) for line in (SAMPLE / "comments.jsonl").read_text().splitlines()]
+    names = [any(w.lower() in c["text"].lower() for w in visible[c["video_id"]]) for c in comments]
+    assert 0.8 < sum(names) / len(names) < 1.0  # all but the minimalist's "nice."/"ok"-style comments
+    other = {"bunny": {w for v, ws in visible.items() if v.startswith("bikes") for w in ws},
+             "bikes": {w for v, ws in visible.items() if v.startswith("bunny") for w in ws}}
+    for c in comments:  # never an object of the other footage
+        topic = c["video_id"].split("_")[0]
+        assert not any(f"the {w} " in c["text"].lower() for w in other[topic] - set(visible[c["video_id"]]))

@@ -14,7 +14,7 @@ TRAIN = [sys.executable, str(REPO / "train.py"), "logger=csv", "trainer.max_step
          "callbacks.last_checkpoint.every_n_train_steps=1", "trainer.enable_progress_bar=false"]
 # first losses of the seeded tiny model on the sample (torchtune-style pin: catches silent changes in
 # masking, padding, prompt format, sampling); step 0 is also recomputed independently below
-PINNED = [6.231063365936279, 6.225411891937256, 6.263701438903809]
+PINNED = [6.2509002685546875, 6.284220218658447, 6.309757232666016]  # sample of issue 12
 
 
 def _run(args, check=True):

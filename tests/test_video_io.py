@@ -12,11 +12,11 @@ def test_frame_indices_are_linspace_rounded():
 
 
 def test_read_frames_on_sample_clip():
-    frames = read_frames(SAMPLE / "videos" / "bunny_01.mp4", 8)  # 33 frames, 160x90
-    assert frames.shape == (8, 90, 160, 3) and frames.dtype == np.uint8
+    frames = read_frames(SAMPLE / "videos" / "bunny_01.mp4", 8)  # 30 frames, 228x128
+    assert frames.shape == (8, 128, 228, 3) and frames.dtype == np.uint8
     # frames are distinct decoded images, not 8 copies of one frame
     assert len({frames[i].tobytes() for i in range(8)}) == 8
-    assert read_frames(SAMPLE / "videos" / "bunny_01.mp4", 4).shape == (4, 90, 160, 3)
+    assert read_frames(SAMPLE / "videos" / "bunny_01.mp4", 4).shape == (4, 128, 228, 3)
 
 
 @requires_shared_data("videos", "bigbuckbunny.mp4")

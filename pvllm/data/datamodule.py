@@ -17,7 +17,7 @@ from pvllm.data.dataset import PerVidCom, load_pervidcom
 from pvllm.data.frame_cache import FrameSource, Sampling
 from pvllm.data.histories import Sample, build_eval_histories, draw_training_samples
 from pvllm.data.video_io import VideoReadError, clip_metadata, read_clip
-from pvllm.models.families import encode_example, family_of, visual_token_count
+from pvllm.models.families import encode_example, family_of, reply_token_ids, visual_token_count
 from pvllm.prompt import build_instruction, chat_prompt
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,8 @@ class SampleDataset(Dataset):
 
     def __init__(self, ds: PerVidCom, samples: list[Sample], num_frames: int, include_title: bool,
                  on_bad_video: str = "raise", skipped: Counter[str] | None = None, fps: float | None = None,
-                 max_frames: int | None = None, video: bool = True, frames: FrameSource | None = None):
+                 max_frames: int | None = None, video: bool = True, frames: FrameSource | None = None,
+                 feature_cache: Any = None):
         if on_bad_video not in ("raise", "skip"):
             raise ValueError(f"on_bad_video must be 'raise' or 'skip', got {on_bad_video!r}")
         self.ds, self.samples, self.num_frames = ds, samples, num_frames
@@ -42,6 +43,7 @@ class SampleDataset(Dataset):
         self.skipped: Counter[str] = Counter() if skipped is None else skipped
         self.fps, self.max_frames = fps, max_frames
         self.video = video  # False: text-only (no frames read, no video token), e.g. a comments-only dataset
+        self.feature_cache = feature_cache  # pvllm.data.feature_cache.FeatureCache: encoder outputs, no frames
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -57,6 +59,9 @@ class SampleDataset(Dataset):
         # `prompt`: the Video-LLaVA rendering; other families render `instruction` with their chat template
         item = {"sample_id": s.sample_id, "instruction": instruction, "prompt": chat_prompt(instruction),
                 "reply": s.reference}
+        if self.feature_cache is not None:  # the frozen encoder's cached output: no decoding, no encoder
+            item["features"] = self.feature_cache.features(path)
+            return item
         try:
             if self.fps is None:  # num_frames uniformly spaced: the frame cache / decoder, + timestamps
                 item["frames"] = self.frames.get(path, s.video_id)
@@ -107,6 +112,19 @@ class PVLLMCollator:
             limits = {k: ti[k] for k in ("max_tokens", "max_turn_tokens") if k in ti}
             return encode_conversation(tok, item["conversations"], **limits)
         family = family_of(self.processor)
+        if item.get("features") is not None:  # cached encoder features (T, N, C): Video-LLaVA's format only
+            if family.template != "video_llava":
+                raise ValueError(f"data.feature_cache feeds cached encoder features in Video-LLaVA's format; "
+                                 f"family {family.name} is not supported with it")
+            feats = item["features"]
+            vt = self.processor.video_token
+            text = item["prompt"].replace(vt, vt * (feats.shape[0] * feats.shape[1]))  # <video> T*N times
+            prompt_ids = tok([text], return_tensors="pt")["input_ids"][0]
+            reply = torch.tensor(reply_token_ids(self.processor, item.get("instruction") or "", item["reply"],
+                                                 self.max_reply_tokens), dtype=torch.long)
+            return {"input_ids": torch.cat([prompt_ids, reply]),
+                    "labels": torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), reply]),
+                    "pixel_values_videos": feats[None]}  # (1, T, N, C): batched by torch.cat
         if item["frames"] is None:  # text-only PV-LLM item (data.video=false): Video-LLaVA's chat format
             if family.template != "video_llava":
                 raise ValueError(f"data.video=false (text-only) uses Video-LLaVA's chat format; family "
@@ -259,6 +277,7 @@ class PVLLMDataModule(L.LightningDataModule):
         fps: float | None = None,  # None: num_frames uniformly spaced frames; set: one frame every 1/fps s
         max_frames: int | None = None,  # frame budget of fps sampling (None = num_frames)
         max_visual_tokens: int | None = None,  # per-sample visual-token budget (None = unchecked)
+        feature_cache: str | None = None,  # directory of pvllm.data.feature_cache (frozen encoder outputs)
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -268,10 +287,19 @@ class PVLLMDataModule(L.LightningDataModule):
         self.skipped: Counter[str] = Counter()
         self.excluded: Counter[str] = Counter()  # "train"/"val" -> samples left out (exclude_videos)
         self._exclude: dict[str, str] = {}  # video_id -> why (from the exclude_videos list)
+        self.cache = None
 
-    def attach_processor(self, processor: Any) -> None:
-        """The model's own processor does the preprocessing (set by train.py after building the model)."""
+    def attach_processor(self, processor: Any, model: Any = None) -> None:
+        """The model's own processor does the preprocessing (set by train.py after building the model);
+        with ``feature_cache`` set, the cache is opened for ``model`` (an error if built for another)."""
         self.processor = processor
+        if self.hparams.feature_cache:
+            from pvllm.data.feature_cache import FeatureCache
+
+            if model is None:
+                raise RuntimeError("data.feature_cache is set: attach_processor(processor, model)")
+            self.cache = FeatureCache.for_model(self.hparams.feature_cache, model, processor,
+                                                self.hparams.num_frames)
 
     def _keep(self, samples: list[Sample], what: str) -> list[Sample]:
         """``samples`` without those whose video is on the exclude list (logged and counted)."""
@@ -300,7 +328,7 @@ class PVLLMDataModule(L.LightningDataModule):
             samples = draw_training_samples(self.ds, hp.train_split, epoch, hp.seed, hp.k_min, hp.k_max)
             return SampleDataset(self.ds, self._keep(samples, f"train epoch {epoch}"), hp.num_frames,
                                  hp.include_title, hp.on_bad_video, fps=hp.fps, max_frames=hp.max_frames,
-                                 video=hp.video, frames=self.frames)
+                                 video=hp.video, frames=self.frames, feature_cache=self.cache)
 
         make = draw
         if hp.text_instructions:
@@ -311,7 +339,7 @@ class PVLLMDataModule(L.LightningDataModule):
         val = self._keep(build_eval_histories(self.ds, hp.val_split, k=hp.val_k, seed=hp.seed), "val")
         self.val_set = SampleDataset(self.ds, val, hp.num_frames, hp.include_title, hp.on_bad_video,
                                      fps=hp.fps, max_frames=hp.max_frames, video=hp.video,
-                                     frames=self.frames)
+                                     frames=self.frames, feature_cache=self.cache)
         if stage in ("fit", "validate") and hp.on_bad_video == "raise" and hp.video:
             self._check_val_videos()
 

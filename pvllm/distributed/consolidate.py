@@ -82,16 +82,16 @@ def consolidate_zero_checkpoint(
     ``exclude_frozen_parameters``) keeps the base weights for them, lists them in the log and in
     ``CONSOLIDATED_FROM.txt``.
     """
-    import transformers
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     from pvllm.models.builder import load_family
+    from pvllm.models.families import resolve_class
 
     root, found_tag = find_zero_tag(ckpt_dir)
     tag = tag or found_tag
     state = get_fp32_state_dict_from_zero_checkpoint(str(root), tag=tag)
-    # the base model's class from the family table (Video-LLaVA, Qwen2.5-VL, ...)
-    model_cls = getattr(transformers, load_family(str(base_dir)).model_class)
+    # the base model's class from the family table (Video-LLaVA, its swapped-encoder composite, Qwen2.5-VL, ...)
+    model_cls = resolve_class(load_family(str(base_dir)).model_class)
     model = model_cls.from_pretrained(base_dir, dtype=torch.float32)
     expected = model.state_dict()
     prefix = _match_prefix(list(state), set(expected))

@@ -21,7 +21,7 @@ class GenerationRequest:
     """One evaluation sample as a generator sees it (built from a histories.jsonl row)."""
 
     sample_id: str
-    video_path: str  # absolute path of the target video file
+    video_path: str | None  # absolute path of the video shown; None = no video (ablation video.mode=none)
     history: list[str]  # the user's past comments (possibly empty: history mode `none`)
     prompt: str  # the user-turn text from pvllm.prompt.build_instruction (no chat markup)
     title: str | None = None
@@ -52,6 +52,7 @@ class Generator(abc.ABC):
     # window of several batches; False (API generators): batch_size items at a time, saved as they finish
     bucketed: bool = False
     reads_video: bool = True  # False: the video files are never opened (text-only baselines)
+    accepts_no_video: bool = False  # True: handles video_path=None (text only) for the video ablation
 
     @property
     @abc.abstractmethod

@@ -6,6 +6,8 @@ directory's config.json), reads frames with our reader (``pvllm.data.video_io.re
 (``pvllm.models.families.render_prompt``) and generates in left-padded batches. Greedy decoding gives
 the same text at any batch size. ``pretrained`` may be any HF checkpoint of a supported family,
 including one fine-tuned elsewhere (LLaMA-Factory, ms-swift) or a train run's ``hf_model/``.
+Families in Video-LLaVA's format also take requests without a video (the ablation ``video.mode=none``)
+and frozen-encoder features from ``pvllm.data.feature_cache`` instead of frames.
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ class HFVideoGenerator(Generator):
         frame_cache: str | None = None,
         frame_size: int | None = None,
         frame_memo: int = 32,
+        feature_cache: str | None = None,
     ):
         bundle = build_pvllm(pretrained, create=create, dtype=dtype, family=family)
         # frame_memo: videos kept decoded in memory (evaluation groups samples by video); 0 decodes per sample
@@ -119,6 +122,14 @@ class HFVideoGenerator(Generator):
         if not self.video and self.family.template != "video_llava":
             raise ValueError(f"video=false (text-only) uses Video-LLaVA's chat format; family {self.family.name} "
                              "is not supported with it")
+        self.cache = None
+        if feature_cache:  # frozen encoder outputs read from the cache (built for exactly this encoder)
+            from pvllm.data.feature_cache import FeatureCache
+
+            if self.family.template != "video_llava":
+                raise ValueError(f"feature_cache feeds cached encoder features in Video-LLaVA's format; family "
+                                 f"{self.family.name} is not supported with it")
+            self.cache = FeatureCache.for_model(feature_cache, self.model, self.processor, num_frames)
         params = dict(self.default_sampling, **(sampling or {}))
         if greedy:
             params.update(do_sample=False, temperature=None, top_p=None)
@@ -144,23 +155,42 @@ class HFVideoGenerator(Generator):
             cfg["family"] = self.family.name
         return cfg
 
+    # video_path=None: the prompt without its video line (video ablation; Video-LLaVA's format only)
+    accepts_no_video = True
+
     def _frames(self, req: GenerationRequest) -> Any:
-        """(frames, metadata): the frame cache / decoder for uniform sampling, our reader for fps sampling."""
+        """(frames, metadata): the frame cache / decoder for uniform sampling, our reader for fps sampling;
+        cached encoder features (T, N, C) with a feature cache; None with video off or no video shown."""
         if not self.video:
             return None
+        if req.video_path is None:  # the ablation video.mode=none
+            if self.family.template != "video_llava":
+                raise ValueError(f"{req.sample_id}: a request without a video (video.mode=none) uses Video-LLaVA's "
+                                 f"chat format; family {self.family.name} is not supported with it")
+            return None
+        if self.cache is not None:
+            return self.cache.features(req.video_path)
         if self.fps is not None:
             return read_clip(req.video_path, self.num_frames, self.fps, self.max_frames)
-        frames = self.frames.get(req.video_path, req.extra.get("video_id"))
+        # the video shown (the ablation may show another sample's video than the target's)
+        frames = self.frames.get(req.video_path, req.extra.get("shown_video_id", req.extra.get("video_id")))
         meta = clip_metadata(req.video_path, self.num_frames) if self.family.needs_video_metadata else None
         return (frames, meta) if meta else frames
 
     def _encode(self, prompts: list[str], clips: list[Any]) -> Any:
-        """Instructions (+ clips) -> model inputs in the family's chat format; text-only with video off."""
-        if not self.video:
+        """Instructions (+ clips) -> model inputs in the family's chat format; text-only when there is no
+        video (all items alike); cached features expand the video token as the processor would."""
+        if clips[0] is None:
             return self.processor.tokenizer([chat_prompt(p, video_token=None) for p in prompts], padding=True,
                                             return_tensors="pt").to(self.device)
         rendered = [render_prompt(self.processor, p) for p in prompts]
-        return processor_inputs(self.processor, rendered, clips, padding=True).to(self.device)
+        if self.cache is None:
+            return processor_inputs(self.processor, rendered, clips, padding=True).to(self.device)
+        vt = self.processor.video_token
+        texts = [t.replace(vt, vt * (f.shape[0] * f.shape[1])) for t, f in zip(rendered, clips)]
+        enc = self.processor.tokenizer(texts, padding=True, return_tensors="pt")
+        enc["pixel_values_videos"] = torch.stack(clips)
+        return enc.to(self.device)
 
     @torch.inference_mode()
     def generate(self, batch: list[GenerationRequest]) -> list[GenerationResult]:
@@ -172,10 +202,12 @@ class HFVideoGenerator(Generator):
             except VideoReadError as e:
                 results[req.sample_id] = GenerationResult(req.sample_id, None, error=f"VideoReadError: {e}")
         tok = self.processor.tokenizer
-        # batches of similar prompt length (the text decides most of the padding)
-        lengths = [len(tok(chat_prompt(r.prompt), add_special_tokens=False)["input_ids"]) for r, _ in ok]
-        for idx in length_batches(lengths, self.batch_size):
-            chunk = [ok[i] for i in idx]
+        # requests with and without a video in separate batches; within one kind, batches of similar prompt
+        # length (the text decides most of the padding)
+        groups = [[x for x in ok if x[1] is not None], [x for x in ok if x[1] is None]]
+        for chunk in ([g[i] for i in idx] for g in groups for idx in length_batches(
+                [len(tok(chat_prompt(r.prompt), add_special_tokens=False)["input_ids"]) for r, _ in g],
+                self.batch_size)):
             t0 = time.perf_counter()
             fitted = [self.fitted_instruction(r, c) for r, c in chunk]
             enc = self._encode([p for p, _ in fitted], [c for _, c in chunk])
@@ -202,15 +234,21 @@ class HFVideoGenerator(Generator):
         if not context:
             return req.prompt, []
         tok = self.processor.tokenizer
+        has_video = self.video and clip is not None  # None: no video (video.mode=none)
 
         def wrap(instruction: str) -> str:
-            return render_prompt(self.processor, instruction) if self.video else chat_prompt(instruction, None)
+            return render_prompt(self.processor, instruction) if has_video else chat_prompt(instruction, None)
 
-        if self.video and self._video_tokens is None:  # what the video placeholder expands to, measured once
-            probe = wrap("x")
-            full = processor_inputs(self.processor, [probe], [clip])["input_ids"].shape[1]
-            self._video_tokens = full - len(tok(probe)["input_ids"])
-        budget = context - int(self._params.get("max_new_tokens", 64)) - (self._video_tokens or 0)
+        video_tokens = 0
+        if has_video and self.cache is not None:  # cached features (T, N, C): T*N video tokens
+            video_tokens = int(clip.shape[0] * clip.shape[1])
+        elif has_video:
+            if self._video_tokens is None:  # what the video placeholder expands to, measured once
+                probe = wrap("x")
+                full = processor_inputs(self.processor, [probe], [clip])["input_ids"].shape[1]
+                self._video_tokens = full - len(tok(probe)["input_ids"])
+            video_tokens = self._video_tokens
+        budget = context - int(self._params.get("max_new_tokens", 64)) - video_tokens
 
         def n_tokens(h: list[str]) -> int:
             return len(tok(wrap(build_instruction(h, req.title if req.include_title else None)))["input_ids"])

@@ -34,6 +34,7 @@ class TextOnlyGenerator(Generator):
 
     bucketed = True
     reads_video = False  # video files are never opened: runs on comments-only datasets
+    accepts_no_video = True  # it never reads the video
 
     def __init__(
         self,

@@ -121,6 +121,8 @@ def load_family(source: str, family: str | None = None) -> Family:
         return get_family(family)
     from transformers import AutoConfig
 
+    import pvllm.models.composite  # noqa: F401  (registers issue 12's model type pvllm_video)
+
     return family_for_model_type(AutoConfig.from_pretrained(source).model_type)
 
 
@@ -141,19 +143,24 @@ def build_pvllm(
 
     ``family`` (a name in pvllm.models.families) is checked against the directory's model type; None =
     detected from its config.json. The family table says which modules the trainable flags address.
+    ``vision_encoder`` also names a swapped encoder (conf/model/vision_encoder/, issue 12's composite
+    ``pvllm_video`` family); a cached directory built for another encoder is an error.
     """
-    import transformers
+    from pvllm.models.composite import check_encoder_matches
+    from pvllm.models.families import resolve_class
 
     source = resolve_pretrained(pretrained, create)
+    check_encoder_matches(source, vision_encoder)  # a cached directory built for another encoder: error
     fam = load_family(source)
     if family and get_family(family) is not fam:
         raise ValueError(f"model.family={family!r} but {source} is a {fam.name} model ({fam.model_types[0]})")
     kwargs: dict[str, Any] = {"dtype": _dtype(dtype)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    model = getattr(transformers, fam.model_class).from_pretrained(source, **kwargs)
-    processor = getattr(transformers, fam.processor_class).from_pretrained(source)
-    ve = PartSpec(**(vision_encoder or {"trainable": False}))
+    model = resolve_class(fam.model_class).from_pretrained(source, **kwargs)
+    processor = resolve_class(fam.processor_class).from_pretrained(source)
+    # the vision_encoder node also names the encoder (conf/model/vision_encoder/); here only its flag
+    ve = PartSpec(trainable=bool((vision_encoder or {}).get("trainable", False)))
     pj = PartSpec(**(projector or {"trainable": True}))
     lm = LLMSpec(**(llm or {}))
     apply_freezing(model, ve, pj, lm)

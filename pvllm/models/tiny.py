@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pvllm.models.vision_encoders import FAMILY_TOWER
+
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>", "<video>"]
 
 # Text the tiny BPE is trained on: the prompt template plus generic comment words, so prompts and
@@ -62,8 +64,14 @@ def make_tiny_video_llava(
     vision_hidden_size: int = 32,
     vision_layers: int = 2,
     seed: int = 0,
+    vision_encoder: dict | None = None,
+    num_frames: int = 8,
 ) -> Path:
-    """Write a tiny random VideoLlava model + processor to ``out_dir`` with ``save_pretrained``."""
+    """Write a tiny random VideoLlava model + processor to ``out_dir`` with ``save_pretrained``.
+
+    ``vision_encoder``: a spec of ``conf/model/vision_encoder/`` (``name: clip`` or None = the family's own
+    tiny random CLIP sized by the arguments above; otherwise a swapped encoder, e.g. the real MobileNetV2).
+    """
     import torch
     from transformers import (
         CLIPVisionConfig,
@@ -87,6 +95,18 @@ def make_tiny_video_llava(
         max_position_embeddings=4096, tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
+    if vision_encoder and vision_encoder.get("name", FAMILY_TOWER) != FAMILY_TOWER:
+        from pvllm.models.composite import make_composite
+
+        model, processor, described = make_composite(text, tokenizer, vision_encoder, num_frames, seed)
+        _finish(model, tokenizer)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out_dir)
+        processor.save_pretrained(out_dir)
+        (out_dir / "README.md").write_text(
+            f"Tiny Video-LLaVA-style model (RANDOM tiny LLM) with the vision encoder: {described}; "
+            "written by pvllm.models.tiny.make_tiny_video_llava for tests.\n")
+        return out_dir
     config = VideoLlavaConfig(
         vision_config=vision, text_config=text,
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
@@ -96,9 +116,7 @@ def make_tiny_video_llava(
     config.pad_token_id = tokenizer.pad_token_id
     torch.manual_seed(seed)
     model = VideoLlavaForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    _finish(model, tokenizer)
     size = {"shortest_edge": image_size}
     crop = {"height": image_size, "width": image_size}
     processor = VideoLlavaProcessor(
@@ -115,3 +133,17 @@ def make_tiny_video_llava(
         "random weights, for tests and the plumbing demo. Its outputs are not meaningful.\n"
     )
     return out_dir
+
+
+def make_tiny_pvllm_video(out_dir: str | os.PathLike, *, seed: int = 0) -> Path:
+    """A tiny model of the ``pvllm_video`` family (issue 12's composite): the tiny random LLM with a tiny
+    RANDOM open_clip ViT as its swapped video tower (no weights to download)."""
+    spec = {"name": "open_clip", "model_name": "ViT-B-32", "pretrained": None, "tokens": "patch",
+            "vision_cfg": {"width": 32, "layers": 2, "head_width": 16, "image_size": 32, "patch_size": 8}}
+    return make_tiny_video_llava(out_dir, seed=seed, vision_encoder=spec)
+
+
+def _finish(model, tokenizer) -> None:
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id

@@ -1,0 +1,95 @@
+"""P7: a training step with the frozen vision encoder run every step vs read from the feature cache.
+
+Same model, same batch, same optimizer step (forward + backward + AdamW), side by side in one process,
+alternating rounds. "encoder" = decode the 8 frames, preprocess, run the frozen encoder, then the LLM;
+"cached" = read the encoder's output from ``pvllm.data.feature_cache`` (sha256-checked .npy), then the
+LLM. The two losses are checked equal first (or the timing means nothing).
+
+    python benchmarks/bench_feature_cache.py [--model tiny|small] [--rounds 5]
+
+``tiny``: tiny random LLM + the real MobileNetV2 (the encoder dominates); ``small``: PV-LLM-small
+(SmolLM2-135M + the real MobileNetV2; needs the prepared SmolLM2, see pvllm.models.smollm2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = {"name": "torchvision_mobilenet_v2", "num_tokens": 4, "image_size": 128}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", choices=("tiny", "small"), default="tiny")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from pvllm.data.datamodule import PVLLMCollator
+    from pvllm.data.feature_cache import FeatureCache, build_cache
+    from pvllm.data.video_io import read_frames
+    from pvllm.models.builder import build_pvllm
+    from pvllm.models.module import PVLLMModule
+    from pvllm.prompt import build_prompt
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-fcache-"))
+    if args.model == "tiny":
+        from pvllm.models.tiny import make_tiny_video_llava
+
+        create = lambda p: make_tiny_video_llava(p, vision_encoder=SPEC)  # noqa: E731
+    else:
+        from pvllm.models.smollm2 import make_pvllm_small
+
+        create = lambda p: make_pvllm_small(p, vision_encoder=SPEC)  # noqa: E731
+    bundle = build_pvllm(str(tmp / "model"), create=create, vision_encoder=dict(SPEC, trainable=False))
+    model, proc = bundle.model, bundle.processor
+    video = ROOT / "data" / "sample" / "videos" / "bikes_03.mp4"
+    build_cache(tmp / "cache", model, proc, [video], 8, progress=False)
+    cache = FeatureCache.for_model(tmp / "cache", model, proc, 8)
+    history = ["OMG the taxi is SO GOOD 🔥", "best cyclist clip EVER"] * 3
+    item = {"sample_id": "s", "prompt": build_prompt(history),
+            "reply": "THIS CYCLIST THO 😍😍"}
+    collate = PVLLMCollator(proc)
+    module = PVLLMModule(model, optim={})
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-9)
+
+    def step(cached: bool) -> float:
+        src = {"features": cache.features(video)} if cached else {"frames": read_frames(video, 8)}
+        batch = collate([dict(item, **src)])
+        loss = module(batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+    model.train()
+    with torch.no_grad():
+        a = module(collate([dict(item, frames=read_frames(video, 8))]))
+        b = module(collate([dict(item, features=cache.features(video))]))
+    assert abs(float(a) - float(b)) <= 1e-6, (float(a), float(b))
+    step(False), step(True)  # warm-up
+    t_enc, t_cache = [], []
+    for _ in range(args.rounds):
+        t = time.perf_counter()
+        step(False)
+        t_enc.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        step(True)
+        t_cache.append(time.perf_counter() - t)
+    e, c = statistics.median(t_enc), statistics.median(t_cache)
+    print(f"model={args.model} (MobileNetV2 128 px, 8 frames x 4 tokens), threads={args.threads}, "
+          f"rounds={args.rounds}")
+    print(f"{'encoder every step (s)':>24}{'cached features (s)':>22}{'encoder/cached':>16}")
+    print(f"{e:>24.4f}{c:>22.4f}{e / c:>16.2f}")
+
+
+if __name__ == "__main__":
+    main()

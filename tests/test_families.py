@@ -30,15 +30,15 @@ EXPECTED = {
     "llava_next_video": ("so cute</s>", "own style. ASSISTANT:", " nice.</s>"),
     "internvl": ("so cute<|im_end|>", "<|im_end|>\n<|im_start|>assistant\n", "nice.<|im_end|>"),
 }
-# visual tokens per sample, 8 frames of the 160×90 clip: Qwen resizes to 32×16 px (16-px factor, ≤ 32² px):
+# visual tokens per sample, 8 frames of the 228×128 clip: Qwen resizes to 32×16 px (16-px factor, ≤ 32² px):
 # 4×2 patches of 8 px, merged 2×2 -> 2 tokens per 2 frames -> 8; OneVision: 32-px square, 4×4 patches pooled
 # to 2×2 per frame + 1 newline -> 33; SmolVLM: one 32-px tile per frame, 16 patches pixel-shuffled 2×2 -> 32
 VISUAL_TOKENS = {"qwen2_5_vl": 4 * 2, "qwen3_vl": 4 * 2, "llava_onevision": 8 * 4 + 1, "smolvlm": 8 * 4,
                  "llava_next_video": 8 * 4,  # NeXT-Video: 4×4 CLIP patches pooled (stride 2) to 2×2 per frame
                  "internvl": 8 * 4}  # InternVL: 4×4 patches pixel-shuffled (ratio 0.5) to 4 per frame
 # first training losses of the seeded tiny models on the item below (pinned, ~1e-4)
-FIRST_LOSS = {"qwen2_5_vl": 6.219849, "qwen3_vl": 6.212229, "llava_onevision": 6.283381, "smolvlm": 6.266327,
-              "llava_next_video": 6.249550, "internvl": 6.268036}
+FIRST_LOSS = {"qwen2_5_vl": 6.220044, "qwen3_vl": 6.213060, "llava_onevision": 6.288537, "smolvlm": 6.264762,
+              "llava_next_video": 6.247389, "internvl": 6.272056}
 
 
 @pytest.fixture(scope="module")

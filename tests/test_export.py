@@ -13,19 +13,20 @@ from tests.conftest import REPO, SAMPLE
 
 # hand-written from data/sample (test split, seed 0, k=5): LLaMA-Factory's mllm_video_demo shape
 EXPECTED_FIRST = {
-    "id": "test:synthetic_hype_emoji_3:c0030",
+    "id": "test:synthetic_nostalgic_1:c0260",
     "messages": [
         {"role": "user", "content": (
             "<video>Here are comments this user wrote on other videos:\n"
-            "1. THIS RIDERS THO 🔥🔥🔥\n"
-            "2. OMG the hill is SO GOOD 😂🔥\n"
-            "3. THIS STREET THO 🔥🔥🔥\n"
-            "4. best street clip EVER 😍😍\n"
-            "5. I can't stop watching the cyclists 😍😍 😍😍\n"
+            "1. Back in the day, my old red bicycle looked just like this. Miss those times.\n"
+            "2. Back in the day, the rabbits in my grandma's garden looked just like this. Miss those times.\n"
+            "3. Seeing the street brings back commuting by bike in college. Simpler days.\n"
+            "4. This reminds me of the city where I grew up. The cyclist riding home takes me right back.\n"
+            "5. Seeing the meadow brings back summer camp in the countryside. Simpler days.\n"
             "Watch the video and write the comment this user would write on it, in the user's own style.")},
-        {"role": "assistant", "content": "THIS STREET THO 🤩🔥"},
+        {"role": "assistant", "content": "Seeing the trees brings back watching cartoons on Saturday mornings. "
+                                         "Simpler days."},
     ],
-    "videos": [str((SAMPLE / "videos" / "bikes_04.mp4").resolve())],
+    "videos": [str((SAMPLE / "videos" / "bunny_05.mp4").resolve())],
 }
 
 

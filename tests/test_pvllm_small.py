@@ -218,7 +218,9 @@ def test_builder_loads_the_created_directory(built, cache_dir):
     assert isinstance(built.model, VideoLlavaForConditionalGeneration)  # our subclass: same forward/generate
     assert type(built.model).__name__ == "PVLLMVideoForConditionalGeneration"
     # the run summary names the real encoder (and says RANDOM only for a random one)
-    assert "MobileNetV2" in built.notes[0] and "SmolLM2" in built.notes[0] and "RANDOM" not in built.notes[0]
+    # (notes[0] names the family and its class; notes[1] is the model directory's README line)
+    assert built.notes[0] == "family pvllm_video: pvllm.models.composite.PVLLMVideoForConditionalGeneration"
+    assert "MobileNetV2" in built.notes[1] and "SmolLM2" in built.notes[1] and "RANDOM" not in built.notes[1]
     info = built.model.config.pvllm_small
     assert info["vision_tower_pretrained"] is True
     assert built.model.config.vision_encoder == {"name": "torchvision_mobilenet_v2", "num_tokens": 4,

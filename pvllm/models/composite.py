@@ -111,14 +111,6 @@ AutoConfig.register(MODEL_TYPE, PVLLMVideoConfig, exist_ok=True)
 AutoModelForImageTextToText.register(PVLLMVideoConfig, PVLLMVideoForConditionalGeneration, exist_ok=True)
 
 
-def model_class_for(source: str):
-    """The HF class of a model directory: ours for ``pvllm_video``, else Video-LLaVA (also for hub ids)."""
-    cfg = Path(source) / "config.json"
-    if cfg.is_file() and json.loads(cfg.read_text()).get("model_type") == MODEL_TYPE:
-        return PVLLMVideoForConditionalGeneration
-    return VideoLlavaForConditionalGeneration
-
-
 def make_processor(tokenizer, encoder, chat_template: str | None = None):
     """A VideoLlavaProcessor whose resize/crop/normalization and token count follow ``encoder``."""
     from transformers import VideoLlavaImageProcessor, VideoLlavaProcessor

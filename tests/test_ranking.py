@@ -309,3 +309,35 @@ def test_ranking_history_experiment_is_one_command(tmp_path, tiny_model_dir):
     table = (tmp_path / "reports" / "ranking" / "ranking.md").read_text()
     assert "history k (k=5)" in table and "no history" in table and "others' history" in table
     assert "| *chance* | 20.0 | 100.0 | 100.0 | 45.7 | 3.0 |" in table
+
+
+def test_shared_prompt_scores_equal_one_full_sequence_per_candidate(sample_ds, rows, tiny_model_dir,
+                                                                     tiny_llama_dir):
+    """The prompt-once path (KV cache repeated per candidate batch, replies right-padded) gives the scores of
+    one full left-padded sequence per candidate, for replies of 1..n tokens and any batch split."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from pvllm.evaluation import to_request
+    from pvllm.generators.likelihood import mean_reply_logprobs, shared_prompt_reply_logprobs
+    from pvllm.generators.video_llava import PVLLMGenerator
+
+    gen = PVLLMGenerator(pretrained=str(tiny_model_dir), greedy=True)
+    req = to_request(rows[0], sample_ds)
+    enc = gen._encode([req.prompt], [gen._frames(req)])
+    prompt, pix = enc["input_ids"][0].tolist(), enc["pixel_values_videos"]
+    g = torch.Generator().manual_seed(0)
+    replies = [torch.randint(5, 200, (n,), generator=g).tolist() for n in (1, 7, 3, 12, 2)]
+    pad = gen.processor.tokenizer.pad_token_id
+    want = mean_reply_logprobs(gen.model, [prompt] * 5, replies, pad,
+                               extra={"pixel_values_videos": pix.expand(5, *pix.shape[1:])})
+    for bs in (1, 2, 5):
+        got = shared_prompt_reply_logprobs(gen.model, prompt, replies, pad,
+                                           extra={"pixel_values_videos": pix}, batch_size=bs)
+        assert got == pytest.approx(want, abs=1e-5)
+    assert len(set(want)) == 5
+    llama = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    text_prompt = torch.randint(5, 200, (40,), generator=g).tolist()
+    want = mean_reply_logprobs(llama, [text_prompt] * 5, replies, pad)
+    assert shared_prompt_reply_logprobs(llama, text_prompt, replies, pad, batch_size=3) == pytest.approx(
+        want, abs=1e-5)

@@ -291,3 +291,27 @@ def test_video_mode_is_validated_before_any_model_loads(tmp_path):
     cfg = compose_config("evaluate", [f"data.feature_cache={tmp_path}"], tmp_path / "c")
     with pytest.raises(ConfigError, match="is not a feature cache"):
         validate_eval_config(cfg)
+
+
+def test_ranking_prompt_once_equals_full_sequences_on_the_composite(mobilenet_run):
+    """Ranking runs the composite's prompt (MobileNetV2 frames) once and reuses its cache: same scores as one
+    full sequence per candidate."""
+    from pvllm.data.dataset import load_pervidcom
+    from pvllm.data.histories import build_eval_histories
+    from pvllm.evaluation import to_request
+    from pvllm.generators.likelihood import mean_reply_logprobs
+    from pvllm.generators.video_llava import PVLLMGenerator
+    from pvllm.models.families import reply_token_ids
+
+    ds = load_pervidcom(SAMPLE)
+    req = to_request(build_eval_histories(ds, "val", k=5, seed=0)[0].to_row(), ds)
+    gen = PVLLMGenerator(pretrained=str(mobilenet_run), greedy=True, score_batch_size=3)
+    cands = ["nice.", "OMG the rabbit is SO GOOD 🔥🔥🔥", "Where was this filmed? Is the taxi real?", "ok"]
+    got = gen.score_candidates([req], [cands])[0]
+    enc = gen._encode([req.prompt], [gen._frames(req)])
+    pix = enc["pixel_values_videos"]
+    replies = [reply_token_ids(gen.processor, req.prompt, c, None) for c in cands]
+    want = mean_reply_logprobs(gen.model, [enc["input_ids"][0].tolist()] * 4, replies,
+                               gen.processor.tokenizer.pad_token_id,
+                               extra={"pixel_values_videos": pix.expand(4, *pix.shape[1:])})
+    assert got == pytest.approx(want, abs=1e-5) and len(set(got)) == 4

@@ -270,7 +270,7 @@ class HFVideoGenerator(Generator):
                          candidates: list[list[str]]) -> list[list[float] | None]:
         """Mean log-probability of each candidate's reply tokens (+ end of turn) after the request's prompt,
         conditioned exactly as ``generate`` is (pvllm.generators.base.Generator.score_candidates)."""
-        from pvllm.generators.likelihood import mean_reply_logprobs
+        from pvllm.generators.likelihood import shared_prompt_reply_logprobs
 
         tok = self.processor.tokenizer
         out: list[list[float] | None] = []
@@ -294,12 +294,9 @@ class HFVideoGenerator(Generator):
             prompt = enc["input_ids"][0].tolist()
             pix = enc.get("pixel_values_videos")
             replies = [reply_token_ids(self.processor, req.prompt, c, None) for c in cands]  # untruncated
-            scores = []
-            for i in range(0, len(replies), self.score_batch_size):
-                part = replies[i: i + self.score_batch_size]
-                extra = None if pix is None else {
-                    "pixel_values_videos": pix.expand(len(part), *pix.shape[1:])}
-                scores += mean_reply_logprobs(self.model, [prompt] * len(part), part, tok.pad_token_id,
-                                              self.device, extra=extra)
+            # the prompt (and the video) once per sample, then score_batch_size candidates per forward pass
+            scores = shared_prompt_reply_logprobs(self.model, prompt, replies, tok.pad_token_id, self.device,
+                                                  extra=None if pix is None else {"pixel_values_videos": pix},
+                                                  batch_size=self.score_batch_size)
             out.append(scores)
         return out

@@ -4,11 +4,13 @@ for the local HF models (ranking evaluation, :mod:`pvllm.metrics.ranking`).
 Each sequence is ``prompt ids + reply ids + EOS`` (the layout PV-LLM trains on, ``PVLLMCollator``);
 the score is the mean log-probability of the reply tokens and the EOS. Sequences are left-padded with
 explicit position ids, so a score does not depend on what else is in the batch, and only the last
-``max reply + 1`` logits are computed (``logits_to_keep``).
+``max reply + 1`` logits are computed (``logits_to_keep``). The generators rank through
+:func:`shared_prompt_reply_logprobs`: the prompt once per sample, then only the candidates.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,4 +55,64 @@ def mean_reply_logprobs(
     res = []
     for i, r in enumerate(replies):
         res.append(float(tok[i, m - len(r) :].mean()))
+    return res
+
+
+@torch.inference_mode()
+def shared_prompt_reply_logprobs(
+    model: Any,
+    prompt: Sequence[int],
+    replies: Sequence[Sequence[int]],
+    pad_id: int,
+    device: str | torch.device = "cpu",
+    extra: dict[str, torch.Tensor] | None = None,
+    batch_size: int = 20,
+) -> list[float]:
+    """:func:`mean_reply_logprobs` for many replies to ONE prompt (ranking: N candidates per sample).
+
+    The prompt (history, video tokens; ``extra`` = its visual inputs, first dim 1) runs once; its key/value
+    cache is repeated for ``batch_size`` replies at a time, which then run alone: right-padded, positions
+    continuing the prompt's. The vision encoder and the long prompt are computed once per sample instead of
+    once per candidate. Same values as one full sequence per reply (to float precision: tests/test_ranking).
+    """
+    if not replies or any(len(r) == 0 for r in replies):
+        raise ValueError("non-empty replies are needed")
+    ids = torch.tensor([list(prompt)], dtype=torch.long, device=device)
+    out = model(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        use_cache=True,
+        logits_to_keep=1,
+        **{k: v.to(device) for k, v in (extra or {}).items()},
+    )
+    first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # p(first reply token | prompt)
+    prefix, n = out.past_key_values, ids.shape[1]
+    res: list[float] = []
+    for i in range(0, len(replies), batch_size):
+        part = replies[i : i + batch_size]
+        m = max(len(r) for r in part) - 1  # the last token of a reply is predicted, never fed
+        total = [float(first[r[0]]) for r in part]
+        if m > 0:
+            feed = torch.full((len(part), m), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(part), n + m), dtype=torch.long)
+            mask[:, :n] = 1
+            for j, r in enumerate(part):
+                feed[j, : len(r) - 1] = torch.tensor(r[:-1], dtype=torch.long)
+                mask[j, n : n + len(r) - 1] = 1
+            cache = copy.deepcopy(prefix)
+            cache.batch_repeat_interleave(len(part))
+            logp = torch.log_softmax(
+                model(
+                    input_ids=feed.to(device),
+                    attention_mask=mask.to(device),
+                    position_ids=(n + torch.arange(m)).expand(len(part), m).to(device),
+                    cache=cache,
+                    use_cache=True,
+                ).logits.float(),
+                dim=-1,
+            )
+            for j, r in enumerate(part):
+                t = torch.tensor(r[1:], dtype=torch.long, device=logp.device)
+                total[j] += float(logp[j, torch.arange(len(t), device=logp.device), t].sum())
+        res += [s / len(r) for s, r in zip(total, part)]
     return res

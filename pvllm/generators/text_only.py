@@ -173,7 +173,7 @@ class TextOnlyGenerator(Generator):
                          candidates: list[list[str]]) -> list[list[float] | None]:
         """Mean log-prob of ``candidate + EOS`` as the assistant turn after ``prompt_text`` (the input
         ``generate`` continues from); ``batch_size`` sequences per forward pass."""
-        from pvllm.generators.likelihood import mean_reply_logprobs
+        from pvllm.generators.likelihood import shared_prompt_reply_logprobs
 
         tok = self.tokenizer
         out = []
@@ -181,12 +181,8 @@ class TextOnlyGenerator(Generator):
             prompt = tok(self.prompt_text(req), add_special_tokens=False)["input_ids"]
             replies = [tok(c.strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
                        for c in cands]
-            scores: list[float] = []
-            for i in range(0, len(replies), self.batch_size):
-                part = replies[i: i + self.batch_size]
-                scores += mean_reply_logprobs(self.model, [prompt] * len(part), part, tok.pad_token_id,
-                                              self.device)
-            out.append(scores)
+            out.append(shared_prompt_reply_logprobs(self.model, prompt, replies, tok.pad_token_id, self.device,
+                                                    batch_size=self.batch_size))
         return out
 
     def close(self) -> None:

@@ -76,6 +76,11 @@ def validate_train_config(cfg: DictConfig) -> None:
     lr = _get(cfg, "optim.lr")
     if not isinstance(lr, (int, float)) or lr <= 0:
         errors.append(f"optim.lr: must be > 0, got {lr!r}")
+    plr = _get(cfg, "optim.projector_lr")
+    if plr is not None and (isinstance(plr, bool) or not isinstance(plr, (int, float)) or plr <= 0):
+        errors.append(f"optim.projector_lr: must be null or > 0, got {plr!r}")
+    if plr is not None and _get(cfg, "model.projector.trainable") is False:
+        errors.append("optim.projector_lr: set, but model.projector.trainable is false")
     if _get(cfg, "scheduler.name") not in ("cosine", "constant"):
         errors.append(f"scheduler.name: cosine | constant, got {_get(cfg, 'scheduler.name')!r}")
     ckpt = _get(cfg, "ckpt_path")

@@ -18,7 +18,7 @@ def offloads_optimizer(strategy: Any) -> bool:
 
 
 def make_adamw(
-    params: Iterable[torch.nn.Parameter],
+    params: Iterable[torch.nn.Parameter] | list[dict[str, Any]],
     lr: float,
     weight_decay: float = 0.0,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -27,10 +27,16 @@ def make_adamw(
 ) -> torch.optim.Optimizer:
     """torch AdamW, or DeepSpeedCPUAdam (same update, AdamW mode) when ``strategy`` offloads the optimizer.
 
+    ``params``: parameters, or parameter groups (dicts with ``params`` and their own ``lr``).
     Call from ``LightningModule.configure_optimizers`` with ``strategy=self.trainer.strategy``.
     DeepSpeedCPUAdam JIT-compiles a C++ op on first use (needs a compiler; cached in TORCH_EXTENSIONS_DIR).
     """
-    params = [p for p in params if p.requires_grad]
+    params = list(params)
+    if params and isinstance(params[0], dict):  # parameter groups (own lr): trainable ones, empty groups dropped
+        params = [dict(g, params=[p for p in g["params"] if p.requires_grad]) for g in params]
+        params = [g for g in params if g["params"]]
+    else:
+        params = [p for p in params if p.requires_grad]
     if offloads_optimizer(strategy):
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 

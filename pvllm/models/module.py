@@ -83,10 +83,20 @@ class PVLLMModule(L.LightningModule):
     def configure_optimizers(self):
         from pvllm.distributed.optim import make_adamw
 
+        lr = self.optim_cfg.get("lr", 2e-5)
+        params: list = [p for p in self.model.parameters() if p.requires_grad]
+        projector_lr = self.optim_cfg.get("projector_lr")
+        if projector_lr is not None:  # LLaVA's mm_projector_lr: the fresh projector learns faster than the LLM
+            from pvllm.models.families import model_parts
+
+            proj = {id(p) for p in model_parts(self.model)["projector"] if p.requires_grad}
+            if not proj:
+                raise ValueError("optim.projector_lr is set but the model has no trainable projector parameters")
+            params = [{"params": [p for p in params if id(p) not in proj], "lr": lr, "name": "default"},
+                      {"params": [p for p in params if id(p) in proj], "lr": projector_lr, "name": "projector"}]
         # torch AdamW, or DeepSpeed's CPU Adam when the strategy offloads the optimizer (ZeRO-2 offload)
         opt = make_adamw(
-            self.model.parameters(), lr=self.optim_cfg.get("lr", 2e-5),
-            weight_decay=self.optim_cfg.get("weight_decay", 0.0),
+            params, lr=lr, weight_decay=self.optim_cfg.get("weight_decay", 0.0),
             betas=tuple(self.optim_cfg.get("betas", (0.9, 0.999))), strategy=self.trainer.strategy,
         )
         if not self.sched_cfg or self.sched_cfg.get("name", "cosine") == "constant":
@@ -102,3 +112,5 @@ class PVLLMModule(L.LightningModule):
         opt = self.optimizers()
         if opt is not None and hasattr(opt, "param_groups"):
             self.log("train/lr", opt.param_groups[0]["lr"], on_step=True, batch_size=1)
+            for g in opt.param_groups[1:]:  # optim.projector_lr: its own group
+                self.log(f"train/lr_{g.get('name', 'group')}", g["lr"], on_step=True, batch_size=1)

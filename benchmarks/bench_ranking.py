@@ -1,0 +1,99 @@
+"""P9: ranking N candidates by likelihood: one full sequence per candidate (the anchor way: prompt, video
+tokens and reply, ``score_batch_size`` sequences per forward pass) vs ours (the prompt and its video once
+per sample, its key/value cache repeated for the candidates, which run alone), side by side in one process
+on the same candidates file. Checks that both give the same scores first.
+
+    python benchmarks/bench_ranking.py [--model small|tiny] [--samples 6] [--candidates 20] [--threads 2]
+
+``small``: PV-LLM-small as `make demo` builds it (SmolLM2-135M + the real MobileNetV2; needs the prepared
+SmolLM2, see pvllm.models.smollm2); ``tiny``: the tiny random Video-LLaVA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SPEC = {"name": "torchvision_mobilenet_v2", "num_tokens": 4, "image_size": 128}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", choices=("small", "tiny"), default="small")
+    ap.add_argument("--samples", type=int, default=6)
+    ap.add_argument("--candidates", type=int, default=20)
+    ap.add_argument("--score-batch", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from pvllm.data.dataset import load_pervidcom
+    from pvllm.data.histories import build_eval_histories
+    from pvllm.evaluation import to_request
+    from pvllm.generators.likelihood import mean_reply_logprobs
+    from pvllm.generators.video_llava import PVLLMGenerator
+    from pvllm.metrics.ranking import build_candidates
+    from pvllm.models.families import reply_token_ids
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ranking-"))
+    if args.model == "tiny":
+        from pvllm.models.tiny import make_tiny_video_llava
+
+        make_tiny_video_llava(str(tmp / "model"), seed=0)
+    else:
+        from pvllm.models.smollm2 import make_pvllm_small
+
+        make_pvllm_small(str(tmp / "model"), vision_encoder=SPEC)
+    gen = PVLLMGenerator(pretrained=str(tmp / "model"), greedy=True, score_batch_size=args.score_batch)
+    ds = load_pervidcom(ROOT / "data" / "sample")
+    rows = [s.to_row() for s in build_eval_histories(ds, "val", k=5, seed=0, samples_per_user=3)][: args.samples]
+    reqs = [to_request(r, ds) for r in rows]
+    cands = [[c["text"] for c in row["candidates"]] for row in build_candidates(rows, ds, args.candidates, 0)]
+    pad = gen.processor.tokenizer.pad_token_id
+
+    def anchor() -> list[list[float]]:  # one full sequence per candidate, as before this change
+        out = []
+        for req, cs in zip(reqs, cands):
+            enc = gen._encode([req.prompt], [gen._frames(req)])
+            prompt, pix = enc["input_ids"][0].tolist(), enc["pixel_values_videos"]
+            replies = [reply_token_ids(gen.processor, req.prompt, c, None) for c in cs]
+            scores: list[float] = []
+            for i in range(0, len(replies), args.score_batch):
+                part = replies[i: i + args.score_batch]
+                scores += mean_reply_logprobs(gen.model, [prompt] * len(part), part, pad,
+                                              extra={"pixel_values_videos": pix.expand(len(part), *pix.shape[1:])})
+            out.append(scores)
+        return out
+
+    def ours() -> list[list[float]]:
+        return gen.score_candidates(reqs, cands)
+
+    a, b = anchor(), ours()
+    worst = max(abs(x - y) for sa, sb in zip(a, b) for x, y in zip(sa, sb))
+    assert worst <= 1e-4, f"scores differ by {worst}"
+    t_a, t_b = [], []
+    for _ in range(args.rounds):
+        t = time.perf_counter()
+        anchor()
+        t_a.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        ours()
+        t_b.append(time.perf_counter() - t)
+    ta, tb = statistics.median(t_a), statistics.median(t_b)
+    print(f"model={args.model}, {len(reqs)} samples x {args.candidates} candidates, score batch "
+          f"{args.score_batch}, threads={args.threads}, rounds={args.rounds}; max |score diff| {worst:.1e}")
+    print(f"{'full sequences (s)':>20}{'prompt once (s)':>18}{'ratio':>8}")
+    print(f"{ta:>20.2f}{tb:>18.2f}{ta / tb:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -132,7 +132,8 @@ def evaluate(cfg: DictConfig) -> dict | None:
             if cfg.stage != "rank":
                 # of every sample of the histories file: max_samples/shards do not change a run's identity
                 ident = run_identity(hist_ident,
-                                     generation_identity(generator, all_rows, ds, cfg.data.include_title))
+                                     generation_identity(generator, all_rows, ds, cfg.data.include_title,
+                                                         video))
                 check_run_generation(run_dir, ident)  # a run directory never mixes two models/datasets
                 if stored_run_identity(run_dir) is None:
                     write_json(run_dir / "identity.json", ident)

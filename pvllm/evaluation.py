@@ -96,10 +96,11 @@ def check_video_files(rows: list[dict], ds: PerVidCom) -> None:
             "reads the video: restore them (a text-only generator or stage=score needs none)")
 
 
-def generation_identity(generator: Generator, rows: list[dict], ds: PerVidCom, include_title: bool
-                        ) -> dict[str, Any]:
-    """What produces predictions.jsonl: the generator (name, class, model id, weights digest, decoding) and the
-    content of the target videos it reads (None for a generator that reads no video)."""
+def generation_identity(generator: Generator, rows: list[dict], ds: PerVidCom, include_title: bool,
+                        video: dict | None = None) -> dict[str, Any]:
+    """What produces predictions.jsonl: the generator (name, class, model id, weights digest, decoding), the
+    content of the target videos it reads (None for a generator that reads no video) and, for the video
+    ablation (``video.mode`` mismatched / none), which videos it was shown."""
     videos = (files_digest([ds.video_path(r["video_id"]) for r in rows], root=ds.root)
               if generator.reads_video else None)
     return {
@@ -107,6 +108,9 @@ def generation_identity(generator: Generator, rows: list[dict], ds: PerVidCom, i
                       "model": generator.model_id, "weights": weights_digest(generator.model_id),
                       "generation": json.loads(json.dumps(generator.generation_config, default=str))},
         "include_title": bool(include_title), "videos": videos,
+        # own video: no field, so identities of runs made before the ablation existed stay the same
+        **({} if (video or {}).get("mode", "own") == "own" else
+           {"video_mode": video["mode"], **({"video_seed": video["seed"]} if video["mode"] == "mismatched" else {})}),
     }
 
 

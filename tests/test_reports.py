@@ -54,6 +54,20 @@ def test_table4_groups_splits_and_history_seeds(tmp_path):
     assert csv_lines[0].startswith("split,method,BLEU-4") and len(csv_lines) == 4
 
 
+def test_table4_history_selection_and_video_ablation_get_their_own_rows(tmp_path):
+    """One model with random / recent histories and with the true / a mismatched / no video: five rows (not an
+    identity error, not one run replacing another)."""
+    _run(tmp_path, "a", **{"BLEU-4": 1.0})
+    _run(tmp_path, "b", **{"BLEU-4": 2.0, "history_selection": "recent"})
+    _run(tmp_path, "c", **{"BLEU-4": 3.0, "history_selection": "retrieved"})
+    _run(tmp_path, "d", **{"BLEU-4": 4.0, "video_mode": "mismatched"})
+    _run(tmp_path, "e", **{"BLEU-4": 5.0, "video_mode": "none"})
+    rows = table4_rows(collect_runs(tmp_path))
+    assert {r["method"]: r["BLEU-4"] for r in rows} == {
+        "pvllm": "1.00", "pvllm [recent history]": "2.00", "pvllm [retrieved history]": "3.00",
+        "pvllm [video mismatched]": "4.00", "pvllm [video none]": "5.00"}
+
+
 class ConstantLLM(LLMRater):
     """Gives every item the same scores: ties everywhere, i.e. the random-order expectation."""
 

@@ -187,6 +187,11 @@ def test_swapping_the_video_changes_the_generations(mobilenet_run, tmp_path):
     assert all(p["shown_video_id"] is None and p["video_mode"] == "none" for p in preds["none"].values())
     changed = [s for s in preds["own"] if preds["own"][s]["text"] != preds["mismatched"][s]["text"]]
     assert len(changed) >= len(preds["own"]) // 2, changed
+    # three runs with three identities: a report never takes one for another
+    import json
+
+    ids = {m: json.loads((tmp_path / m / "identity.json").read_text())["generation_id"] for m in preds}
+    assert len(set(ids.values())) == 3, ids
 
 
 # ---------------------------------------------------------------- feature cache

@@ -94,6 +94,8 @@ def table4_rows(
             s.get("k"),
             s.get("seed"),
             s.get("rater"),
+            s.get("history_selection", "random"),  # recent / retrieved histories: their own row
+            s.get("video_mode", "own"),  # the video ablation (mismatched / none): its own row
         )
         groups[key].append(s)
     for split in {s.get("split") for s in runs}:  # one table: one dataset and one draw of targets per split
@@ -101,12 +103,15 @@ def table4_rows(
                        ignore=ROW_FIELDS, what=f"Table 4, {split} split")
     order = {"val": 0, "test": 1}
     rows = []
-    for key in sorted(groups, key=lambda k: (order.get(k[0], 2), str(k[0]), str(k[1]), str(k[2]), str(k[3]))):
-        split, gen, mode, k, _seed, rater = key
+    for key in sorted(groups, key=lambda k: (order.get(k[0], 2), *map(str, k))):
+        split, gen, mode, k, _seed, rater, selection, video = key
         ss = groups[key]
         # one row averages only runs that differ in history_seed (App. A), never checkpoints or datasets
         check_joinable(ss, ignore=("histories.history_seed",), what=f"Table 4 row {key}")
-        name = gen if (mode, k) in (("k", 5), (None, None)) else f"{gen} [{mode} k={k}]"
+        tags = [] if (mode, k) in (("k", 5), (None, None)) else [f"{mode} k={k}"]
+        tags += [f"{selection} history"] if selection != "random" else []
+        tags += [f"video {video}"] if video != "own" else []
+        name = f"{gen} [{', '.join(tags)}]" if tags else gen
         row = {"split": split, "method": name}
         for c in METRIC_COLS:
             row[c] = _fmt([s.get(c) for s in ss])

@@ -43,7 +43,7 @@ PIN_PROMPT_TAIL = [40800, 9814, 17321, 42]  # " ASSISTANT:"
 PIN_PROMPT_LEN = 23
 PIN_VISION_PARAMS = 2_223_872  # torchvision mobilenet_v2().features (the demo's real frozen encoder)
 PIN_LLM_TRAINABLE = 134_516_160
-PIN_FIRST_LOSS = 4.33232307434082  # = 4.332335 by a float64 log-softmax over the reply positions
+PIN_FIRST_LOSS = 4.326957702636719  # = 4.326970 by a float64 log-softmax over the reply positions
 HISTORY = [
     "OMG the forest is SO GOOD 😂🔥",
     "best rabbit clip EVER 😂🔥",
@@ -212,7 +212,7 @@ def test_default_cache_dir_follows_env(monkeypatch, tmp_path):
 def test_builder_loads_the_created_directory(built, cache_dir):
     from transformers import VideoLlavaForConditionalGeneration
 
-    assert built.source == str(cache_dir / "models" / "pvllm-small-v2-torchvision_mobilenet_v2")
+    assert built.source == str(cache_dir / "models" / "pvllm-small-v3-torchvision_mobilenet_v2")
     model_dir = Path(built.source)
     smollm2.verify_manifest(model_dir)
     assert isinstance(built.model, VideoLlavaForConditionalGeneration)  # our subclass: same forward/generate
@@ -288,7 +288,7 @@ def test_parameter_table_freezes_vision_and_word_embeddings(built):
         rows["llm.word_embeddings"]["trainable"] == 0 and rows["llm.word_embeddings"]["params"] == 49154 * 576
     )
     assert (
-        rows["projector"]["trainable"] == rows["projector"]["params"] == (1280 * 576 + 576) + (576 * 576 + 576)
+        rows["projector"]["trainable"] == rows["projector"]["params"] == 2 * 1280 + (1280 * 576 + 576) + (576 * 576 + 576)
     )
     # 30 Llama blocks + final norm + the untied lm_head (49154 × 576)
     assert (

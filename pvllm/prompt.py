@@ -14,6 +14,8 @@ INSTRUCTION_WITH_HISTORY = (
     "Watch the video and write the comment this user would write on it, in the user's own style."
 )
 INSTRUCTION_NO_HISTORY = "Watch the video and write a comment a viewer would write on it."
+# data.task=title: feature alignment before PV-LLM training (LLaVA's stage 1 on video titles), a fresh projector
+INSTRUCTION_TITLE = "Write the title of this video."
 
 
 def _clean(text: str) -> str:

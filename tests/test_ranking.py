@@ -98,6 +98,10 @@ def test_metrics_oracle_constant_and_ties():
         [{"scores": [1.0, 0.0], "truth_index": 0}, {"scores": None, "truth_index": 0, "error": "x"}]
     )
     assert failed["n"] == 1 and failed["n_failed"] == 1 and failed["R@1"] == 100.0
+    # the truth's own score, averaged over scored samples (failed ones excluded)
+    two = ranking_metrics([{"scores": [-1.5, -0.5], "truth_index": 0}, {"scores": [-2.0, -2.5], "truth_index": 1},
+                           {"scores": None, "truth_index": 0, "error": "x"}])
+    assert two["truth_logprob"] == pytest.approx(-2.0) and failed["truth_logprob"] == 1.0
 
 
 def test_oracle_scorer_gets_recall_at_1_of_100_and_order_does_not_matter(sample_ds, rows, tmp_path):

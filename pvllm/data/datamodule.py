@@ -15,13 +15,14 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pvllm.data.dataset import PerVidCom, load_pervidcom
 from pvllm.data.frame_cache import FrameSource, Sampling
-from pvllm.data.histories import Sample, build_eval_histories, draw_training_samples
+from pvllm.data.histories import Sample, build_eval_histories, draw_training_samples, title_samples
 from pvllm.data.video_io import VideoReadError, clip_metadata, read_clip
 from pvllm.models.families import encode_example, family_of, reply_token_ids, visual_token_count
-from pvllm.prompt import build_instruction, chat_prompt
+from pvllm.prompt import INSTRUCTION_TITLE, build_instruction, chat_prompt
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
+TASKS = ("comment", "title")
 _PLACEHOLDER_SIDE = 32  # frames of a skipped video's placeholder (the processor resizes them)
 
 
@@ -31,7 +32,7 @@ class SampleDataset(Dataset):
     def __init__(self, ds: PerVidCom, samples: list[Sample], num_frames: int, include_title: bool,
                  on_bad_video: str = "raise", skipped: Counter[str] | None = None, fps: float | None = None,
                  max_frames: int | None = None, video: bool = True, frames: FrameSource | None = None,
-                 feature_cache: Any = None):
+                 feature_cache: Any = None, task: str = "comment"):
         if on_bad_video not in ("raise", "skip"):
             raise ValueError(f"on_bad_video must be 'raise' or 'skip', got {on_bad_video!r}")
         self.ds, self.samples, self.num_frames = ds, samples, num_frames
@@ -44,6 +45,7 @@ class SampleDataset(Dataset):
         self.fps, self.max_frames = fps, max_frames
         self.video = video  # False: text-only (no frames read, no video token), e.g. a comments-only dataset
         self.feature_cache = feature_cache  # pvllm.data.feature_cache.FeatureCache: encoder outputs, no frames
+        self.task = task  # comment (PV-LLM) | title (projector alignment: the reply is the video's title)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -52,7 +54,8 @@ class SampleDataset(Dataset):
         s = self.samples[i]
         path = self.ds.video_path(s.video_id)
         title = self.ds.videos[s.video_id].title if self.include_title else None
-        instruction = build_instruction([h["text"] for h in s.history], title)
+        instruction = (INSTRUCTION_TITLE if self.task == "title"
+                       else build_instruction([h["text"] for h in s.history], title))
         if not self.video:
             return {"sample_id": s.sample_id, "frames": None, "reply": s.reference,
                     "prompt": chat_prompt(instruction, video_token=None)}
@@ -278,8 +281,15 @@ class PVLLMDataModule(L.LightningDataModule):
         max_frames: int | None = None,  # frame budget of fps sampling (None = num_frames)
         max_visual_tokens: int | None = None,  # per-sample visual-token budget (None = unchecked)
         feature_cache: str | None = None,  # directory of pvllm.data.feature_cache (frozen encoder outputs)
+        # comment: PV-LLM (history -> the user's comment); title: projector alignment before it (LLaVA's
+        # stage 1 on the videos' titles: video -> its title, no history), e.g. a fresh projector on CPU
+        task: str = "comment",
     ):
         super().__init__()
+        if task not in TASKS:
+            raise ValueError(f"data.task must be one of {', '.join(TASKS)}, got {task!r}")
+        if task == "title" and not video:
+            raise ValueError("data.task=title aligns the projector to the video: it needs data.video=true")
         self.save_hyperparameters()
         self.processor = None
         self.ds: PerVidCom | None = None
@@ -324,11 +334,14 @@ class PVLLMDataModule(L.LightningDataModule):
         if getattr(self, "frames", None) is None:  # the frame cache when configured, else decoding
             self.frames = FrameSource(Sampling(hp.num_frames, hp.frame_size), hp.frame_cache)
 
+        task = hp.get("task", "comment")
+
         def draw(epoch: int) -> SampleDataset:
-            samples = draw_training_samples(self.ds, hp.train_split, epoch, hp.seed, hp.k_min, hp.k_max)
+            samples = (title_samples(self.ds, hp.train_split, hp.seed, epoch) if task == "title" else
+                       draw_training_samples(self.ds, hp.train_split, epoch, hp.seed, hp.k_min, hp.k_max))
             return SampleDataset(self.ds, self._keep(samples, f"train epoch {epoch}"), hp.num_frames,
                                  hp.include_title, hp.on_bad_video, fps=hp.fps, max_frames=hp.max_frames,
-                                 video=hp.video, frames=self.frames, feature_cache=self.cache)
+                                 video=hp.video, frames=self.frames, feature_cache=self.cache, task=task)
 
         make = draw
         if hp.text_instructions:
@@ -336,10 +349,11 @@ class PVLLMDataModule(L.LightningDataModule):
 
             make = mix_text_instructions(make, **hp.text_instructions, seed=hp.seed)
         self.train_set = _EpochSamples(make)
-        val = self._keep(build_eval_histories(self.ds, hp.val_split, k=hp.val_k, seed=hp.seed), "val")
+        val = self._keep(title_samples(self.ds, hp.val_split, hp.seed) if task == "title" else
+                         build_eval_histories(self.ds, hp.val_split, k=hp.val_k, seed=hp.seed), "val")
         self.val_set = SampleDataset(self.ds, val, hp.num_frames, hp.include_title, hp.on_bad_video,
                                      fps=hp.fps, max_frames=hp.max_frames, video=hp.video,
-                                     frames=self.frames, feature_cache=self.cache)
+                                     frames=self.frames, feature_cache=self.cache, task=task)
         if stage in ("fit", "validate") and hp.on_bad_video == "raise" and hp.video:
             self._check_val_videos()
 

@@ -140,6 +140,21 @@ def draw_training_samples(
     return out
 
 
+def title_samples(ds: PerVidCom, split: str, seed: int, epoch: int | None = None) -> list[Sample]:
+    """``data.task=title`` (projector alignment, LLaVA's stage 1): one (video, its title) item per video the
+    users of ``split`` commented on; shuffled per epoch (deterministic in seed, epoch), sorted for ``None``."""
+    users = set(eligible_users(ds, split))
+    videos = sorted({c.video_id for c in ds.comments.values() if c.user_id in users})
+    out = [Sample(sample_id=f"title:{split}:{v}", split=split, user_id="", video_id=v, target_comment_id="",
+                  reference=ds.videos[v].title, history_mode="title", seed=seed, history_seed=seed)
+           for v in videos if ds.videos[v].title]
+    if not out:
+        raise ValueError(f"data.task=title: no video with a title in split {split!r}")
+    if epoch is not None:
+        random.Random(f"title:{seed}:{epoch}").shuffle(out)
+    return out
+
+
 def build_eval_histories(
     ds: PerVidCom,
     split: str,

@@ -183,6 +183,10 @@ def ranking_metrics(items: Sequence[dict]) -> dict[str, Any]:
         out[f"R@{k}"] = 100.0 * sum(p[f"R@{k}"] for p in per) / len(per) if per else float("nan")
     out["MRR"] = 100.0 * sum(p["MRR"] for p in per) / len(per) if per else float("nan")
     out["mean_rank"] = sum(p["rank"] for p in per) / len(per) if per else float("nan")
+    # the true comment's own score (mean log-probability per token): compares conditions on the same samples
+    # where ranks cannot (e.g. the video ablation: every candidate is on the same video)
+    truth = [float(it["scores"][it["truth_index"]]) for it in ok]
+    out["truth_logprob"] = sum(truth) / len(truth) if truth else float("nan")
     n = ns.pop() if ns else 0
     out["n_candidates"] = n
     out["chance"] = chance_levels(n) if n else None
@@ -233,20 +237,21 @@ def format_ranking(rows: Sequence[tuple[str, dict | None]], title: str = "") -> 
     """Markdown: one row per (name, ranking summary); ``None`` (no log-probs, e.g. an API model) is n/a."""
     cols = [f"R@{k}" for k in RECALL_AT] + ["MRR", "mean_rank"]
     lines = ([title] if title else []) + [
-        "| method | " + " | ".join(cols) + " | n | N |",
-        "|" + "---|" * (len(cols) + 3),
+        "| method | " + " | ".join(cols) + " | truth logp | n | N |",
+        "|" + "---|" * (len(cols) + 4),
     ]
     chance = None
     for name, s in rows:
         if s is None:
-            lines.append(f"| {name} | " + " | ".join("n/a" for _ in cols) + " | - | - |")
+            lines.append(f"| {name} | " + " | ".join("n/a" for _ in cols) + " | n/a | - | - |")
             continue
         chance = s.get("chance") or chance
         lines.append(
-            f"| {name} | " + " | ".join(f"{s[c]:.1f}" for c in cols) + f" | {s['n']} | {s['n_candidates']} |"
+            f"| {name} | " + " | ".join(f"{s[c]:.1f}" for c in cols)
+            + f" | {s.get('truth_logprob', float('nan')):.3f} | {s['n']} | {s['n_candidates']} |"
         )
     if chance:
-        lines.append("| *chance* | " + " | ".join(f"{chance[c]:.1f}" for c in cols) + " | | |")
+        lines.append("| *chance* | " + " | ".join(f"{chance[c]:.1f}" for c in cols) + " | | | |")
     return "\n".join(lines)
 
 

@@ -14,20 +14,20 @@ LLM. The two losses are checked equal first (or the timing means nothing).
 from __future__ import annotations
 
 import argparse
-import statistics
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEC = {"name": "torchvision_mobilenet_v2", "num_tokens": 4, "image_size": 128}
+sys.path.insert(0, str(ROOT))
+from benchmarks._common import KINDS, SPEC, creator, print_ratio, side_by_side  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", choices=("tiny", "small"), default="tiny")
+    ap.add_argument("--model", choices=KINDS, default="tiny")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -41,14 +41,7 @@ def main() -> None:
     from pvllm.prompt import build_prompt
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-fcache-"))
-    if args.model == "tiny":
-        from pvllm.models.tiny import make_tiny_video_llava
-
-        create = lambda p: make_tiny_video_llava(p, vision_encoder=SPEC)  # noqa: E731
-    else:
-        from pvllm.models.smollm2 import make_pvllm_small
-
-        create = lambda p: make_pvllm_small(p, vision_encoder=SPEC)  # noqa: E731
+    create = creator(args.model)
     bundle = build_pvllm(str(tmp / "model"), create=create, vision_encoder=dict(SPEC, trainable=False))
     model, proc = bundle.model, bundle.processor
     video = ROOT / "data" / "sample" / "videos" / "bikes_03.mp4"
@@ -76,19 +69,10 @@ def main() -> None:
         b = module(collate([dict(item, features=cache.features(video))]))
     assert abs(float(a) - float(b)) <= 1e-6, (float(a), float(b))
     step(False), step(True)  # warm-up
-    t_enc, t_cache = [], []
-    for _ in range(args.rounds):
-        t = time.perf_counter()
-        step(False)
-        t_enc.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        step(True)
-        t_cache.append(time.perf_counter() - t)
-    e, c = statistics.median(t_enc), statistics.median(t_cache)
+    e, c = side_by_side(lambda: step(False), lambda: step(True), args.rounds)
     print(f"model={args.model} (MobileNetV2 128 px, 8 frames x 4 tokens), threads={args.threads}, "
           f"rounds={args.rounds}")
-    print(f"{'encoder every step (s)':>24}{'cached features (s)':>22}{'encoder/cached':>16}")
-    print(f"{e:>24.4f}{c:>22.4f}{e / c:>16.2f}")
+    print_ratio("encoder every step (s)", "cached features (s)", e, c, "encoder/cached")
 
 
 if __name__ == "__main__":

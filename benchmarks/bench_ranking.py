@@ -6,28 +6,26 @@ on the same candidates file. Checks that both give the same scores first.
     python benchmarks/bench_ranking.py [--model small|tiny] [--samples 6] [--candidates 20] [--threads 2]
 
 ``small``: PV-LLM-small as `make demo` builds it (SmolLM2-135M + the real MobileNetV2; needs the prepared
-SmolLM2, see pvllm.models.smollm2); ``tiny``: the tiny random Video-LLaVA.
+SmolLM2, see pvllm.models.smollm2); ``tiny``: a tiny random LLM + the real MobileNetV2 (benchmarks/_common.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SPEC = {"name": "torchvision_mobilenet_v2", "num_tokens": 4, "image_size": 128}
+from benchmarks._common import KINDS, creator, print_ratio, side_by_side  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", choices=("small", "tiny"), default="small")
+    ap.add_argument("--model", choices=KINDS, default="small")
     ap.add_argument("--samples", type=int, default=6)
     ap.add_argument("--candidates", type=int, default=20)
     ap.add_argument("--score-batch", type=int, default=20)
@@ -45,14 +43,7 @@ def main() -> None:
     from pvllm.models.families import reply_token_ids
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ranking-"))
-    if args.model == "tiny":
-        from pvllm.models.tiny import make_tiny_video_llava
-
-        make_tiny_video_llava(str(tmp / "model"), seed=0)
-    else:
-        from pvllm.models.smollm2 import make_pvllm_small
-
-        make_pvllm_small(str(tmp / "model"), vision_encoder=SPEC)
+    creator(args.model)(tmp / "model")
     gen = PVLLMGenerator(pretrained=str(tmp / "model"), greedy=True, score_batch_size=args.score_batch)
     ds = load_pervidcom(ROOT / "data" / "sample")
     rows = [s.to_row() for s in build_eval_histories(ds, "val", k=5, seed=0, samples_per_user=3)][: args.samples]
@@ -80,19 +71,10 @@ def main() -> None:
     a, b = anchor(), ours()
     worst = max(abs(x - y) for sa, sb in zip(a, b) for x, y in zip(sa, sb))
     assert worst <= 1e-4, f"scores differ by {worst}"
-    t_a, t_b = [], []
-    for _ in range(args.rounds):
-        t = time.perf_counter()
-        anchor()
-        t_a.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        ours()
-        t_b.append(time.perf_counter() - t)
-    ta, tb = statistics.median(t_a), statistics.median(t_b)
+    ta, tb = side_by_side(anchor, ours, args.rounds)
     print(f"model={args.model}, {len(reqs)} samples x {args.candidates} candidates, score batch "
           f"{args.score_batch}, threads={args.threads}, rounds={args.rounds}; max |score diff| {worst:.1e}")
-    print(f"{'full sequences (s)':>20}{'prompt once (s)':>18}{'ratio':>8}")
-    print(f"{ta:>20.2f}{tb:>18.2f}{ta / tb:>8.2f}")
+    print_ratio("full sequences (s)", "prompt once (s)", ta, tb)
 
 
 if __name__ == "__main__":

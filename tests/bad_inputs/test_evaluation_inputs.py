@@ -1,5 +1,5 @@
 """Bad input at evaluation, through evaluate.py: each case asserts the message (naming the item) or the count.
-The README's table "What bad input gets" lists these rows."""
+The table "What bad input gets" (docs/bad_inputs.md, linked from the README) lists these rows."""
 
 from __future__ import annotations
 

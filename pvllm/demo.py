@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -24,15 +26,57 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "outputs" / "demo"
 
 
+def _env(threads: int | None = None) -> dict[str, str]:
+    env = dict(os.environ, WANDB_MODE=os.environ.get("WANDB_MODE", "offline"), PYTHONWARNINGS="ignore")
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return env
+
+
 def run(stage: str, args: list[str], times: dict[str, float]) -> None:
     print(f"\n=== {stage}: python {' '.join(args)}", flush=True)
     t0 = time.perf_counter()
-    env = dict(os.environ, WANDB_MODE=os.environ.get("WANDB_MODE", "offline"), PYTHONWARNINGS="ignore")
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env)
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=_env())
     times[stage] = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"demo stage {stage!r} failed (exit {proc.returncode}); see the output above")
     print(f"=== {stage}: {times[stage]:.1f} s", flush=True)
+
+
+def run_lanes(lanes: list[list[tuple[str, list[str]]]], times: dict[str, float]) -> None:
+    """The stages of each lane one after another, the lanes side by side with one torch thread each (much of
+    an evaluation is single-threaded: start-up, Java caption metrics, tokenization). A stage's output goes to
+    outputs/demo/logs/ and is printed whole when it ends; a failed stage stops its lane and the demo."""
+    logs = OUT / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    lock, failed = threading.Lock(), []
+
+    def lane(stages: list[tuple[str, list[str]]]) -> None:
+        for stage, args in stages:
+            if failed:
+                return
+            log = logs / (re.sub(r"\W+", "_", stage).strip("_") + ".log")
+            t0 = time.perf_counter()
+            with log.open("w", encoding="utf-8") as f:
+                proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=_env(threads=1), stdout=f,
+                                      stderr=subprocess.STDOUT)
+            times[stage] = time.perf_counter() - t0
+            with lock:
+                print(f"\n=== {stage} (in parallel, 1 thread): python {' '.join(args)}", flush=True)
+                print(log.read_text(encoding="utf-8", errors="replace"), end="", flush=True)
+                status = "" if proc.returncode == 0 else f", FAILED (exit {proc.returncode}; log {log})"
+                print(f"=== {stage}: {times[stage]:.1f} s{status}", flush=True)
+            if proc.returncode != 0:
+                failed.append(stage)
+                return
+
+    threads = [threading.Thread(target=lane, args=(stages,)) for stages in lanes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failed:
+        sys.exit(f"demo stage {failed[0]!r} failed; see its output above")
 
 
 def print_ranking(summaries: dict[str, dict]) -> None:
@@ -67,20 +111,24 @@ def main() -> None:
     cache = OUT / "feature_cache"
     run("feature cache", ["-m", "pvllm.data.feature_cache", "--model", str(model_dir), "--data",
                           str(ROOT / "data" / "sample"), "--out", str(cache)], times)
-    runs = {}
-    # (history, video): history k / none with the true video; the video ablation with history k; all ranked
-    for mode, video in (("k", "own"), ("none", "own"), ("k", "mismatched"), ("k", "none")):
+    common = [f"generator.pretrained={model_dir}", f"data.feature_cache={cache}"]
+
+    def evaluation(mode: str, video: str) -> tuple[str, list[str]]:
         name = mode if video == "own" else f"k_video_{video}"
-        run(f"evaluate (history={mode}, video={video})", [
-            "evaluate.py", "experiment=demo_eval", f"history.mode={mode}", f"video.mode={video}",
-            f"generator.pretrained={model_dir}", f"data.feature_cache={cache}",
-            "ranking.enabled=true", f"hydra.run.dir={OUT / f'eval_{name}'}"], times)
-        runs[name] = OUT / f"eval_{name}"
-    # ranking only (no generation) with another user's history: the third setting of Table 5
-    run("rank (history=others)", [
-        "evaluate.py", "experiment=demo_eval", "history.mode=others", "stage=rank",
-        f"generator.pretrained={model_dir}", f"data.feature_cache={cache}",
-        f"hydra.run.dir={OUT / 'eval_others'}"], times)
+        return f"evaluate (history={mode}, video={video})", [
+            "evaluate.py", "experiment=demo_eval", f"history.mode={mode}", f"video.mode={video}", *common,
+            "ranking.enabled=true", f"hydra.run.dir={OUT / f'eval_{name}'}"]
+
+    runs = {name: OUT / f"eval_{name}" for name in ("k", "none", "k_video_mismatched", "k_video_none")}
+    # history k with the true video first: it writes the histories and the candidates file the others read
+    run(*evaluation("k", "own"), times)
+    # then, two at a time: no history; the video ablation (another sample's video, none); and ranking only
+    # (no generation) with another user's history, the third setting of Table 5
+    run_lanes([[evaluation("none", "own"), evaluation("k", "mismatched")],
+               [evaluation("k", "none"),
+                ("rank (history=others)", ["evaluate.py", "experiment=demo_eval", "history.mode=others",
+                                           "stage=rank", *common, f"hydra.run.dir={OUT / 'eval_others'}"])]],
+              times)
 
     summaries = {m: json.loads((d / "summary.json").read_text()) for m, d in runs.items()}
     print(format_table([("PV-LLM-small (history k=5)", summaries["k"]),

@@ -99,14 +99,9 @@ def make_tiny_video_llava(
         from pvllm.models.composite import make_composite
 
         model, processor, described = make_composite(text, tokenizer, vision_encoder, num_frames, seed)
-        _finish(model, tokenizer)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(out_dir)
-        processor.save_pretrained(out_dir)
-        (out_dir / "README.md").write_text(
-            f"Tiny Video-LLaVA-style model (RANDOM tiny LLM) with the vision encoder: {described}; "
-            "written by pvllm.models.tiny.make_tiny_video_llava for tests.\n")
-        return out_dir
+        return save_tiny(model, processor, tokenizer, out_dir,
+                         f"Tiny Video-LLaVA-style model (RANDOM tiny LLM) with the vision encoder: {described}; "
+                         "written by pvllm.models.tiny.make_tiny_video_llava for tests.\n")
     config = VideoLlavaConfig(
         vision_config=vision, text_config=text,
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
@@ -116,7 +111,6 @@ def make_tiny_video_llava(
     config.pad_token_id = tokenizer.pad_token_id
     torch.manual_seed(seed)
     model = VideoLlavaForConditionalGeneration(config)
-    _finish(model, tokenizer)
     size = {"shortest_edge": image_size}
     crop = {"height": image_size, "width": image_size}
     processor = VideoLlavaProcessor(
@@ -125,14 +119,9 @@ def make_tiny_video_llava(
         tokenizer=tokenizer, patch_size=patch_size, vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
-    (out_dir / "README.md").write_text(
-        "Tiny RANDOM Video-LLaVA written by pvllm.models.tiny.make_tiny_video_llava: real architecture, "
-        "random weights, for tests and the plumbing demo. Its outputs are not meaningful.\n"
-    )
-    return out_dir
+    return save_tiny(model, processor, tokenizer, out_dir,
+                     "Tiny RANDOM Video-LLaVA written by pvllm.models.tiny.make_tiny_video_llava: real architecture, "
+                     "random weights, for tests and the plumbing demo. Its outputs are not meaningful.\n")
 
 
 def make_tiny_pvllm_video(out_dir: str | os.PathLike, *, seed: int = 0) -> Path:
@@ -143,7 +132,15 @@ def make_tiny_pvllm_video(out_dir: str | os.PathLike, *, seed: int = 0) -> Path:
     return make_tiny_video_llava(out_dir, seed=seed, vision_encoder=spec)
 
 
-def _finish(model, tokenizer) -> None:
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.bos_token_id = tokenizer.bos_token_id
+def save_tiny(model, processor, tokenizer, out_dir: str | os.PathLike, readme: str) -> Path:
+    """Write a tiny random model: the tokenizer's special ids in its generation config, ``save_pretrained`` of
+    model and processor, and a README.md saying what it is."""
+    gc = model.generation_config
+    gc.pad_token_id, gc.eos_token_id, gc.bos_token_id = (tokenizer.pad_token_id, tokenizer.eos_token_id,
+                                                         tokenizer.bos_token_id)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    (out_dir / "README.md").write_text(readme)
+    return out_dir

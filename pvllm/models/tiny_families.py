@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pvllm.models.tiny import _CORPUS
+from pvllm.models.tiny import _CORPUS, save_tiny
 
 # Chat templates in each family's format (shortened from the hub checkpoints' templates: text + one video).
 QWEN2_5_VL_TEMPLATE = (
@@ -80,16 +80,9 @@ def _text(tok, **kw) -> dict:
 
 
 def _save(model, processor, tok, out_dir, name: str) -> Path:
-    out_dir = Path(out_dir)
-    gc = model.generation_config
-    gc.pad_token_id, gc.eos_token_id, gc.bos_token_id = tok.pad_token_id, tok.eos_token_id, tok.bos_token_id
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
-    (out_dir / "README.md").write_text(
-        f"Tiny RANDOM {name} written by pvllm.models.tiny_families: real classes, random weights, for tests. "
-        "Its outputs are not meaningful.\n")
-    return out_dir
+    return save_tiny(model, processor, tok, out_dir,
+                     f"Tiny RANDOM {name} written by pvllm.models.tiny_families: real classes, random weights, for "
+                     "tests. Its outputs are not meaningful.\n")
 
 
 def _qwen_vision(**kw) -> dict:

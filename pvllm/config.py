@@ -77,8 +77,11 @@ def validate_train_config(cfg: DictConfig) -> None:
     if not isinstance(lr, (int, float)) or lr <= 0:
         errors.append(f"optim.lr: must be > 0, got {lr!r}")
     task = _get(cfg, "data.task")
-    if task is not None and task not in ("comment", "title"):
-        errors.append(f"data.task: comment | title, got {task!r}")
+    if task is not None:
+        from pvllm.data.datamodule import TASKS
+
+        if task not in TASKS:
+            errors.append(f"data.task: {' | '.join(TASKS)}, got {task!r}")
     if task == "title" and _get(cfg, "data.video") is False:
         errors.append("data.task=title aligns the projector to the video: it needs data.video=true")
     plr = _get(cfg, "optim.projector_lr")

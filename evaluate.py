@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from pvllm.config import validate_eval_config  # noqa: E402
+from pvllm.debug import apply_debug  # noqa: E402
 from pvllm.data.dataset import load_pervidcom  # noqa: E402
 from pvllm.evaluation import (  # noqa: E402
     apply_video_mode,
@@ -102,6 +103,7 @@ def run_report(cfg: DictConfig):
 
 def evaluate(cfg: DictConfig) -> dict | None:
     install_log_redaction()  # no API key in any log line or logged traceback
+    apply_debug(cfg, "evaluate")  # debug=smoke: swaps what a CPU cannot run (prints each swap)
     validate_eval_config(cfg)  # before any model is loaded or any request sent
     if cfg.stage == "report":  # tables from earlier runs only (Table 3, Table 4)
         return run_report(cfg)

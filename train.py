@@ -19,6 +19,7 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from pvllm.config import validate_train_config  # noqa: E402
+from pvllm.debug import apply_debug  # noqa: E402
 from pvllm.models.builder import format_parameter_table  # noqa: E402
 from pvllm.models.module import PVLLMModule  # noqa: E402
 from pvllm.utils.lightning import RankedLogger, loggable_config  # noqa: E402
@@ -47,6 +48,7 @@ def instantiate_loggers(cfg: DictConfig) -> list:
 
 def train(cfg: DictConfig) -> float | None:
     install_log_redaction()  # no API key in any log line or logged traceback
+    apply_debug(cfg, "train")  # debug=smoke: swaps what a CPU cannot run (prints each swap)
     validate_train_config(cfg)  # before any weights are loaded
     L.seed_everything(cfg.seed, workers=True)
 

@@ -20,8 +20,8 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from pvllm.config import validate_eval_config  # noqa: E402
-from pvllm.debug import apply_debug  # noqa: E402
 from pvllm.data.dataset import load_pervidcom  # noqa: E402
+from pvllm.debug import apply_debug  # noqa: E402
 from pvllm.evaluation import (  # noqa: E402
     apply_video_mode,
     check_video_files,

@@ -308,7 +308,13 @@ def make_tiny_video_chatgpt(out_dir: str | os.PathLike, seed: int = 0) -> dict[s
 
     import torch
     from tokenizers import processors
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
 
     root = Path(out_dir)
     paths = {"llm_path": root / "LLaVA-Lightning-tiny", "vision_tower": root / "clip-tiny",

@@ -328,7 +328,7 @@ def make_tiny_video_chatgpt(out_dir: str | os.PathLike, seed: int = 0) -> dict[s
         single="<s> $A", special_tokens=[("<s>", tok.bos_token_id)])  # LLaMA's BOS
     tok.save_pretrained(paths["llm_path"])
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,  # LLaMA-1
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     LlamaForCausalLM(cfg).save_pretrained(paths["llm_path"])
     raw = json.loads((paths["llm_path"] / "config.json").read_text())

@@ -131,7 +131,7 @@ def _prepare_report(stem: str, args: list[str], root: Path, fakes: dict) -> list
     for name in runs:  # runs named on the command line: from any earlier smoke run, else made here
         found = [r / "eval" / name for r in FINISHED.values() if (r / "eval" / name / "summary.json").is_file()]
         if found and not (root / "eval" / name).exists():
-            _copy_run(found[0], root)
+            _copy_run(found[-1], root)  # the latest (demo_eval's run of that name draws 3 samples per user)
         elif not found:
             gen = re.match(r"sample-val-(\w+?)-k5-s0h0$", name)
             assert gen, f"{stem}: cannot make run {name!r} here"

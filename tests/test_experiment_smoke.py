@@ -189,3 +189,51 @@ def test_every_header_command_is_a_real_command():
         assert f"experiment={path.stem}" in args, path.name
         assert (REPO / f"{entry}.py").is_file()
     assert len(EXPERIMENTS) == len(list((CONF / "experiment").glob("*.yaml"))) and os.path.isdir(CONF / "debug")
+
+
+# what debug=smoke may change (pvllm/debug.py); everything else of the experiment must compose unchanged
+SWAPPABLE = ("smoke", "paths.output_root", "data.root", "data.num_workers", "logger.wandb.offline",
+             "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.max_steps",
+             "trainer.limit_val_batches", "trainer.max_epochs", "strategy", "model.dtype", "model.pretrained",
+             "model.create", "max_samples", "generator.pretrained", "generator.checkpoint", "generator.llm_path",
+             "generator.projector_path", "generator.vision_tower", "generator.model_path", "generator.gguf_file")
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flat(v, key + ".") if isinstance(v, dict) and v else {key: v})
+    return out
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_smoke_changes_only_what_a_cpu_cannot_run(path, tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from pvllm.debug import apply_debug
+
+    entry, args = header_command(path)
+    args = [a.split(",")[0] if "," in a and "[" not in a else a for a in args if a != "-m" and not _placeholder(a)]
+    plain = compose_config(entry, args, tmp_path)
+    smoke = compose_config(entry, [*args, "debug=smoke"], tmp_path)
+    printed = apply_debug(smoke, entry)
+    assert apply_debug(plain, entry) == []  # without the preset: nothing
+    a, b = (_flat(OmegaConf.to_container(c, resolve=False)) for c in (plain, smoke))
+    a = {k: v for k, v in a.items() if not k.startswith("hydra.")}
+    b = {k: v for k, v in b.items() if not k.startswith("hydra.")}
+    changed = {k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>")}
+    outside = {k for k in changed if not any(k == s or k.startswith(s + ".") for s in SWAPPABLE)}
+    assert not outside, f"debug=smoke changed {sorted(outside)}"
+    for k in changed - {"smoke", "paths.output_root"}:  # each swap is printed, by its key
+        head = "strategy:" if k.startswith("strategy.") else "model.pretrained:" if k.startswith(
+            "model.create") else f"{k}:"  # the whole strategy node; the tiny dir with the builder writing it
+        assert any(line.startswith(head) for line in printed), (k, printed)
+    if entry == "train":
+        assert b["trainer.max_steps"] == 2 and b["trainer.accelerator"] == "cpu"
+        # the recipe itself is the experiment's: accumulation, precision, checkpointing, optimizer, k range
+        for key in ("trainer.accumulate_grad_batches", "trainer.precision", "model.gradient_checkpointing",
+                    "optim.lr", "history.train_k_min", "history.train_k_max", "data.batch_size"):
+            assert a[key] == b[key], key
+    else:
+        assert smoke.max_samples == 2 or (plain.max_samples or 99) <= 2

@@ -127,6 +127,17 @@ def check_global_files(cfg: DictConfig, errors: list[str]) -> None:
         _check_keys(path, own, base, "", errors, rel)
 
 
+def _setting_files(cfg: DictConfig, group: str, name: str) -> list[str]:
+    """The experiment/debug files (repo-relative) that set ``group.name``."""
+    hc = _hydra_node(cfg)
+    if hc is None or not hc.runtime.get("config_sources"):
+        return []
+    root = Path(next(s.path for s in hc.runtime.config_sources if s.provider == "main")).parent
+    return [str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+            for g in _GLOBAL_GROUPS if hc.runtime.choices.get(g)
+            for p, own in _global_files(hc, g, hc.runtime.choices[g]) if name in (own.get(group) or {})]
+
+
 def _check_targets(cfg: DictConfig, errors: list[str]) -> None:
     """Every callbacks/logger entry is instantiated: one without `_target_` fails here, not at step 0."""
     for group in ("callbacks", "logger"):
@@ -135,8 +146,10 @@ def _check_targets(cfg: DictConfig, errors: list[str]) -> None:
                 continue
             if not isinstance(entry, DictConfig) or "_target_" not in entry:
                 known = ", ".join(k for k, v in cfg[group].items() if isinstance(v, DictConfig) and "_target_" in v)
-                errors.append(f"{group}.{name}: no `_target_` (every {group} entry is instantiated; a setting of an "
-                              f"existing one goes under its name: {known or 'none defined'})")
+                where = _setting_files(cfg, group, name)
+                errors.append(f"{group}.{name}: no `_target_`{' (set in ' + ', '.join(where) + ')' if where else ''}: "
+                              f"every {group} entry is instantiated; a setting of an existing one goes under its "
+                              f"name: {known or 'none defined'}")
 
 
 def _common(cfg: DictConfig, errors: list[str]) -> None:

@@ -48,7 +48,8 @@ def test_typo_in_an_experiment_file_fails_naming_file_and_key(tmp_path):
 def test_callback_without_target_fails_naming_the_key(tmp_path):
     # the bug of the 8xA100 files: a setting under a name conf/callbacks/default.yaml does not define
     msg = _errors(tmp_path, "callbacks:\n  model_checkpoint:\n    every_n_train_steps: 200\n")
-    assert "callbacks.model_checkpoint: no `_target_`" in msg and "best_checkpoint, last_checkpoint" in msg
+    assert "callbacks.model_checkpoint: no `_target_` (set in " in msg and "experiment/extra.yaml)" in msg
+    assert "best_checkpoint, last_checkpoint" in msg
     msg = _errors(tmp_path / "b", "logger:\n  tensorboard:\n    save_dir: x\n")
     assert "logger.tensorboard: no `_target_`" in msg
 

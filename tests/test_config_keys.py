@@ -109,7 +109,7 @@ def test_train_k_max_reaches_the_sampler(path, tmp_path, monkeypatch):
         return out
 
     monkeypatch.setattr(dm_mod, "draw_training_samples", spy)
-    cfg = compose_config("train", [f"experiment={path.stem}", f"data.root={SAMPLE}", "data.text_instructions=null",
+    cfg = compose_config("train", [f"experiment={path.stem}", f"data.root={SAMPLE}",
                                    "history.train_k_min=2", "history.train_k_max=7"], tmp_path)
     dm = hydra.utils.instantiate(cfg.data)
     dm.setup(None)

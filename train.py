@@ -14,6 +14,7 @@ os.environ.setdefault("PVLLM_ROOT", str(Path(__file__).resolve().parent))
 
 import hydra  # noqa: E402
 import lightning as L  # noqa: E402
+import torch  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
@@ -77,6 +78,8 @@ def train(cfg: DictConfig) -> float | None:
                  "%s/checkpoints/last.ckpt %s/hf_model --base %s`", out, out, bundle.source)
     elif cfg.get("save_hf_model") and trainer.is_global_zero:
         model = module.model.merge_and_unload() if hasattr(module.model, "merge_and_unload") else module.model
+        if cfg.model.get("dtype", "float32") != "float32":  # fp32 masters of a bf16-loaded model: save as loaded
+            model = model.to(getattr(torch, cfg.model.dtype))
         model.save_pretrained(out / "hf_model")
         bundle.processor.save_pretrained(out / "hf_model")
         log.info("saved HF model to %s", out / "hf_model")

@@ -81,8 +81,11 @@ class PVLLMModule(L.LightningModule):
         self._log_skipped()
 
     def configure_optimizers(self):
-        from pvllm.distributed.optim import make_adamw
+        from pvllm.distributed.optim import keep_fp32_master_weights, make_adamw
 
+        # bf16-loaded weights outside DeepSpeed: trainable ones become fp32 masters (or a clear error)
+        if keep_fp32_master_weights(self.model, self.trainer.strategy, self.trainer.precision):
+            self.print("fp32 master weights: trainable parameters upcast from the loaded dtype (bf16 autocast)")
         lr = self.optim_cfg.get("lr", 2e-5)
         params: list = [p for p in self.model.parameters() if p.requires_grad]
         projector_lr = self.optim_cfg.get("projector_lr")

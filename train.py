@@ -24,6 +24,7 @@ from pvllm.models.builder import format_parameter_table  # noqa: E402
 from pvllm.models.module import PVLLMModule  # noqa: E402
 from pvllm.utils.lightning import RankedLogger, loggable_config  # noqa: E402
 from pvllm.utils.secrets import install_log_redaction  # noqa: E402
+from pvllm.utils.slurm import slurm_run_id  # noqa: E402
 
 log = RankedLogger(__name__)
 
@@ -42,6 +43,9 @@ def instantiate_loggers(cfg: DictConfig) -> list:
             if lcfg.get("name") is None:
                 kwargs["name"] = Path(hc.runtime.output_dir).name if hc.mode == RunMode.RUN else (
                     f"{Path(hc.sweep.dir).name}/{hc.job.num}")
+            run_id = slurm_run_id()
+            if lcfg.get("id") is None and run_id:  # a requeued SLURM job continues the same W&B run
+                kwargs.update(id=run_id, resume="allow")
         loggers.append(hydra.utils.instantiate(lcfg, **kwargs))
     return loggers
 

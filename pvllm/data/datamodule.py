@@ -295,6 +295,7 @@ class PVLLMDataModule(L.LightningDataModule):
         self.ds: PerVidCom | None = None
         # bad video path -> times skipped in the loop (train and val), counted in this (the main) process
         self.skipped: Counter[str] = Counter()
+        self.skipped_by_split: dict[str, Counter[str]] = {}  # the same, per split ("train", "val")
         self.excluded: Counter[str] = Counter()  # "train"/"val" -> samples left out (exclude_videos)
         self._exclude: dict[str, str] = {}  # video_id -> why (from the exclude_videos list)
         self.cache = None
@@ -373,7 +374,11 @@ class PVLLMDataModule(L.LightningDataModule):
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Count the batch's skipped videos here, in the main process (workers' counters are copies)."""
         if isinstance(batch, dict):
-            self.skipped.update(batch.pop("skipped_videos", None) or [])
+            bad = batch.pop("skipped_videos", None) or []
+            self.skipped.update(bad)
+            t = getattr(self, "trainer", None)
+            split = "val" if t is not None and (t.validating or t.sanity_checking) else "train"
+            self.skipped_by_split.setdefault(split, Counter()).update(bad)
         return batch
 
     def gather_skipped(self) -> Counter[str]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from torchmetrics import MeanMetric
 
 
 class PVLLMModule(L.LightningModule):
@@ -20,6 +21,10 @@ class PVLLMModule(L.LightningModule):
         self.optim_cfg = dict(optim)
         self.sched_cfg = dict(scheduler or {})
         self._t_last: float | None = None
+        # train/loss = mean over the accumulation window and all ranks (weighted by supervised samples),
+        # synced at each optimizer step, then reset; perplexity = exp of it
+        self.train_loss = MeanMetric()
+        self._logged_step = 0
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Mean next-token cross-entropy over the reply tokens.
@@ -59,8 +64,7 @@ class PVLLMModule(L.LightningModule):
         if self._t_last is not None:
             self.log("train/tokens_per_s", n_tok / max(now - self._t_last, 1e-9), on_step=True, batch_size=1)
         self._t_last = now
-        if n:
-            self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=n)
+        self.train_loss.update(loss.detach().float(), weight=n)  # n = 0: a placeholder, weighs nothing
         return loss
 
     def validation_step(self, batch: dict[str, Any] | None, batch_idx: int):
@@ -73,12 +77,24 @@ class PVLLMModule(L.LightningModule):
         return loss
 
     def _log_skipped(self) -> None:
-        skipped = getattr(self.trainer.datamodule, "skipped", None)
+        dm = getattr(self.trainer, "datamodule", None)
+        skipped = getattr(dm, "skipped", None)
         if skipped is not None:  # summed over ranks (a collective: every rank logs it)
             self.log("data/skipped_videos", float(sum(skipped.values())), reduce_fx="sum", sync_dist=True)
+            for split, counts in sorted(getattr(dm, "skipped_by_split", {}).items()):
+                self.log(f"data/skipped_videos_{split}", float(sum(counts.values())), reduce_fx="sum",
+                         sync_dist=True)
+
+    def on_train_start(self) -> None:
+        self._logged_step = self.trainer.global_step  # resumed: the first window ends at the next step
 
     def on_train_epoch_end(self) -> None:
         self._log_skipped()
+
+    def on_validation_epoch_end(self) -> None:
+        val = self.trainer.callback_metrics.get("val/loss")
+        if val is not None and not self.trainer.sanity_checking:
+            self.log("val/perplexity", torch.exp(val.float()), sync_dist=False)  # val/loss is synced already
 
     def configure_optimizers(self):
         from pvllm.distributed.optim import keep_fp32_master_weights, make_adamw
@@ -112,6 +128,13 @@ class PVLLMModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.trainer.global_step != self._logged_step:  # the optimizer stepped: the window is complete
+            self._logged_step = self.trainer.global_step
+            mean = self.train_loss.compute()  # synced over ranks (a collective: every rank gets here)
+            self.train_loss.reset()
+            if torch.isfinite(mean):  # a window of placeholders only has no loss to report
+                self.log("train/loss", mean, on_step=True, prog_bar=True, batch_size=1)
+                self.log("train/perplexity", torch.exp(mean), on_step=True, batch_size=1)
         opt = self.optimizers()
         if opt is not None and hasattr(opt, "param_groups"):
             self.log("train/lr", opt.param_groups[0]["lr"], on_step=True, batch_size=1)

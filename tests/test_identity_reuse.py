@@ -92,3 +92,55 @@ def test_stage_rank_checks_the_generation_identity(tmp_path, tiny_model_dir):
         evaluate(tiny_args(tmp_path, tiny_model_dir, ds, stage="rank", **{"generator.pretrained": other}),
                  tmp_path / "run")
     assert not (tmp_path / "run" / "ranking.jsonl").exists()
+
+
+@pytest.fixture(scope="module")
+def one_step_checkpoint(tmp_path_factory):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    tmp = tmp_path_factory.mktemp("resume")
+    env = dict(__import__("os").environ, PVLLM_OUTPUTS=str(tmp), WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "train.py", "experiment=demo", "trainer.max_steps=1", "logger=csv",
+                           "save_hf_model=false", f"hydra.run.dir={tmp / 'run'}", "trainer.enable_progress_bar=false"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp, tmp / "run" / "checkpoints" / "last.ckpt"
+
+
+def _resume(tmp, ckpt, *extra):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = dict(__import__("os").environ, PVLLM_OUTPUTS=str(tmp), WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "train.py", "experiment=demo", "trainer.max_steps=2", "logger=csv",
+                           "save_hf_model=false", f"ckpt_path={ckpt}", "trainer.enable_progress_bar=false", *extra],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_resume_refuses_another_seed_naming_both(one_step_checkpoint):
+    tmp, ckpt = one_step_checkpoint
+    proc = _resume(tmp, ckpt, "seed=1")
+    assert proc.returncode != 0
+    assert f"{ckpt} was trained on" in proc.stderr and "seed: 0 vs 1" in proc.stderr
+
+
+def test_resume_refuses_another_dataset_naming_both(one_step_checkpoint, tmp_path):
+    from pvllm.identity import dataset_records_digest
+    from tests.conftest import SAMPLE
+
+    tmp, ckpt = one_step_checkpoint
+    other = tmp_path / "sample"
+    shutil.copytree(SAMPLE, other)
+    lines = (other / "comments.jsonl").read_text().splitlines()
+    (other / "comments.jsonl").write_text("\n".join(lines[:-1]) + "\n")  # one comment fewer
+    proc = _resume(tmp, ckpt, f"data.root={other}")
+    assert proc.returncode != 0
+    want = f"dataset_records: '{dataset_records_digest(SAMPLE)}' vs '{dataset_records_digest(other)}'"
+    assert want in proc.stderr, proc.stderr[-2000:]
+    ok = _resume(tmp, ckpt)  # the same identity resumes
+    assert ok.returncode == 0, ok.stderr[-3000:]

@@ -371,6 +371,32 @@ class PVLLMDataModule(L.LightningDataModule):
                 "pass data.exclude_videos=..., or set data.on_bad_video=skip):\n  "
                 + "\n  ".join(why for _, why in sorted(bad.items())))
 
+    def _identity(self) -> dict[str, Any]:
+        """What defines the training draws: the dataset's records, the training split and the seed."""
+        if getattr(self, "_ident", None) is None:
+            from pvllm.identity import dataset_records_digest
+
+            hp = self.hparams
+            self._ident = {"dataset_records": dataset_records_digest(hp.root), "train_split": hp.train_split,
+                           "seed": hp.seed}
+        return self._ident
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint (Lightning): the identity a resumed run must share."""
+        return {"identity": self._identity()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resuming a checkpoint of another dataset, split or seed would continue other draws: refused."""
+        from pvllm.identity import IdentityConflict, differing
+
+        stored, current = state.get("identity"), self._identity()
+        if stored != current:
+            ckpt = getattr(getattr(self, "trainer", None), "ckpt_path", None) or "the checkpoint"
+            raise IdentityConflict(
+                f"{ckpt} was trained on {stored} but this run is {current} "
+                f"({'; '.join(differing(stored or {}, current))}): resume it with the same data.root, "
+                "split and seed, or start a new run without ckpt_path")
+
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Count the batch's skipped videos here, in the main process (workers' counters are copies)."""
         if isinstance(batch, dict):

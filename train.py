@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("PVLLM_ROOT", str(Path(__file__).resolve().parent))
@@ -20,7 +21,7 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from pvllm.config import validate_train_config  # noqa: E402
-from pvllm.models.builder import format_parameter_table  # noqa: E402
+from pvllm.models.builder import PVLLM, build_under_zero3, format_parameter_table  # noqa: E402
 from pvllm.models.module import PVLLMModule  # noqa: E402
 from pvllm.utils.lightning import RankedLogger, loggable_config  # noqa: E402
 from pvllm.utils.secrets import install_log_redaction  # noqa: E402
@@ -55,18 +56,24 @@ def train(cfg: DictConfig) -> float | None:
     validate_train_config(cfg)  # before any weights are loaded
     L.seed_everything(cfg.seed, workers=True)
 
-    bundle = hydra.utils.instantiate(cfg.model)  # pvllm.models.builder.build_pvllm
-    log.info("model %s\n%s", bundle.source, format_parameter_table(bundle.parameter_table))
+    strategy = hydra.utils.instantiate(cfg.strategy)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    if getattr(strategy, "zero_stage_3", False):  # built in configure_model: ZeRO-3 shards it as it loads
+        processor, source = hydra.utils.instantiate(cfg.model, _target_="pvllm.models.builder.load_processor")
+        build = partial(build_under_zero3, partial(hydra.utils.instantiate, cfg.model), strategy.config)
+        bundle = PVLLM(model=None, processor=processor, source=source, notes=["built in configure_model (ZeRO-3)"])
+        datamodule.attach_processor(processor)  # a feature cache needs the whole model: refused there
+        module = PVLLMModule(None, optim=cfg.optim, scheduler=cfg.scheduler, build=build)
+    else:
+        bundle = hydra.utils.instantiate(cfg.model)  # pvllm.models.builder.build_pvllm
+        log.info("model %s\n%s", bundle.source, format_parameter_table(bundle.parameter_table))
+        datamodule.attach_processor(bundle.processor, bundle.model)  # + the feature cache, if configured
+        module = PVLLMModule(bundle.model, optim=cfg.optim, scheduler=cfg.scheduler)
     for note in bundle.notes:
         log.info("note: %s", note)
 
-    datamodule = hydra.utils.instantiate(cfg.data)
-    datamodule.attach_processor(bundle.processor, bundle.model)  # + the feature cache, if configured
-    module = PVLLMModule(bundle.model, optim=cfg.optim, scheduler=cfg.scheduler)
-
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = instantiate_loggers(cfg)
-    strategy = hydra.utils.instantiate(cfg.strategy)
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, strategy=strategy)
     for lg in loggers:
         lg.log_hyperparams(loggable_config(cfg) | {"parameter_table": bundle.parameter_table,

@@ -13,11 +13,17 @@ from torchmetrics import MeanMetric
 class PVLLMModule(L.LightningModule):
     """Wraps a model of any family (from pvllm.models.builder); the loss is over reply tokens only."""
 
-    def __init__(self, model: torch.nn.Module, optim: dict[str, Any], scheduler: dict[str, Any] | None = None):
+    def __init__(self, model: torch.nn.Module | None, optim: dict[str, Any], scheduler: dict[str, Any] | None = None,
+                 build: Any = None):
         super().__init__()
+        # model=None, build=callable: the model is built in configure_model (ZeRO-3 shards it as it loads)
+        if model is None and build is None:
+            raise ValueError("PVLLMModule needs a model or a build function")
         self.model = model
-        # from_pretrained returns eval mode and Lightning keeps submodule modes: train explicitly
-        self.model.train()
+        self._build = build
+        self.bundle = None
+        if model is not None:  # from_pretrained returns eval mode and Lightning keeps submodule modes
+            self.model.train()
         self.optim_cfg = dict(optim)
         self.sched_cfg = dict(scheduler or {})
         self._t_last: float | None = None
@@ -25,6 +31,14 @@ class PVLLMModule(L.LightningModule):
         # synced at each optimizer step, then reset; perplexity = exp of it
         self.train_loss = MeanMetric()
         self._logged_step = 0
+
+    def configure_model(self) -> None:
+        """Build the model here when train.py passed a build function (ZeRO-3): Lightning calls this inside
+        its DeepSpeed strategy's ``zero.Init``, so every weight is partitioned over the ranks as it loads."""
+        if self.model is None:
+            self.bundle = self._build()
+            self.model = self.bundle.model
+            self.model.train()
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Mean next-token cross-entropy over the reply tokens.

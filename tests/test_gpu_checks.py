@@ -56,6 +56,24 @@ def test_acceptance_commands_compose(experiment, tmp_path):
     assert cmds["consolidate"][-3:] == [str(tmp_path / "run" / "hf_consolidated"), "--base", str(tmp_path / "model")]
 
 
+@pytest.mark.parametrize("name", ["video_llava_7b", "qwen2_5_vl_7b"])
+def test_reduced_processor_gives_the_real_visual_tokens(name, tiny_model_dir, tiny_family_dirs):
+    """The written model's processor (tiny vocabulary, real frame geometry) yields the real model's visual
+    tokens for 8 frames, under token ids the model config shares."""
+    import numpy as np
+
+    from pvllm.distributed.gpu_checks import reduced_config_and_processor
+
+    tiny = tiny_model_dir if name == "video_llava_7b" else tiny_family_dirs[SHAPES[name].family]
+    cfg, processor = reduced_config_and_processor(name, tiny, 1, 1)
+    size = 224 if name == "video_llava_7b" else 448
+    frames = np.random.default_rng(0).integers(0, 256, (8, size, size, 3), dtype=np.uint8)
+    token = "<video>" if name == "video_llava_7b" else "<|vision_start|><|video_pad|><|vision_end|>"
+    out = processor(text=f"{token} hi", videos=[frames], return_tensors="pt")
+    video_id = getattr(cfg, "video_token_id", None) or cfg.video_token_index
+    assert int((out["input_ids"] == video_id).sum()) == SHAPES[name].visual_tokens_8_frames
+
+
 def test_model_flops_count_trained_parameters():
     lin = torch.nn.Linear(10, 10)  # 110 parameters
     lin.bias.requires_grad_(False)

@@ -204,8 +204,26 @@ def write_reduced_model(name: str, out: str | os.PathLike, llm_layers: int = 2, 
     tiny = out.with_name(out.name + ".tiny")
     if not (tiny / "config.json").is_file():
         get_method(fam.tiny)(tiny, seed=seed)
-    processor = resolve_class(fam.processor_class).from_pretrained(tiny)
-    tiny_cfg = resolve_class(fam.model_class).config_class.from_pretrained(tiny)
+    cfg, processor = reduced_config_and_processor(name, tiny, llm_layers, vision_layers)
+    torch.manual_seed(seed)
+    model = resolve_class(fam.model_class)(cfg).to(torch.bfloat16)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    os.replace(tmp, out)
+    return out
+
+
+def reduced_config_and_processor(name: str, tiny_dir: str | os.PathLike, llm_layers: int = 2,
+                                 vision_layers: int = 2):
+    """The reduced config with the special-token ids of the family's tiny processor in ``tiny_dir``, and that
+    processor set to the real frame geometry (patch size, frame size, merge)."""
+    from pvllm.models.families import get_family, resolve_class
+    from pvllm.models.shapes import SHAPES
+
+    fam = get_family(SHAPES[name].family)
+    processor = resolve_class(fam.processor_class).from_pretrained(tiny_dir)
+    tiny_cfg = resolve_class(fam.model_class).config_class.from_pretrained(tiny_dir)
     cfg = reduced_config(name, llm_layers, vision_layers)
     for attr in _TOKEN_IDS:  # the model's special tokens are the processor's (its vocabulary is smaller)
         for src, dst in ((tiny_cfg, cfg), (tiny_cfg.get_text_config(), cfg.get_text_config())):
@@ -221,13 +239,7 @@ def write_reduced_model(name: str, out: str | os.PathLike, llm_layers: int = 2, 
         for proc in (processor.image_processor, processor.video_processor):
             proc.patch_size, proc.merge_size, proc.temporal_patch_size = v.patch_size, 2, 2
             proc.size = {"shortest_edge": 448 * 448, "longest_edge": 448 * 448}
-    torch.manual_seed(seed)
-    model = resolve_class(fam.model_class)(cfg).to(torch.bfloat16)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
-    os.replace(tmp, out)
-    return out
+    return cfg, processor
 
 
 def acceptance_commands(experiment: str, model_dir: str | os.PathLike, run_dir: str | os.PathLike, strategy: str,

@@ -96,3 +96,23 @@ def test_skipped_videos_are_counted_per_split():
         dm.on_before_batch_transfer({"skipped_videos": ["a.mp4"]}, 0)
     assert dm.skipped == Counter({"a.mp4": 3})
     assert {k: sum(v.values()) for k, v in dm.skipped_by_split.items()} == {"train": 1, "val": 2}
+
+
+def test_val_perplexity_is_exp_of_the_epoch_mean_loss(tiny_model_dir):
+    import lightning as L
+    import torch
+
+    from pvllm.distributed.ds_cpu import make_batches
+    from pvllm.models.builder import build_pvllm
+    from pvllm.models.module import PVLLMModule
+
+    built = build_pvllm(pretrained=str(tiny_model_dir))
+    batches = make_batches(built.processor, 3, seed=1)
+    module = PVLLMModule(built.model, optim={})
+    module.eval()
+    with torch.no_grad():
+        want = sum(float(module(b)) for b in batches) / 3  # one supervised sample each
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (out,) = trainer.validate(module, dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    assert out["val/loss"] == pytest.approx(want, rel=1e-5)
+    assert out["val/perplexity"] == pytest.approx(math.exp(want), rel=1e-5)

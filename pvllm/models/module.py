@@ -30,6 +30,7 @@ class PVLLMModule(L.LightningModule):
         # train/loss = mean over the accumulation window and all ranks (weighted by supervised samples),
         # synced at each optimizer step, then reset; perplexity = exp of it
         self.train_loss = MeanMetric()
+        self.val_loss = MeanMetric()  # the same over the validation epoch, for val/perplexity
         self._logged_step = 0
 
     def configure_model(self) -> None:
@@ -88,6 +89,7 @@ class PVLLMModule(L.LightningModule):
         # a placeholder-only batch weighs 0 in the epoch mean, but every rank logs (the sync stays in step)
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=self._n_supervised(batch),
                  sync_dist=True)
+        self.val_loss.update(loss.detach().float(), weight=self._n_supervised(batch))
         return loss
 
     def _log_skipped(self) -> None:
@@ -106,9 +108,10 @@ class PVLLMModule(L.LightningModule):
         self._log_skipped()
 
     def on_validation_epoch_end(self) -> None:
-        val = self.trainer.callback_metrics.get("val/loss")
-        if val is not None and not self.trainer.sanity_checking:
-            self.log("val/perplexity", torch.exp(val.float()), sync_dist=False)  # val/loss is synced already
+        mean = self.val_loss.compute()  # synced over ranks (every rank gets here)
+        self.val_loss.reset()
+        if torch.isfinite(mean):
+            self.log("val/perplexity", torch.exp(mean))
 
     def configure_optimizers(self):
         from pvllm.distributed.optim import keep_fp32_master_weights, make_adamw

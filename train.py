@@ -62,7 +62,10 @@ def train(cfg: DictConfig) -> float | None:
         processor, source = hydra.utils.instantiate(cfg.model, _target_="pvllm.models.builder.load_processor")
         build = partial(build_under_zero3, partial(hydra.utils.instantiate, cfg.model), strategy.config)
         bundle = PVLLM(model=None, processor=processor, source=source, notes=["built in configure_model (ZeRO-3)"])
-        datamodule.attach_processor(processor)  # a feature cache needs the whole model: refused there
+        if cfg.data.get("feature_cache"):
+            raise ValueError("data.feature_cache is checked against the whole model, which ZeRO-3 builds sharded "
+                             "in configure_model: unset data.feature_cache or use strategy=deepspeed_zero2")
+        datamodule.attach_processor(processor)
         module = PVLLMModule(None, optim=cfg.optim, scheduler=cfg.scheduler, build=build)
     else:
         bundle = hydra.utils.instantiate(cfg.model)  # pvllm.models.builder.build_pvllm

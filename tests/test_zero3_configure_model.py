@@ -39,3 +39,23 @@ def test_zero3_builds_in_configure_model_sharded_and_trains(tiny_dir, reference,
     got = _load_state(hf)
     worst = max((got[k] - ref_state[k]).abs().max().item() for k in ref_state)
     assert worst < 1e-5
+
+
+def test_train_py_zero3_branch_loads_only_the_processor(tmp_path):
+    """What train.py does before the Trainer under ZeRO-3 (Lightning then refuses a CPU): the strategy says
+    stage 3, the processor and directory come without the weights, the module waits for configure_model."""
+    import hydra
+    from hydra import compose, initialize_config_dir
+
+    from pvllm.models.module import PVLLMModule
+    from tests.test_strategies import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = compose("train", overrides=["experiment=demo", "strategy=deepspeed_zero3",
+                                          f"paths.cache_dir={tmp_path}"])
+    strategy = hydra.utils.instantiate(cfg.strategy)
+    assert strategy.zero_stage_3
+    processor, source = hydra.utils.instantiate(cfg.model, _target_="pvllm.models.builder.load_processor")
+    assert source == cfg.model.pretrained and hasattr(processor, "tokenizer")
+    module = PVLLMModule(None, optim={}, build=lambda: (_ for _ in ()).throw(AssertionError("built early")))
+    assert module.model is None  # nothing is built before configure_model

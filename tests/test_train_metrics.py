@@ -31,8 +31,10 @@ def _train(tmp: Path, *extra: str, env_extra: dict | None = None) -> subprocess.
 
 
 def test_train_loss_is_the_mean_over_the_window_and_ranks(tmp_path):
+    """2 DDP processes, accumulation 2; the model loaded in bf16 (fp32 masters made before DDP wraps it)."""
     run = tmp_path / "run"
     _train(tmp_path, "trainer.max_steps=2", "trainer.devices=2", "strategy=ddp", "logger=csv",
+           "model.dtype=bfloat16", "trainer.precision=bf16-mixed",
            "trainer.accumulate_grad_batches=2", f"hydra.run.dir={run}",
            "+callbacks.probe._target_=pvllm.distributed.probe.TrainProbe",
            "+callbacks.probe.out_dir=${paths.output_dir}/probe", env_extra={"WANDB_MODE": "disabled"})
@@ -50,6 +52,8 @@ def test_train_loss_is_the_mean_over_the_window_and_ranks(tmp_path):
         assert float(row["train/loss"]) == pytest.approx(want, rel=1e-5)
         assert abs(float(row["train/loss"]) - micro[0][2 * i + 1]["loss"]) > 1e-4  # not rank 0's last micro-batch
         assert float(row["train/perplexity"]) == pytest.approx(math.exp(want), rel=1e-5)
+    ends = [x for r in (0, 1) for x in _records(run / "probe", r) if x["event"] == "end"]
+    assert ends[0]["param_checksum"] == ends[1]["param_checksum"]  # the replicas stayed identical
 
 
 def test_slurm_run_id_names_the_job_or_the_array_task():

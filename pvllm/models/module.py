@@ -35,11 +35,19 @@ class PVLLMModule(L.LightningModule):
 
     def configure_model(self) -> None:
         """Build the model here when train.py passed a build function (ZeRO-3): Lightning calls this inside
-        its DeepSpeed strategy's ``zero.Init``, so every weight is partitioned over the ranks as it loads."""
+        its DeepSpeed strategy's ``zero.Init``, so every weight is partitioned over the ranks as it loads.
+        Called before the strategy wraps the model, on every strategy."""
         if self.model is None:
             self.bundle = self._build()
             self.model = self.bundle.model
             self.model.train()
+        from pvllm.distributed.optim import keep_fp32_master_weights
+
+        # bf16-loaded weights outside DeepSpeed: trainable ones become fp32 masters (or a clear error); here,
+        # before DDP wraps the model (its gradient buckets take the parameters' dtype)
+        trainer = self._trainer  # None when called outside a Trainer (the DeepSpeed-engine CPU test)
+        if trainer is not None and keep_fp32_master_weights(self.model, trainer.strategy, trainer.precision):
+            self.print("fp32 master weights: trainable parameters upcast from the loaded dtype (bf16 autocast)")
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Mean next-token cross-entropy over the reply tokens.
@@ -114,11 +122,8 @@ class PVLLMModule(L.LightningModule):
             self.log("val/perplexity", torch.exp(mean))
 
     def configure_optimizers(self):
-        from pvllm.distributed.optim import keep_fp32_master_weights, make_adamw
+        from pvllm.distributed.optim import make_adamw
 
-        # bf16-loaded weights outside DeepSpeed: trainable ones become fp32 masters (or a clear error)
-        if keep_fp32_master_weights(self.model, self.trainer.strategy, self.trainer.precision):
-            self.print("fp32 master weights: trainable parameters upcast from the loaded dtype (bf16 autocast)")
         lr = self.optim_cfg.get("lr", 2e-5)
         params: list = [p for p in self.model.parameters() if p.requires_grad]
         projector_lr = self.optim_cfg.get("projector_lr")

@@ -131,14 +131,14 @@ def evaluate(cfg: DictConfig) -> dict | None:
         try:
             if generator.reads_video and cfg.data.get("video", True):
                 check_video_files(rows, ds)
+            # of every sample of the histories file: max_samples/shards do not change a run's identity;
+            # stage=rank too: ranking.json never joins another model's or dataset's predictions
+            ident = run_identity(hist_ident,
+                                 generation_identity(generator, all_rows, ds, cfg.data.include_title, video))
+            check_run_generation(run_dir, ident)  # a run directory never mixes two models/datasets
+            if stored_run_identity(run_dir) is None:
+                write_json(run_dir / "identity.json", ident)
             if cfg.stage != "rank":
-                # of every sample of the histories file: max_samples/shards do not change a run's identity
-                ident = run_identity(hist_ident,
-                                     generation_identity(generator, all_rows, ds, cfg.data.include_title,
-                                                         video))
-                check_run_generation(run_dir, ident)  # a run directory never mixes two models/datasets
-                if stored_run_identity(run_dir) is None:
-                    write_json(run_dir / "identity.json", ident)
                 mine = shard_rows(rows, cfg.shard, cfg.num_shards)
                 out = predictions_path(run_dir, cfg.shard, cfg.num_shards)
                 counts = generate_resumable(generator, mine, ds, out, batch_size=max(1, generator.batch_size),

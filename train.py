@@ -8,22 +8,25 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("PVLLM_ROOT", str(Path(__file__).resolve().parent))
 
 import hydra  # noqa: E402
 import lightning as L  # noqa: E402
+import torch  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from pvllm.config import validate_train_config  # noqa: E402
 from pvllm.debug import apply_debug  # noqa: E402
-from pvllm.models.builder import format_parameter_table  # noqa: E402
+from pvllm.models.builder import PVLLM, build_under_zero3, format_parameter_table  # noqa: E402
 from pvllm.models.module import PVLLMModule  # noqa: E402
 from pvllm.utils.lightning import RankedLogger, loggable_config  # noqa: E402
 from pvllm.utils.secrets import install_log_redaction  # noqa: E402
+from pvllm.utils.slurm import slurm_run_id  # noqa: E402
 
 log = RankedLogger(__name__)
 
@@ -42,6 +45,9 @@ def instantiate_loggers(cfg: DictConfig) -> list:
             if lcfg.get("name") is None:
                 kwargs["name"] = Path(hc.runtime.output_dir).name if hc.mode == RunMode.RUN else (
                     f"{Path(hc.sweep.dir).name}/{hc.job.num}")
+            run_id = slurm_run_id()
+            if lcfg.get("id") is None and run_id:  # a requeued SLURM job continues the same W&B run
+                kwargs.update(id=run_id, resume="allow")
         loggers.append(hydra.utils.instantiate(lcfg, **kwargs))
     return loggers
 
@@ -52,18 +58,27 @@ def train(cfg: DictConfig) -> float | None:
     validate_train_config(cfg)  # before any weights are loaded
     L.seed_everything(cfg.seed, workers=True)
 
-    bundle = hydra.utils.instantiate(cfg.model)  # pvllm.models.builder.build_pvllm
-    log.info("model %s\n%s", bundle.source, format_parameter_table(bundle.parameter_table))
+    strategy = hydra.utils.instantiate(cfg.strategy)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    if getattr(strategy, "zero_stage_3", False):  # built in configure_model: ZeRO-3 shards it as it loads
+        processor, source = hydra.utils.instantiate(cfg.model, _target_="pvllm.models.builder.load_processor")
+        build = partial(build_under_zero3, partial(hydra.utils.instantiate, cfg.model), strategy.config)
+        bundle = PVLLM(model=None, processor=processor, source=source, notes=["built in configure_model (ZeRO-3)"])
+        if cfg.data.get("feature_cache"):
+            raise ValueError("data.feature_cache is checked against the whole model, which ZeRO-3 builds sharded "
+                             "in configure_model: unset data.feature_cache or use strategy=deepspeed_zero2")
+        datamodule.attach_processor(processor)
+        module = PVLLMModule(None, optim=cfg.optim, scheduler=cfg.scheduler, build=build)
+    else:
+        bundle = hydra.utils.instantiate(cfg.model)  # pvllm.models.builder.build_pvllm
+        log.info("model %s\n%s", bundle.source, format_parameter_table(bundle.parameter_table))
+        datamodule.attach_processor(bundle.processor, bundle.model)  # + the feature cache, if configured
+        module = PVLLMModule(bundle.model, optim=cfg.optim, scheduler=cfg.scheduler)
     for note in bundle.notes:
         log.info("note: %s", note)
 
-    datamodule = hydra.utils.instantiate(cfg.data)
-    datamodule.attach_processor(bundle.processor, bundle.model)  # + the feature cache, if configured
-    module = PVLLMModule(bundle.model, optim=cfg.optim, scheduler=cfg.scheduler)
-
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = instantiate_loggers(cfg)
-    strategy = hydra.utils.instantiate(cfg.strategy)
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, strategy=strategy)
     for lg in loggers:
         lg.log_hyperparams(loggable_config(cfg) | {"parameter_table": bundle.parameter_table,
@@ -79,6 +94,8 @@ def train(cfg: DictConfig) -> float | None:
                  "%s/checkpoints/last.ckpt %s/hf_model --base %s`", out, out, bundle.source)
     elif cfg.get("save_hf_model") and trainer.is_global_zero:
         model = module.model.merge_and_unload() if hasattr(module.model, "merge_and_unload") else module.model
+        if cfg.model.get("dtype", "float32") != "float32":  # fp32 masters of a bf16-loaded model: save as loaded
+            model = model.to(getattr(torch, cfg.model.dtype))
         model.save_pretrained(out / "hf_model")
         bundle.processor.save_pretrained(out / "hf_model")
         log.info("saved HF model to %s", out / "hf_model")

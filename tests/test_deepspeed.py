@@ -96,7 +96,7 @@ def test_zero_trains_two_cpu_processes_and_consolidates(
     assert tag == f"global_step{STEPS}"
     assert len(list((root / tag).glob("*optim_states.pt"))) == 2
 
-    hf = consolidate_zero_checkpoint(run_dir / "ckpt", tmp_path / "hf", tiny_dir)
+    hf = consolidate_zero_checkpoint(run_dir / "ckpt", tmp_path / "hf", tiny_dir, dtype=torch.float32)
     got, base = _load_state(hf), _load_state(tiny_dir)
     assert set(got) == set(ref_state)
     worst = max((got[k] - ref_state[k]).abs().max().item() for k in ref_state)
@@ -161,6 +161,10 @@ def test_consolidated_checkpoint_evaluates(tiny_dir, zero_run, tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    from safetensors import safe_open
+
+    with safe_open(str(hf / "model.safetensors"), "pt") as f:  # the CLI writes bf16 by default
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
     (run_dir,) = (tmp_path / "out" / "eval").iterdir()
     preds = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 3

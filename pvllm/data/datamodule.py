@@ -295,6 +295,7 @@ class PVLLMDataModule(L.LightningDataModule):
         self.ds: PerVidCom | None = None
         # bad video path -> times skipped in the loop (train and val), counted in this (the main) process
         self.skipped: Counter[str] = Counter()
+        self.skipped_by_split: dict[str, Counter[str]] = {}  # the same, per split ("train", "val")
         self.excluded: Counter[str] = Counter()  # "train"/"val" -> samples left out (exclude_videos)
         self._exclude: dict[str, str] = {}  # video_id -> why (from the exclude_videos list)
         self.cache = None
@@ -370,10 +371,40 @@ class PVLLMDataModule(L.LightningDataModule):
                 "pass data.exclude_videos=..., or set data.on_bad_video=skip):\n  "
                 + "\n  ".join(why for _, why in sorted(bad.items())))
 
+    def _identity(self) -> dict[str, Any]:
+        """What defines the training draws: the dataset's records, the training split and the seed."""
+        if getattr(self, "_ident", None) is None:
+            from pvllm.identity import dataset_records_digest
+
+            hp = self.hparams
+            self._ident = {"dataset_records": dataset_records_digest(hp.root), "train_split": hp.train_split,
+                           "seed": hp.seed}
+        return self._ident
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint (Lightning): the identity a resumed run must share."""
+        return {"identity": self._identity()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resuming a checkpoint of another dataset, split or seed would continue other draws: refused."""
+        from pvllm.identity import IdentityConflict, differing
+
+        stored, current = state.get("identity"), self._identity()
+        if stored != current:
+            ckpt = getattr(getattr(self, "trainer", None), "ckpt_path", None) or "the checkpoint"
+            raise IdentityConflict(
+                f"{ckpt} was trained on {stored} but this run is {current} "
+                f"({'; '.join(differing(stored or {}, current))}): resume it with the same data.root, "
+                "split and seed, or start a new run without ckpt_path")
+
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Count the batch's skipped videos here, in the main process (workers' counters are copies)."""
         if isinstance(batch, dict):
-            self.skipped.update(batch.pop("skipped_videos", None) or [])
+            bad = batch.pop("skipped_videos", None) or []
+            self.skipped.update(bad)
+            t = getattr(self, "trainer", None)
+            split = "val" if t is not None and (t.validating or t.sanity_checking) else "train"
+            self.skipped_by_split.setdefault(split, Counter()).update(bad)
         return batch
 
     def gather_skipped(self) -> Counter[str]:

@@ -71,10 +71,13 @@ def consolidate_zero_checkpoint(
     out_dir: str | os.PathLike,
     base_dir: str | os.PathLike,
     tag: str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype = torch.bfloat16,
     allow_missing: bool = False,
 ) -> Path:
     """Gather a ZeRO checkpoint into ``out_dir`` as an HF directory of the base model's family; returns ``out_dir``.
+
+    Written in bf16 by default (what a user loads, half the disk of fp32; the master weights are fp32, so
+    ``dtype=torch.float32`` / ``--dtype float32`` keeps them exactly).
 
     Every tensor of the model must be in the checkpoint (tied/aliased ones once): a missing one raises
     ``MissingTensorsError`` naming them, since the result would silently hold base (untrained) weights.
@@ -134,7 +137,8 @@ def main(argv: list[str] | None = None) -> None:
         "--base", required=True, help="HF directory of the trained model's architecture + processor"
     )
     p.add_argument("--tag", default=None, help="checkpoint tag (default: `latest`)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"],
+                   help="weights written (default bf16, what a user loads; float32 keeps the fp32 masters exactly)")
     p.add_argument("--allow-missing", action="store_true",
                    help="keep base weights for model tensors absent from the checkpoint (listed) instead of failing")
     a = p.parse_args(argv)

@@ -103,18 +103,42 @@ def _build(model_dir: str):
     return build_pvllm(pretrained=model_dir)
 
 
-def train_rank(strategy: str, model_dir: str, out: str, steps: int, lr: float, seed: int) -> None:
-    """Body of one rank (started by ``launch``): DeepSpeed-initialize, train, save a ZeRO checkpoint."""
+def _build_in_configure_model(model_dir: str, config: dict):
+    """What Lightning does for ZeRO-3: ``PVLLMModule.configure_model`` (the build function train.py hands
+    it) inside ``deepspeed.zero.Init`` with the strategy's config. Returns the module's bundle."""
+    from functools import partial
+
+    import deepspeed
+
+    from pvllm.models.builder import build_under_zero3
+    from pvllm.models.module import PVLLMModule
+
+    module = PVLLMModule(None, optim={}, build=partial(build_under_zero3, partial(_build, model_dir), config))
+    with deepspeed.zero.Init(config_dict_or_path=config):  # Lightning: strategy.model_sharded_context()
+        module.configure_model()
+    return module.bundle
+
+
+def train_rank(strategy: str, model_dir: str, out: str, steps: int, lr: float, seed: int,
+               zero_init: bool = False) -> None:
+    """Body of one rank (started by ``launch``): DeepSpeed-initialize, train, save a ZeRO checkpoint.
+    ``zero_init``: build the model as ZeRO-3 training does (sharded as it loads, in configure_model)."""
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
 
     deepspeed.init_distributed(dist_backend="gloo")
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     torch.manual_seed(seed)
-    built = _build(model_dir)
-    model = built.model
-    params = [p for p in model.parameters() if p.requires_grad]
     config = load_strategy_config(strategy)
+    built = _build_in_configure_model(model_dir, config) if zero_init else _build(model_dir)
+    model = built.model
+    partitioned = None
+    if zero_init:  # what each rank holds right after the build: its shards only
+        partitioned = {"sharded": all(hasattr(p, "ds_id") for p in model.parameters()),
+                       "local": sum(p.ds_tensor.numel() for p in model.parameters()),
+                       "total": sum(p.ds_numel for p in model.parameters()),
+                       "table_total": sum(r["params"] for r in built.parameter_table)}
+    params = [p for p in model.parameters() if p.requires_grad]
     # The optimizer PVLLMModule would build under this strategy (DeepSpeedCPUAdam when offloading).
     optimizer = make_adamw(params, lr=lr, weight_decay=0.0, strategy=SimpleNamespace(config=config))
     engine, _, _, _ = deepspeed.initialize(
@@ -136,6 +160,7 @@ def train_rank(strategy: str, model_dir: str, out: str, steps: int, lr: float, s
         "zero_stage": stage,
         "losses": losses,
         "steps": engine.global_steps,
+        "partitioned": partitioned,
     }
     (out_dir / f"rank{rank}.json").write_text(json.dumps(record))
     torch.distributed.barrier()
@@ -180,6 +205,7 @@ def launch(
     lr: float = 1e-3,
     seed: int = 0,
     timeout: float = 600,
+    zero_init: bool = False,
 ) -> list[dict]:
     """Run ``train_rank`` on ``nproc`` CPU processes with torchrun; returns each rank's record."""
     out = Path(out)
@@ -189,7 +215,7 @@ def launch(
         "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
         "-m", "pvllm.distributed.ds_cpu", "--rank-main",
         "--strategy", str(strategy), "--model-dir", str(model_dir), "--out", str(out),
-        "--steps", str(steps), "--lr", str(lr), "--seed", str(seed),
+        "--steps", str(steps), "--lr", str(lr), "--seed", str(seed), *(["--zero-init"] if zero_init else []),
     ]  # fmt: skip
     with open(out / "launch.log", "w") as logf:
         proc = subprocess.run(cmd, env=ds_env(), stdout=logf, stderr=subprocess.STDOUT, timeout=timeout)
@@ -208,17 +234,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--zero-init", action="store_true",
+                   help="ZeRO-3: build the model in PVLLMModule.configure_model under deepspeed.zero.Init")
     p.add_argument("--rank-main", action="store_true", help=argparse.SUPPRESS)  # set by launch()
     a = p.parse_args(argv)
     if a.rank_main:
-        train_rank(a.strategy, a.model_dir, a.out, a.steps, a.lr, a.seed)
+        train_rank(a.strategy, a.model_dir, a.out, a.steps, a.lr, a.seed, a.zero_init)
         # Everything is on disk (checkpoint, rank record). Skip interpreter teardown: on CPU, C++
         # destructors of DeepSpeed's comm threads sometimes abort ("terminate called without an
         # active exception", SIGABRT) after a run that succeeded.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
-    for rec in launch(a.strategy, a.model_dir, a.out, a.nproc, a.steps, a.lr, a.seed):
+    for rec in launch(a.strategy, a.model_dir, a.out, a.nproc, a.steps, a.lr, a.seed, zero_init=a.zero_init):
         print(json.dumps(rec))
 
 

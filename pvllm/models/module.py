@@ -7,19 +7,47 @@ from typing import Any
 
 import lightning as L
 import torch
+from torchmetrics import MeanMetric
 
 
 class PVLLMModule(L.LightningModule):
     """Wraps a model of any family (from pvllm.models.builder); the loss is over reply tokens only."""
 
-    def __init__(self, model: torch.nn.Module, optim: dict[str, Any], scheduler: dict[str, Any] | None = None):
+    def __init__(self, model: torch.nn.Module | None, optim: dict[str, Any], scheduler: dict[str, Any] | None = None,
+                 build: Any = None):
         super().__init__()
+        # model=None, build=callable: the model is built in configure_model (ZeRO-3 shards it as it loads)
+        if model is None and build is None:
+            raise ValueError("PVLLMModule needs a model or a build function")
         self.model = model
-        # from_pretrained returns eval mode and Lightning keeps submodule modes: train explicitly
-        self.model.train()
+        self._build = build
+        self.bundle = None
+        if model is not None:  # from_pretrained returns eval mode and Lightning keeps submodule modes
+            self.model.train()
         self.optim_cfg = dict(optim)
         self.sched_cfg = dict(scheduler or {})
         self._t_last: float | None = None
+        # train/loss = mean over the accumulation window and all ranks (weighted by supervised samples),
+        # synced at each optimizer step, then reset; perplexity = exp of it
+        self.train_loss = MeanMetric()
+        self.val_loss = MeanMetric()  # the same over the validation epoch, for val/perplexity
+        self._logged_step = 0
+
+    def configure_model(self) -> None:
+        """Build the model here when train.py passed a build function (ZeRO-3): Lightning calls this inside
+        its DeepSpeed strategy's ``zero.Init``, so every weight is partitioned over the ranks as it loads.
+        Called before the strategy wraps the model, on every strategy."""
+        if self.model is None:
+            self.bundle = self._build()
+            self.model = self.bundle.model
+            self.model.train()
+        from pvllm.distributed.optim import keep_fp32_master_weights
+
+        # bf16-loaded weights outside DeepSpeed: trainable ones become fp32 masters (or a clear error); here,
+        # before DDP wraps the model (its gradient buckets take the parameters' dtype)
+        trainer = self._trainer  # None when called outside a Trainer (the DeepSpeed-engine CPU test)
+        if trainer is not None and keep_fp32_master_weights(self.model, trainer.strategy, trainer.precision):
+            self.print("fp32 master weights: trainable parameters upcast from the loaded dtype (bf16 autocast)")
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Mean next-token cross-entropy over the reply tokens.
@@ -59,8 +87,7 @@ class PVLLMModule(L.LightningModule):
         if self._t_last is not None:
             self.log("train/tokens_per_s", n_tok / max(now - self._t_last, 1e-9), on_step=True, batch_size=1)
         self._t_last = now
-        if n:
-            self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=n)
+        self.train_loss.update(loss.detach().float(), weight=n)  # n = 0: a placeholder, weighs nothing
         return loss
 
     def validation_step(self, batch: dict[str, Any] | None, batch_idx: int):
@@ -70,15 +97,29 @@ class PVLLMModule(L.LightningModule):
         # a placeholder-only batch weighs 0 in the epoch mean, but every rank logs (the sync stays in step)
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=self._n_supervised(batch),
                  sync_dist=True)
+        self.val_loss.update(loss.detach().float(), weight=self._n_supervised(batch))
         return loss
 
     def _log_skipped(self) -> None:
-        skipped = getattr(self.trainer.datamodule, "skipped", None)
+        dm = getattr(self.trainer, "datamodule", None)
+        skipped = getattr(dm, "skipped", None)
         if skipped is not None:  # summed over ranks (a collective: every rank logs it)
             self.log("data/skipped_videos", float(sum(skipped.values())), reduce_fx="sum", sync_dist=True)
+            for split, counts in sorted(getattr(dm, "skipped_by_split", {}).items()):
+                self.log(f"data/skipped_videos_{split}", float(sum(counts.values())), reduce_fx="sum",
+                         sync_dist=True)
+
+    def on_train_start(self) -> None:
+        self._logged_step = self.trainer.global_step  # resumed: the first window ends at the next step
 
     def on_train_epoch_end(self) -> None:
         self._log_skipped()
+
+    def on_validation_epoch_end(self) -> None:
+        mean = self.val_loss.compute()  # synced over ranks (every rank gets here)
+        self.val_loss.reset()
+        if torch.isfinite(mean):
+            self.log("val/perplexity", torch.exp(mean))
 
     def configure_optimizers(self):
         from pvllm.distributed.optim import make_adamw
@@ -109,6 +150,13 @@ class PVLLMModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.trainer.global_step != self._logged_step:  # the optimizer stepped: the window is complete
+            self._logged_step = self.trainer.global_step
+            mean = self.train_loss.compute()  # synced over ranks (a collective: every rank gets here)
+            self.train_loss.reset()
+            if torch.isfinite(mean):  # a window of placeholders only has no loss to report
+                self.log("train/loss", mean, on_step=True, prog_bar=True, batch_size=1)
+                self.log("train/perplexity", torch.exp(mean), on_step=True, batch_size=1)
         opt = self.optimizers()
         if opt is not None and hasattr(opt, "param_groups"):
             self.log("train/lr", opt.param_groups[0]["lr"], on_step=True, batch_size=1)

@@ -236,3 +236,38 @@ def test_gpu_checks_plumbing_on_cpu(capsys):
     cfg7b = build_config(tiny=False, layers=None)  # the 7B shape the GPU run uses
     assert (cfg7b.text_config.hidden_size, cfg7b.text_config.num_hidden_layers) == (4096, 32)
     assert (cfg7b.vision_config.image_size // cfg7b.vision_config.patch_size) ** 2 + 1 == 257
+
+
+def _digests(d: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.slow  # two 2-process launches (~1-2 min)
+def test_kill_during_sharded_save_keeps_last_complete_checkpoint(tiny_dir, zero_run, tmp_path):
+    """Issue 25 item 4b: both ranks SIGKILLed while their shards are half on disk (the test hook of
+    pvllm.utils.atomic) leave ckpt/ byte-identical (the step-2 checkpoint); the rerun resumes from it and
+    trains steps 3-4 exactly as an uninterrupted 4-step run does."""
+    import shutil
+
+    strategy = ROOT / "conf" / "strategy" / "deepspeed_zero2.yaml"
+    src, _ = zero_run("deepspeed_zero2")  # a complete checkpoint after 2 steps
+    out = tmp_path / "run"
+    shutil.copytree(src / "ckpt", out / "ckpt")
+    before = _digests(out / "ckpt")
+    with pytest.raises(RuntimeError, match="DeepSpeed CPU run failed"):
+        launch(strategy, tiny_dir, out, nproc=2, steps=4, lr=LR, seed=SEED, resume=True,
+               env={"PVLLM_TEST_KILL_AT": "deepspeed_checkpoint"})
+    assert (out / "ckpt.tmp").is_dir()  # the torn save, under its temporary name
+    assert _digests(out / "ckpt") == before  # the last complete checkpoint, untouched
+    assert find_zero_tag(out / "ckpt")[1] == "global_step2"
+
+    records = launch(strategy, tiny_dir, out, nproc=2, steps=4, lr=LR, seed=SEED, resume=True)
+    assert [r["resumed_from"] for r in records] == [2, 2] and [r["steps"] for r in records] == [4, 4]
+    ref_losses, _ = reference_losses(str(tiny_dir), nproc=2, steps=4, lr=LR, seed=SEED)
+    for r in records:  # steps 3 and 4 of the uninterrupted run: model and optimizer state came back
+        assert r["losses"] == pytest.approx(ref_losses[r["rank"]][2:], abs=1e-5)
+    assert find_zero_tag(out / "ckpt")[1] == "global_step4"
+    assert not (out / "ckpt.tmp").exists() and not (out / "ckpt.old").exists()

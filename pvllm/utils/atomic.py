@@ -6,8 +6,10 @@ written to a temporary file and renamed. A write that fails (``ENOSPC``: disk fu
 and raises ``WriteFailed`` naming the final path, so the rerun after space is freed starts clean.
 
 Test hook (documented in docs/bad_inputs.md, used by tests/bad_inputs/test_kill_during_save.py): with
-``PVLLM_TEST_KILL_AT=<point>`` in the environment, the process SIGKILLs itself at ``kill_point(<point>)``,
-after cutting the partly written file to half its size (a write cut short). Never set it otherwise.
+``PVLLM_TEST_KILL_AT=<point>`` (or ``<point>:<n>``, the n-th time it is reached) in the environment, the
+process SIGKILLs itself at ``kill_point(<point>)`` after cutting the partly written files to half their size
+(a write cut short). Points: ``lightning_checkpoint``, ``deepspeed_checkpoint``, ``hf_export``. Never set
+it otherwise.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 KILL_ENV = "PVLLM_TEST_KILL_AT"
+_reached: dict[str, int] = {}
 
 
 class WriteFailed(OSError):
@@ -40,7 +43,12 @@ def write_failed(path: str | os.PathLike, exc: BaseException) -> WriteFailed:
 
 def kill_point(point: str, partial: str | os.PathLike | None = None) -> None:
     """Test-only: SIGKILL this process here when ``PVLLM_TEST_KILL_AT`` names ``point`` (see module doc)."""
-    if os.environ.get(KILL_ENV) != point:
+    want = os.environ.get(KILL_ENV, "")
+    name, _, nth = want.partition(":")
+    if name != point:
+        return
+    _reached[point] = _reached.get(point, 0) + 1
+    if _reached[point] != int(nth or 1):
         return
     if partial is not None:
         for f in ([Path(partial)] if Path(partial).is_file() else sorted(Path(partial).rglob("*"))):

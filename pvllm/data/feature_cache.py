@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pvllm.data.video_io import VideoReadError
+
 FORMAT = 1
 MANIFEST = "manifest.json"
 SAMPLING = "uniform linspace(0, n-1, num_frames).round() (pvllm.data.video_io.frame_indices)"
@@ -37,6 +39,11 @@ SAMPLING = "uniform linspace(0, n-1, num_frames).round() (pvllm.data.video_io.fr
 
 class FeatureCacheError(RuntimeError):
     """A cache that does not fit the model/sampling, a missing entry, or a corrupt file (named)."""
+
+
+class FeatureEntryError(FeatureCacheError, VideoReadError):
+    """One video's entry is absent, its file missing or altered: that video is bad, as an unreadable file is
+    (``data.on_bad_video=skip`` skips and counts its sample; evaluation fails that sample, counted)."""
 
 
 def _sha256_file(path: str | os.PathLike) -> str:
@@ -126,11 +133,12 @@ class FeatureCache:
         sha = self.video_sha256(video_path)
         entry = self.entries.get(sha)
         if entry is None:
-            raise FeatureCacheError(f"{video_path}: not in the feature cache {self.dir} (content sha256 "
+            raise FeatureEntryError(f"{video_path}: not in the feature cache {self.dir} (content sha256 "
                                     f"{sha[:12]}…); rerun the cache build to add it")
         f = self.dir / entry["file"]
         if not f.is_file() or _sha256_file(f) != entry["features_sha256"]:
-            raise FeatureCacheError(f"{f}: missing or altered (checksum); delete it and rerun the cache build")
+            raise FeatureEntryError(f"{f} (features of {video_path}): {'altered (checksum)' if f.is_file() else 'missing'}"
+                                    "; delete it and rerun the cache build")
         arr = np.load(f)
         want = (self.key["num_frames"], self.key["tokens_per_frame"], self.key["width"])
         if arr.shape != want:
@@ -154,7 +162,7 @@ def build_cache(directory: str | os.PathLike, model, processor, video_paths: lis
     """Encode every video not in the cache yet; returns counts {encoded, reused, failed}."""
     from tqdm import tqdm
 
-    from pvllm.data.video_io import VideoReadError, read_frames
+    from pvllm.data.video_io import read_frames
 
     directory = Path(directory)
     key = cache_key(model, processor, num_frames)

@@ -53,6 +53,30 @@ def _done_line(caplog) -> str:
     return line
 
 
+def test_check_videos_exit_status_tells_found_from_failed(tmp_path):
+    """Issue 25 item 9: the flow of docs/cluster.md (its shell lines, the dataset path replaced) goes on to
+    training after exit 3 (unreadable files listed) and stops on a failed check."""
+    import re
+
+    block = re.search(r"```bash\n(python -m pvllm\.data\.check_videos.*?)```",
+                      (REPO / "docs" / "cluster.md").read_text(), re.S).group(1)
+    script = block.replace("python train.py", "echo TRAIN")  # training itself: the test below
+    root = _copy(tmp_path)
+    next(iter(sorted((root / "videos").glob("*.mp4")))).write_bytes(b"")
+    env = dict(os.environ, PYTHONPATH=str(REPO), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+
+    def run(data_root: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "-c", script.replace("/data/pervidcom", str(data_root)).replace(
+            "--workers 32", "--workers 1")], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+    found = run(root)
+    assert found.returncode == 0 and "TRAIN" in found.stdout, found.stderr[-2000:]
+    assert len(load_jsonl(root / "unreadable_videos.jsonl")) == 1
+    failed = run(tmp_path / "no_such_dataset")
+    assert failed.returncode == 1 and "TRAIN" not in failed.stdout
+    assert "check_videos failed (exit 1)" in failed.stderr
+
+
 def test_check_videos_lists_corrupt_zero_byte_and_missing_then_training_leaves_them_out(tmp_path, caplog):
     from pvllm.data.check_videos import main as check_videos
 
@@ -64,7 +88,7 @@ def test_check_videos_lists_corrupt_zero_byte_and_missing_then_training_leaves_t
     ds.video_path(empty).write_bytes(b"")
     ds.video_path(missing).unlink()
     caplog.set_level(logging.INFO)
-    assert check_videos([str(root), "--workers", "2"]) == 0
+    assert check_videos([str(root), "--workers", "2"]) == 3  # found unreadable files: a distinct exit status
     listed = {r["video_id"]: r["error"] for r in load_jsonl(root / "unreadable_videos.jsonl")}
     assert sorted(listed) == sorted({corrupt, empty, missing})
     assert "video file not found" in listed[missing] and f"{missing}.mp4" in listed[missing]

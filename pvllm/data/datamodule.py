@@ -430,4 +430,13 @@ class PVLLMDataModule(L.LightningDataModule):
                             sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set)
+        sampler = None
+        if self.trainer is not None and self.trainer.world_size > 1:
+            # Lightning's default here pads the last shard with repeats of the first samples, which would count
+            # them twice in val/loss: each sample once instead (ranks may run one batch fewer; val/loss is
+            # synced once at the epoch's end)
+            from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+            sampler = UnrepeatedDistributedSampler(self.val_set, num_replicas=self.trainer.world_size,
+                                                   rank=self.trainer.global_rank, shuffle=False)
+        return self._loader(self.val_set, sampler=sampler)

@@ -214,3 +214,34 @@ def test_missing_api_key_names_the_variable_before_any_work(tmp_path, monkeypatc
                        match="environment variable OPENAI_API_KEY is not set"):
         entry_module("evaluate").evaluate(cfg)
     assert not (tmp_path / "e" / "predictions.jsonl").exists()
+
+
+def test_all_validation_videos_bad_is_an_error_not_a_nan_val_loss(tmp_path):
+    """Issue 25 item 6: with every validation video unreadable (on_bad_video=skip), val/loss would be 0/0;
+    the run stops naming the cause, before any best checkpoint is chosen. Once the files are back, the
+    rerun validates each sample once with a finite val/loss."""
+    import csv
+
+    root = _copy(tmp_path)
+    ds, _, val = _draw(root)
+    saved = {s.video_id: ds.video_path(s.video_id).read_bytes() for s in val}
+    for vid in saved:
+        ds.video_path(vid).write_bytes(b"")
+    args = ["trainer.max_steps=2", "+trainer.val_check_interval=2", "data.on_bad_video=skip",
+            "+callbacks.probe._target_=pvllm.distributed.probe.TrainProbe",
+            "+callbacks.probe.out_dir=${paths.output_dir}/probe"]
+    with pytest.raises(ValueError, match=rf"validation at step 2: all {len(val)} validation sample\(s\) were "
+                                         r"skipped .* val/loss is undefined \(NaN\)"):
+        _train(tmp_path, root, *args)
+    assert not list((tmp_path / "run" / "checkpoints").glob("best-*"))
+    for vid, data in saved.items():
+        ds.video_path(vid).write_bytes(data)
+    shutil.rmtree(tmp_path / "run")
+    _train(tmp_path, root, *args)
+    recs = [json.loads(x) for x in (tmp_path / "run" / "probe" / "rank0.jsonl").read_text().splitlines()]
+    ids = [i for r in recs if r["event"] == "val" for i in r["sample_ids"]]
+    assert sorted(ids) == sorted(s.sample_id for s in val)
+    (metrics,) = (tmp_path / "run" / "csv").glob("version_*/metrics.csv")
+    (loss,) = [float(r["val/loss"]) for r in csv.DictReader(metrics.open()) if r.get("val/loss")]
+    assert loss == pytest.approx(sum(r["loss"] for r in recs if r["event"] == "val") / len(val), rel=1e-5)
+    assert list((tmp_path / "run" / "checkpoints").glob("best-*"))

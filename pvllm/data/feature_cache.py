@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from pvllm.data.video_io import VideoReadError
+from pvllm.utils.atomic import write_bytes_atomic
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -148,12 +149,7 @@ class FeatureCache:
 
 def _write_manifest(directory: Path, key: dict, entries: dict) -> None:
     data = {"format": FORMAT, "key": key, "key_sha256": _key_sha(key), "entries": entries}
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".manifest.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, directory / MANIFEST)
+    write_bytes_atomic(directory / MANIFEST, json.dumps(data, indent=1, sort_keys=True).encode())
 
 
 @torch.inference_mode()
@@ -192,10 +188,9 @@ def build_cache(directory: str | os.PathLike, model, processor, video_paths: lis
         dev = next(enc.parameters()).device
         feats = model.model.encode_video(pix.to(dev)).float().cpu().numpy()  # (T, N, C)
         rel = f"features/{sha}.npy"
-        tmp = directory / f"{rel}.tmp{os.getpid()}"
-        with open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(feats, dtype=np.float32))
-        os.replace(tmp, directory / rel)
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(feats, dtype=np.float32))
+        write_bytes_atomic(directory / rel, buf.getvalue())  # disk full: no partial file, the path named
         entries[sha] = {"file": rel, "features_sha256": _sha256_file(directory / rel), "source": Path(path).name}
         _write_manifest(directory, key, entries)
         counts["encoded"] += 1

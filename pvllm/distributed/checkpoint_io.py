@@ -33,14 +33,35 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         tmp = path.with_name(f".{path.name}.tmp")
         try:
             with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
+                out = _Recording(f)
+                try:
+                    torch.save(checkpoint, out)
+                except RuntimeError as e:  # torch's writer turns the file's OSError into a RuntimeError
+                    raise (out.error or e) from e
                 f.flush()
                 os.fsync(f.fileno())
             kill_point("lightning_checkpoint", partial=tmp)
             os.replace(tmp, path)
-        except OSError as e:
+        except (OSError, RuntimeError) as e:
             tmp.unlink(missing_ok=True)
             raise write_failed(path, e) from e
+
+
+class _Recording:
+    """A binary file that remembers the OSError of a failed write (e.g. ENOSPC), for the message."""
+
+    def __init__(self, f):
+        self._f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
 
 
 def save_zero_checkpoint(engine, save_dir: str | os.PathLike, tag: str, client_state: dict | None = None,

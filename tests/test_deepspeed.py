@@ -271,3 +271,69 @@ def test_kill_during_sharded_save_keeps_last_complete_checkpoint(tiny_dir, zero_
         assert r["losses"] == pytest.approx(ref_losses[r["rank"]][2:], abs=1e-5)
     assert find_zero_tag(out / "ckpt")[1] == "global_step4"
     assert not (out / "ckpt.tmp").exists() and not (out / "ckpt.old").exists()
+
+
+_LIGHTNING_SAVE = """
+import json, os, sys
+import deepspeed, torch
+from pvllm.distributed.checkpoint_io import AtomicDeepSpeedStrategy
+from pvllm.distributed.ds_cpu import _build, load_strategy_config
+from pvllm.distributed.optim import make_adamw
+from types import SimpleNamespace
+
+deepspeed.init_distributed(dist_backend="gloo")
+strategy_yaml, model_dir, out, steps = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+config = load_strategy_config(strategy_yaml)
+model = _build(model_dir).model
+params = [p for p in model.parameters() if p.requires_grad]
+opt = make_adamw(params, lr=1e-3, weight_decay=0.0, strategy=SimpleNamespace(config=config))
+engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=params, optimizer=opt, config=config)
+strategy = AtomicDeepSpeedStrategy(config=config)
+strategy.model = engine  # what Lightning's DeepSpeedStrategy holds after its own deepspeed.initialize
+for step in steps:  # one save per step number, in order
+    strategy.save_checkpoint({"global_step": int(step), "state_dict": {}, "optimizer_states": []}, out)
+print(json.dumps(sorted(os.listdir(os.path.dirname(out)))))
+sys.stdout.flush()
+os._exit(0)
+"""
+
+
+@pytest.mark.slow  # two single-process DeepSpeed starts (~1-3 min)
+def test_lightning_deepspeed_strategy_checkpoint_dir_is_renamed_into_place(tiny_dir, tmp_path):
+    """Issue 25 item 4b, the GPU path's writer: AtomicDeepSpeedStrategy.save_checkpoint (Lightning's
+    DeepSpeedStrategy.save_checkpoint into NAME.tmp, then one rename) on a real DeepSpeed engine, 1 CPU
+    process. Killed mid-write, last.ckpt/ stays the previous complete directory."""
+    import os
+    import subprocess
+    import sys
+
+    from pvllm.distributed.ds_cpu import _free_port, ds_env
+
+    script = tmp_path / "save.py"
+    script.write_text(_LIGHTNING_SAVE)
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir()
+
+    def save(*steps: int, kill_at: str | None = None) -> subprocess.CompletedProcess:
+        env = ds_env({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                      "MASTER_PORT": str(_free_port()), "PYTHONPATH": str(ROOT)})
+        env.pop("PVLLM_TEST_KILL_AT", None)
+        if kill_at:
+            env["PVLLM_TEST_KILL_AT"] = kill_at
+        strategy = ROOT / "conf" / "strategy" / "deepspeed_zero2.yaml"
+        return subprocess.run([sys.executable, str(script), str(strategy), str(tiny_dir), str(ckpt),
+                               *map(str, steps)], env=env, capture_output=True, text=True, timeout=600)
+
+    def saved_step() -> int:
+        client = torch.load(ckpt / "checkpoint" / "mp_rank_00_model_states.pt", map_location="cpu",
+                            weights_only=False)
+        return client["global_step"]
+
+    killed = save(1, 2, kill_at="deepspeed_checkpoint:2")  # the first save completes, the second is cut
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert saved_step() == 1 and (ckpt.parent / "last.ckpt.tmp").is_dir()
+    assert find_zero_tag(ckpt) == (ckpt, "checkpoint")
+    again = save(2)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.strip().splitlines()[-1] == '["last.ckpt"]'  # no .tmp / .old left
+    assert saved_step() == 2 and os.path.isfile(ckpt / "latest")

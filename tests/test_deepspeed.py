@@ -21,6 +21,7 @@ pytest.importorskip("deepspeed", reason="deepspeed not installed (pip install -e
 from pvllm.distributed import consolidate_zero_checkpoint, find_zero_tag  # noqa: E402
 from pvllm.distributed.consolidate import _match_prefix  # noqa: E402
 from pvllm.distributed.ds_cpu import launch, load_strategy_config, reference_losses  # noqa: E402
+from pvllm.utils.atomic import partial_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, LR, SEED = 2, 1e-3, 0
@@ -260,7 +261,7 @@ def test_kill_during_sharded_save_keeps_last_complete_checkpoint(tiny_dir, zero_
     with pytest.raises(RuntimeError, match="DeepSpeed CPU run failed"):
         launch(strategy, tiny_dir, out, nproc=2, steps=4, lr=LR, seed=SEED, resume=True,
                env={"PVLLM_TEST_KILL_AT": "deepspeed_checkpoint"})
-    assert (out / "ckpt.tmp").is_dir()  # the torn save, under its temporary name
+    assert partial_path(out / "ckpt").is_dir()  # the torn save, under its temporary name
     assert _digests(out / "ckpt") == before  # the last complete checkpoint, untouched
     assert find_zero_tag(out / "ckpt")[1] == "global_step2"
 
@@ -270,7 +271,7 @@ def test_kill_during_sharded_save_keeps_last_complete_checkpoint(tiny_dir, zero_
     for r in records:  # steps 3 and 4 of the uninterrupted run: model and optimizer state came back
         assert r["losses"] == pytest.approx(ref_losses[r["rank"]][2:], abs=1e-5)
     assert find_zero_tag(out / "ckpt")[1] == "global_step4"
-    assert not (out / "ckpt.tmp").exists() and not (out / "ckpt.old").exists()
+    assert not list(out.glob(".partial-*")) and not list(out.glob(".previous-*"))
 
 
 _LIGHTNING_SAVE = """
@@ -301,7 +302,7 @@ os._exit(0)
 @pytest.mark.slow  # two single-process DeepSpeed starts (~1-3 min)
 def test_lightning_deepspeed_strategy_checkpoint_dir_is_renamed_into_place(tiny_dir, tmp_path):
     """Issue 25 item 4b, the GPU path's writer: AtomicDeepSpeedStrategy.save_checkpoint (Lightning's
-    DeepSpeedStrategy.save_checkpoint into NAME.tmp, then one rename) on a real DeepSpeed engine, 1 CPU
+    DeepSpeedStrategy.save_checkpoint into a partial dir, then one rename) on a real DeepSpeed engine, 1 CPU
     process. Killed mid-write, last.ckpt/ stays the previous complete directory."""
     import os
     import subprocess
@@ -331,9 +332,9 @@ def test_lightning_deepspeed_strategy_checkpoint_dir_is_renamed_into_place(tiny_
 
     killed = save(1, 2, kill_at="deepspeed_checkpoint:2")  # the first save completes, the second is cut
     assert killed.returncode == -9, killed.stderr[-3000:]
-    assert saved_step() == 1 and (ckpt.parent / "last.ckpt.tmp").is_dir()
+    assert saved_step() == 1 and partial_path(ckpt).is_dir()
     assert find_zero_tag(ckpt) == (ckpt, "checkpoint")
     again = save(2)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.strip().splitlines()[-1] == '["last.ckpt"]'  # no .tmp / .old left
+    assert again.stdout.strip().splitlines()[-1] == '["last.ckpt"]'  # no partial / previous dir left
     assert saved_step() == 2 and os.path.isfile(ckpt / "latest")

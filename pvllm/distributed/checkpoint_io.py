@@ -1,9 +1,9 @@
 """Checkpoint writes that a kill (SLURM preemption, ``kill -9``) or a full disk cannot tear.
 
-- ``AtomicCheckpointIO`` (single-file ``.ckpt``, every strategy but DeepSpeed): ``torch.save`` to
-  ``.NAME.tmp`` beside it, fsync, rename. ``last.ckpt`` is always the previous or the new complete file.
+- ``AtomicCheckpointIO`` (single-file ``.ckpt``, every strategy but DeepSpeed): ``torch.save`` to a
+  hidden ``.partial-*`` file beside it (``pvllm.utils.atomic.partial_path``), fsync, rename. ``last.ckpt`` is always the previous or the new complete file.
 - ``AtomicDeepSpeedStrategy``: Lightning's ``DeepSpeedStrategy`` writes its sharded directory in place
-  under the same name at every save; this one writes every rank's shards to ``NAME.tmp/`` and renames it
+  under the same name at every save; this one writes every rank's shards to ``partial_path(NAME)`` and renames it
   over ``NAME`` once all ranks are done (``pvllm.utils.atomic.swap_in``), and finishes or undoes a swap
   that a kill interrupted before loading (``recover_dir``).
 - ``save_zero_checkpoint``: the same for a bare DeepSpeed engine (``pvllm.distributed.ds_cpu``).
@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.strategies import DeepSpeedStrategy
 
-from pvllm.utils.atomic import kill_point, recover_dir, swap_in, write_failed
+from pvllm.utils.atomic import kill_point, partial_path, recover_dir, swap_in, write_failed
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -30,7 +30,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = partial_path(path)
         try:
             with open(tmp, "wb") as f:
                 out = _Recording(f)
@@ -66,16 +66,16 @@ class _Recording:
 
 def save_zero_checkpoint(engine, save_dir: str | os.PathLike, tag: str, client_state: dict | None = None,
                          is_zero: bool = True, barrier=None) -> None:
-    """``engine.save_checkpoint`` into ``SAVE_DIR.tmp`` on every rank, then one rename over ``save_dir``.
+    """``engine.save_checkpoint`` into ``partial_path(save_dir)`` on every rank, then one rename over ``save_dir``.
 
     ``barrier`` synchronizes the ranks (default: ``torch.distributed.barrier``); ``is_zero`` marks the rank
     that recovers and renames (one per shared file system).
     """
     save_dir = Path(save_dir)
     barrier = barrier or torch.distributed.barrier
-    tmp = save_dir.with_name(save_dir.name + ".tmp")
+    tmp = partial_path(save_dir)
     if is_zero:
-        recover_dir(save_dir)  # a swap a kill interrupted; a torn .tmp of an earlier save is removed
+        recover_dir(save_dir)  # a swap a kill interrupted; a torn partial save is removed
     barrier()
     try:
         engine.save_checkpoint(str(tmp), tag=tag, client_state=client_state or {})
@@ -93,7 +93,7 @@ class AtomicDeepSpeedStrategy(DeepSpeedStrategy):
 
     def save_checkpoint(self, checkpoint: dict, filepath, storage_options: Any | None = None) -> None:
         filepath = Path(self.broadcast(str(filepath)))
-        tmp = filepath.with_name(filepath.name + ".tmp")
+        tmp = partial_path(filepath)
         if self.is_global_zero:
             recover_dir(filepath)
         self.barrier()

@@ -142,7 +142,7 @@ def train_rank(strategy: str, model_dir: str, out: str, steps: int, lr: float, s
         engine.backward(loss)
         engine.step()
         losses.append(float(loss.detach()))
-    # into ckpt.tmp/, renamed over ckpt/ once every rank wrote its shards (a kill keeps the last complete one)
+    # into a partial dir, renamed over ckpt/ once every rank wrote its shards (a kill keeps the last complete one)
     save_zero_checkpoint(engine, out_dir / "ckpt", tag=f"global_step{steps}", is_zero=rank == 0)
     stage = engine.zero_optimization_stage()
     record = {

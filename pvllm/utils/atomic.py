@@ -1,7 +1,7 @@
 """Writes that a kill or a full disk cannot leave half done.
 
-A directory (an HF export, a sharded checkpoint) is written under a temporary name beside its final name
-and renamed into place only when complete; the previous complete one is kept until then. A file is
+A directory (an HF export, a sharded checkpoint) is written under a hidden temporary name beside its final
+name (``partial_path``: ``.partial-<digest of the name>``) and renamed into place only when complete; the previous complete one is kept until then. A file is
 written to a temporary file and renamed. A write that fails (``ENOSPC``: disk full) removes its temporary
 and raises ``WriteFailed`` naming the final path, so the rerun after space is freed starts clean.
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import shutil
 import signal
@@ -29,6 +30,9 @@ _reached: dict[str, int] = {}
 
 class WriteFailed(OSError):
     """Writing ``path`` failed (e.g. disk full); nothing partial is left under its name."""
+
+    def __str__(self) -> str:  # the message alone (OSError would wrap it in "[Errno 28] ...: 'path'")
+        return str(self.args[1]) if len(self.args) > 1 else super().__str__()
 
 
 def write_failed(path: str | os.PathLike, exc: BaseException) -> WriteFailed:
@@ -60,12 +64,24 @@ def kill_point(point: str, partial: str | os.PathLike | None = None) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.name.encode()).hexdigest()[:16]
+
+
+# Hidden names without the target's name in them: Lightning finds checkpoints by substrings of file names
+# ("last" for ckpt_path="last", "hpc_ckpt_" + digits for SLURM resume), and must never pick a partial one.
+def partial_path(path: str | os.PathLike) -> Path:
+    """Where ``path`` is written before it is renamed into place (a file or a directory)."""
+    path = Path(path)
+    return path.with_name(f".partial-{_digest(path)}")
+
+
 def _tmp(path: Path) -> Path:
-    return path.with_name(path.name + ".tmp")
+    return partial_path(path)
 
 
 def _old(path: Path) -> Path:
-    return path.with_name(path.name + ".old")
+    return path.with_name(f".previous-{_digest(path)}")
 
 
 def _remove(p: Path) -> None:
@@ -78,9 +94,9 @@ def _remove(p: Path) -> None:
 def recover_dir(path: str | os.PathLike) -> Path | None:
     """Finish or undo a swap of ``path`` that a kill interrupted; returns ``path`` if a complete one exists.
 
-    ``PATH.old`` exists only between the two renames of a swap, after ``PATH.tmp`` was complete: then the
-    new one is promoted (or the old one restored if the new is gone). A lone ``PATH.tmp`` is a write cut
-    short and is removed.
+    The previous one (``.previous-*``) exists only between the two renames of a swap, after the partial one
+    (``partial_path``) was complete: then the new one is promoted (or the old one restored if the new is
+    gone). A lone partial one is a write cut short and is removed.
     """
     path = Path(path)
     tmp, old = _tmp(path), _old(path)
@@ -131,7 +147,7 @@ def atomic_dir(path: str | os.PathLike, kill_name: str | None = None) -> Iterato
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write a whole file through a temporary file + fsync + rename; a failure names ``path``."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = partial_path(path).with_suffix(f".{os.getpid()}")  # concurrent writers of one cache entry
     try:
         with open(tmp, "wb") as f:
             f.write(data)

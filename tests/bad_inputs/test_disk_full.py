@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pvllm.utils.atomic import WriteFailed
+from pvllm.utils.atomic import WriteFailed, partial_path
 from pvllm.utils.jsonl import load_jsonl
 from tests.bad_inputs.conftest import evaluate, tiny_args
 
@@ -105,10 +105,11 @@ def test_disk_full_while_caching_frames_then_rerun(tmp_path, mini_ds, monkeypatc
     cache = tmp_path / "fc"
     argv = ["build", "--root", str(mini_ds), "--cache", str(cache), "--num-frames", "2", "--size", "16"]
     with monkeypatch.context() as m:
-        FullDisk(m, lambda p: ".npy." in p and p.endswith(".tmp"), rooms=[10**6, 10**6, 3000])  # the third video
-        with pytest.raises(WriteFailed, match=r"could not write .*/v\d\.npy: no space left on device"):
+        # the manifest, then per video its frames and its metadata: the third video's frames find 100 bytes
+        FullDisk(m, lambda p: "/.partial-" in p, rooms=[10**6] * 5 + [100])
+        with pytest.raises(WriteFailed, match=r"^could not write .*/v3\.npy: no space left on device"):
             frame_cache(argv)
-    assert not list(cache.rglob("*.tmp"))  # no partial file under any name
+    assert not list(cache.rglob(".partial-*"))  # no partial file under any name
     frame_cache(argv)  # space freed: completes; each video cached once, readable
     npys = sorted(p.name for p in cache.rglob("*.npy"))
     assert npys == ["v1.npy", "v2.npy", "v3.npy", "v4.npy"]
@@ -127,10 +128,10 @@ def test_disk_full_while_saving_a_checkpoint_then_rerun(tmp_path, monkeypatch):
 
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     with monkeypatch.context() as m:
-        FullDisk(m, lambda p: p.endswith(".last.ckpt.tmp"), rooms=[50_000])
+        FullDisk(m, lambda p: Path(p).name == partial_path(ckpt).name, rooms=[50_000])
         with pytest.raises(WriteFailed, match=rf"could not write {ckpt}: no space left on device"):
             train()
-    assert not ckpt.exists() and not list(ckpt.parent.glob(".*.tmp"))
+    assert not ckpt.exists() and not list(ckpt.parent.glob(".partial-*"))
     train()
     import torch
 

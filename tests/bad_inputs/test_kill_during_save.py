@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pvllm.utils.atomic import partial_path
 from tests.conftest import REPO
 
 
@@ -53,7 +54,9 @@ def test_kill_during_checkpoint_and_export_keeps_last_complete(tmp_path):
     assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
     ckpt = run / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == 2
-    assert (run / "checkpoints" / ".last.ckpt.tmp").is_file()  # the torn write, never under the real name
+    assert partial_path(ckpt).is_file()  # the torn write, never under the real name
+    # ... nor under a name Lightning would take for a checkpoint (ckpt_path=last matches "last")
+    assert [p.name for p in ckpt.parent.iterdir() if "last" in p.name or "ckpt_" in p.name] == ["last.ckpt"]
     assert not (run / "hf_model").exists() and latest.resolve() == first.resolve()
 
     # (c) resumed from step 2, trained to 4, killed while writing hf_model/: no half model under that name
@@ -62,14 +65,15 @@ def test_kill_during_checkpoint_and_export_keeps_last_complete(tmp_path):
     steps = _steps(run)  # steps 3 and 4 (killed before their checkpoint was whole) redone once, same samples
     assert [s for s, _ in steps] == [1, 2, 3, 4, 3, 4] and steps[2:4] == steps[4:]
     assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == 4
-    assert not (run / "hf_model").exists() and (run / "hf_model.tmp").is_dir()
+    assert not (run / "hf_model").exists() and partial_path(run / "hf_model").is_dir()
     assert latest.resolve() == first.resolve()  # generator=pvllm still reads the last complete export
 
     # the rerun finishes: nothing left to train, the export is written whole and `latest` moves
     p = _train(tmp_path, run, "trainer.max_steps=4", f"ckpt_path={ckpt}")
     assert p.returncode == 0, p.stderr[-3000:]
     assert _steps(run) == steps  # nothing trained again
-    assert not (run / "hf_model.tmp").exists() and latest.resolve() == run.resolve()
+    assert not partial_path(run / "hf_model").exists() and latest.resolve() == run.resolve()
+    assert not list(run.glob(".partial-*")) and not list(run.glob(".previous-*"))
     from transformers import AutoProcessor, VideoLlavaForConditionalGeneration
 
     model = VideoLlavaForConditionalGeneration.from_pretrained(run / "hf_model")

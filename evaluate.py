@@ -124,7 +124,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
         rater.check_ready()  # e.g. a missing API key fails here, before generation
     fewshot, pool_info = fewshot_pool(cfg, rater)  # before generation: a wrong pool fails early
 
-    ranking = None
+    ranking, gen_counts = None, {}
     if cfg.stage in ("all", "generate", "rank"):
         generator = hydra.utils.instantiate(cfg.generator)
         generator.name = HydraConfig.get().runtime.choices.get("generator") or generator.registry_name
@@ -146,6 +146,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
                                             retry_failed=cfg.retry_failed, window=cfg.generation.window,
                                             by_video=cfg.generation.group_by_video)
                 log.info("generation %s: %s", out.name, counts)
+                gen_counts = counts
             if cfg.stage == "rank" or (cfg.stage == "all" and cfg.ranking.enabled):
                 from pvllm.metrics.ranking import rank_run
 
@@ -198,6 +199,8 @@ def evaluate(cfg: DictConfig) -> dict | None:
                                f"records {gen['name']!r}")
     ident = run_identity(hist_ident, stored["generation"], scoring_identity(summary, rater, cfg, pool_info))
     summary.update(history_stats(rows, h.k))
+    if gen_counts:  # a killed run's torn last predictions line: dropped, generated again, counted here
+        summary["n_torn_last_line"] = gen_counts["torn_last_line"]
     summary.update(generator=gen["name"], model=gen["model"], split=cfg.split, history_mode=h.mode,
                    history_selection=h.get("selection", "random"), k=h.k, seed=h.seed, video_mode=video["mode"],
                    history_seed=h.history_seed, samples_per_user=cfg.samples_per_user,

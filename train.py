@@ -18,12 +18,15 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
+from lightning.pytorch.strategies import DeepSpeedStrategy  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from pvllm.config import validate_train_config  # noqa: E402
 from pvllm.debug import apply_debug  # noqa: E402
+from pvllm.distributed.checkpoint_io import AtomicCheckpointIO  # noqa: E402
 from pvllm.models.builder import PVLLM, build_under_zero3, format_parameter_table  # noqa: E402
 from pvllm.models.module import PVLLMModule  # noqa: E402
+from pvllm.utils.atomic import atomic_dir  # noqa: E402
 from pvllm.utils.lightning import RankedLogger, loggable_config  # noqa: E402
 from pvllm.utils.secrets import install_log_redaction  # noqa: E402
 from pvllm.utils.slurm import slurm_run_id  # noqa: E402
@@ -79,7 +82,10 @@ def train(cfg: DictConfig) -> float | None:
 
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = instantiate_loggers(cfg)
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, strategy=strategy)
+    # a killed or disk-full save never leaves a torn last.ckpt (DeepSpeed: AtomicDeepSpeedStrategy's directory)
+    plugins = [] if isinstance(strategy, DeepSpeedStrategy) else [AtomicCheckpointIO()]
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, strategy=strategy,
+                                      plugins=plugins)
     for lg in loggers:
         lg.log_hyperparams(loggable_config(cfg) | {"parameter_table": bundle.parameter_table,
                                                    "model_notes": bundle.notes})
@@ -96,8 +102,9 @@ def train(cfg: DictConfig) -> float | None:
         model = module.model.merge_and_unload() if hasattr(module.model, "merge_and_unload") else module.model
         if cfg.model.get("dtype", "float32") != "float32":  # fp32 masters of a bf16-loaded model: save as loaded
             model = model.to(getattr(torch, cfg.model.dtype))
-        model.save_pretrained(out / "hf_model")
-        bundle.processor.save_pretrained(out / "hf_model")
+        with atomic_dir(out / "hf_model", kill_name="hf_export") as tmp:  # complete, or the previous one
+            model.save_pretrained(tmp)
+            bundle.processor.save_pretrained(tmp)
         log.info("saved HF model to %s", out / "hf_model")
         link = Path(cfg.paths.output_root) / cfg.task_name / "latest"  # what conf/generator/pvllm.yaml reads
         link.parent.mkdir(parents=True, exist_ok=True)

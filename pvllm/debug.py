@@ -74,7 +74,7 @@ def _train(cfg: DictConfig, changes: list[str]) -> None:
     if t.get("max_epochs") is not None and 0 <= t.max_epochs < 1:
         _set(cfg, "trainer.max_epochs", 1, "at least one epoch", changes)
     strategy = cfg.get("strategy")
-    if strategy is not None and strategy.get("_target_") == _DEEPSPEED:
+    if strategy is not None and _is_deepspeed(strategy.get("_target_")):
         zero = OmegaConf.select(strategy, "config.zero_optimization", default={}) or {}
         offload = [k for k in ("offload_optimizer", "offload_param") if zero.get(k)]
         what = f"DeepSpeedStrategy (ZeRO stage {zero.get('stage')}{', ' + ' + '.join(offload) if offload else ''})"
@@ -84,6 +84,21 @@ def _train(cfg: DictConfig, changes: list[str]) -> None:
             _set(cfg, "model.dtype", "float32", "fp32 weights: DeepSpeed's bf16 keeps fp32 master weights; "
                  f"trainer.precision={t.get('precision')} still autocasts", changes)
     _model(cfg, changes)
+
+
+def _is_deepspeed(target: str | None) -> bool:
+    """Lightning's DeepSpeedStrategy or a subclass of it (pvllm's AtomicDeepSpeedStrategy)."""
+    if not target or "." not in str(target):
+        return False
+    if target == _DEEPSPEED:
+        return True
+    from hydra.utils import get_class
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+
+    try:
+        return issubclass(get_class(str(target)), DeepSpeedStrategy)
+    except (ImportError, ValueError, TypeError):  # not a class: left for instantiate to report
+        return False
 
 
 def _family_of(name: str | None, hint: str, where: str) -> str:

@@ -199,3 +199,23 @@ def test_works_inside_a_running_event_loop(tmp_path):
         "reply to b",
     ]
     assert r.calls == []
+
+
+def test_a_full_disk_names_the_cache_and_the_rerun_asks_only_the_rest(tmp_path):
+    """Issue 25 item 5: SQLite's own "database or disk is full" (its page limit set low: a real SQLITE_FULL)
+    stops the run naming the cache file; the answers stored before it stay, the rerun asks only the others."""
+    from pvllm.utils.atomic import WriteFailed
+
+    path = tmp_path / "cache.sqlite"
+    prompts = [f"p{i}-" + "x" * 3000 for i in range(6)]
+    c = CachedRater(CountingRater(), path, progress=False)
+    pages = c._db.execute("PRAGMA page_count").fetchone()[0]
+    c._db.execute(f"PRAGMA max_page_count = {pages + 4}")  # room for about two replies
+    with pytest.raises(WriteFailed, match=rf"could not write {path}: no space left on device"):
+        c.complete(prompts)
+    c.close()
+    c2 = CachedRater(counting := CountingRater(), path, progress=False)
+    stored = sum(c2.lookup(p) is not None for p in prompts)
+    assert 0 < stored < len(prompts)
+    assert c2.complete(prompts) == [f"reply to {p}" for p in prompts]
+    assert len(counting.calls) == len(prompts) - stored  # each prompt answered once over both runs

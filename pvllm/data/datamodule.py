@@ -62,10 +62,10 @@ class SampleDataset(Dataset):
         # `prompt`: the Video-LLaVA rendering; other families render `instruction` with their chat template
         item = {"sample_id": s.sample_id, "instruction": instruction, "prompt": chat_prompt(instruction),
                 "reply": s.reference}
-        if self.feature_cache is not None:  # the frozen encoder's cached output: no decoding, no encoder
-            item["features"] = self.feature_cache.features(path)
-            return item
         try:
+            if self.feature_cache is not None:  # the frozen encoder's cached output: no decoding, no encoder
+                item["features"] = self.feature_cache.features(path)  # a missing entry is a bad video
+                return item
             if self.fps is None:  # num_frames uniformly spaced: the frame cache / decoder, + timestamps
                 item["frames"] = self.frames.get(path, s.video_id)
                 item["video_metadata"] = clip_metadata(path, self.num_frames)
@@ -79,6 +79,11 @@ class SampleDataset(Dataset):
             # are all masked (zero loss weight), so every DDP rank still runs the same forward/backward
             log.warning("skipping sample %s (zero loss weight): %s", s.sample_id, e)
             self.skipped[str(path)] += 1
+            item["bad_video"] = str(path)
+            if self.feature_cache is not None:  # zero features of the cache's shape, labels masked
+                k = self.feature_cache.key
+                item["features"] = torch.zeros(k["num_frames"], k["tokens_per_frame"], k["width"])
+                return item
             item["frames"] = np.zeros((self.num_frames, _PLACEHOLDER_SIDE, _PLACEHOLDER_SIDE, 3), np.uint8)
             # what a processor needs to timestamp frames (SmolVLM2, Qwen3-VL): one frame per second
             n = self.num_frames
@@ -125,8 +130,9 @@ class PVLLMCollator:
             prompt_ids = tok([text], return_tensors="pt")["input_ids"][0]
             reply = torch.tensor(reply_token_ids(self.processor, item.get("instruction") or "", item["reply"],
                                                  self.max_reply_tokens), dtype=torch.long)
+            masked = torch.full_like(reply, IGNORE_INDEX) if item.get("bad_video") else reply  # a placeholder
             return {"input_ids": torch.cat([prompt_ids, reply]),
-                    "labels": torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), reply]),
+                    "labels": torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), masked]),
                     "pixel_values_videos": feats[None]}  # (1, T, N, C): batched by torch.cat
         if item["frames"] is None:  # text-only PV-LLM item (data.video=false): Video-LLaVA's chat format
             if family.template != "video_llava":
@@ -455,4 +461,13 @@ class PVLLMDataModule(L.LightningDataModule):
                             sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set)
+        sampler = None
+        if self.trainer is not None and self.trainer.world_size > 1:
+            # Lightning's default here pads the last shard with repeats of the first samples, which would count
+            # them twice in val/loss: each sample once instead (ranks may run one batch fewer; val/loss is
+            # synced once at the epoch's end)
+            from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+            sampler = UnrepeatedDistributedSampler(self.val_set, num_replicas=self.trainer.world_size,
+                                                   rank=self.trainer.global_rank, shuffle=False)
+        return self._loader(self.val_set, sampler=sampler)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from pvllm.utils.atomic import atomic_dir
+
 log = logging.getLogger(__name__)
 
 # Files of an HF model directory that are not weights: copied from the base so the result is self-contained.
@@ -115,16 +117,16 @@ def consolidate_zero_checkpoint(
     assert not result.unexpected_keys, result.unexpected_keys  # excluded by _match_prefix
     model.to(dtype)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    base_dir = Path(base_dir)
-    for pattern in _PROCESSOR_GLOBS:
-        for f in base_dir.glob(pattern):
-            if f.is_file():
-                shutil.copy2(f, out_dir / f.name)
-    (out_dir / "CONSOLIDATED_FROM.txt").write_text(
-        f"{Path(ckpt_dir).resolve()} tag={tag}\nbase={base_dir}\n"
-        + (f"base weights kept (allow_missing) for {len(missing)} tensors: {missing}\n" if missing else ""))
+    with atomic_dir(out_dir, kill_name="hf_export") as tmp:  # complete, or the previous one
+        model.save_pretrained(tmp)
+        base_dir = Path(base_dir)
+        for pattern in _PROCESSOR_GLOBS:
+            for f in base_dir.glob(pattern):
+                if f.is_file():
+                    shutil.copy2(f, tmp / f.name)
+        (tmp / "CONSOLIDATED_FROM.txt").write_text(
+            f"{Path(ckpt_dir).resolve()} tag={tag}\nbase={base_dir}\n"
+            + (f"base weights kept (allow_missing) for {len(missing)} tensors: {missing}\n" if missing else ""))
     log.info("consolidated %s (tag %s, %d tensors) -> %s", ckpt_dir, tag, len(state), out_dir)
     return out_dir
 

@@ -27,7 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from pvllm.distributed.checkpoint_io import save_zero_checkpoint
 from pvllm.distributed.optim import make_adamw
+from pvllm.utils.atomic import recover_dir
 
 COMMENTS = [
     "this clip really hops, some-bunny loves this",
@@ -120,9 +122,12 @@ def _build_in_configure_model(model_dir: str, config: dict):
 
 
 def train_rank(strategy: str, model_dir: str, out: str, steps: int, lr: float, seed: int,
-               zero_init: bool = False) -> None:
+               zero_init: bool = False, resume: bool = False) -> None:
     """Body of one rank (started by ``launch``): DeepSpeed-initialize, train, save a ZeRO checkpoint.
-    ``zero_init``: build the model as ZeRO-3 training does (sharded as it loads, in configure_model)."""
+
+    ``zero_init``: build the model as ZeRO-3 training does (sharded as it loads, in configure_model).
+    ``resume``: continue from ``OUT/ckpt`` (the last complete checkpoint) up to ``steps`` in all.
+    """
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
 
@@ -144,15 +149,24 @@ def train_rank(strategy: str, model_dir: str, out: str, steps: int, lr: float, s
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=params, optimizer=optimizer, config=config
     )
-    batches = make_batches(built.processor, steps, seed + rank)
+    out_dir = Path(out)
+    resumed_from = 0
+    if resume:
+        if rank == 0:
+            recover_dir(out_dir / "ckpt")  # finish or undo a swap that a kill interrupted
+        torch.distributed.barrier()
+        if (out_dir / "ckpt").exists():
+            engine.load_checkpoint(str(out_dir / "ckpt"))
+            resumed_from = engine.global_steps
+    batches = make_batches(built.processor, steps, seed + rank)[resumed_from:]
     losses = []
     for batch in batches:
         loss = engine(**batch).loss
         engine.backward(loss)
         engine.step()
         losses.append(float(loss.detach()))
-    out_dir = Path(out)
-    engine.save_checkpoint(str(out_dir / "ckpt"), tag=f"global_step{steps}")
+    # into a partial dir, renamed over ckpt/ once every rank wrote its shards (a kill keeps the last complete one)
+    save_zero_checkpoint(engine, out_dir / "ckpt", tag=f"global_step{steps}", is_zero=rank == 0)
     stage = engine.zero_optimization_stage()
     record = {
         "rank": rank,
@@ -161,6 +175,7 @@ def train_rank(strategy: str, model_dir: str, out: str, steps: int, lr: float, s
         "losses": losses,
         "steps": engine.global_steps,
         "partitioned": partitioned,
+        "resumed_from": resumed_from,
     }
     (out_dir / f"rank{rank}.json").write_text(json.dumps(record))
     torch.distributed.barrier()
@@ -206,6 +221,8 @@ def launch(
     seed: int = 0,
     timeout: float = 600,
     zero_init: bool = False,
+    resume: bool = False,
+    env: dict[str, str] | None = None,
 ) -> list[dict]:
     """Run ``train_rank`` on ``nproc`` CPU processes with torchrun; returns each rank's record."""
     out = Path(out)
@@ -216,9 +233,10 @@ def launch(
         "-m", "pvllm.distributed.ds_cpu", "--rank-main",
         "--strategy", str(strategy), "--model-dir", str(model_dir), "--out", str(out),
         "--steps", str(steps), "--lr", str(lr), "--seed", str(seed), *(["--zero-init"] if zero_init else []),
+        *(["--resume"] if resume else []),
     ]  # fmt: skip
     with open(out / "launch.log", "w") as logf:
-        proc = subprocess.run(cmd, env=ds_env(), stdout=logf, stderr=subprocess.STDOUT, timeout=timeout)
+        proc = subprocess.run(cmd, env=ds_env(env), stdout=logf, stderr=subprocess.STDOUT, timeout=timeout)
     if proc.returncode != 0:
         tail = (out / "launch.log").read_text()[-4000:]
         raise RuntimeError(f"DeepSpeed CPU run failed (exit {proc.returncode}); log tail:\n{tail}")
@@ -236,17 +254,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--zero-init", action="store_true",
                    help="ZeRO-3: build the model in PVLLMModule.configure_model under deepspeed.zero.Init")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt (the last complete checkpoint)")
     p.add_argument("--rank-main", action="store_true", help=argparse.SUPPRESS)  # set by launch()
     a = p.parse_args(argv)
     if a.rank_main:
-        train_rank(a.strategy, a.model_dir, a.out, a.steps, a.lr, a.seed, a.zero_init)
+        train_rank(a.strategy, a.model_dir, a.out, a.steps, a.lr, a.seed, a.zero_init, a.resume)
         # Everything is on disk (checkpoint, rank record). Skip interpreter teardown: on CPU, C++
         # destructors of DeepSpeed's comm threads sometimes abort ("terminate called without an
         # active exception", SIGABRT) after a run that succeeded.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
-    for rec in launch(a.strategy, a.model_dir, a.out, a.nproc, a.steps, a.lr, a.seed, zero_init=a.zero_init):
+    for rec in launch(a.strategy, a.model_dir, a.out, a.nproc, a.steps, a.lr, a.seed, zero_init=a.zero_init,
+                      resume=a.resume):
         print(json.dumps(rec))
 
 

@@ -77,6 +77,15 @@ class TrainProbe(L.Callback):
                 f"TrainProbe: paused at step {step} for {self.pause_timeout_s} s, no signal ended it"
             )
 
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int,
+                                dataloader_idx: int = 0) -> None:
+        if trainer.sanity_checking or not isinstance(batch, dict):
+            return
+        self._write(trainer, {"event": "val", "step": trainer.global_step, "batch_idx": batch_idx,
+                              "loss": None if outputs is None else float(outputs),
+                              "sample_ids": list(batch.get("sample_id", [])),
+                              "supervised": _n_supervised(batch)})  # fmt: skip
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         with torch.no_grad():
             checksum = sum(float(p.double().sum()) for p in pl_module.parameters() if p.requires_grad)

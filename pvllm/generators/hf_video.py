@@ -53,7 +53,13 @@ def read_checkpoint_state(ckpt_path: str) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu")
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as e:  # e.g. a pickle renamed .safetensors: never unpickled as a fallback
+            raise UnsafeCheckpointError(
+                f"{ckpt_path}: refused, not a safetensors file ({type(e).__name__}: {str(e)[:200]}); a file named "
+                ".safetensors is only ever read as safetensors. Give a real .safetensors file, an HF directory "
+                "(train.py's hf_model/) or a Lightning .ckpt written by train.py") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

@@ -101,7 +101,7 @@ def ficl_results(
         try:
             results = ficl_score_llm(cached.complete, examples, pairs)
             # an unparseable reply is not an answer: never served from the cache again (a fixed judge retries)
-            bad = [i for i, r in enumerate(results) if r.status == "parse_failed"]
+            bad = [i for i, r in enumerate(results) if r.status in ("parse_failed", "out_of_range")]
             if bad:
                 cached.evict([build_ficl_prompt(examples, *pairs[i]) for i in bad]
                              + [EXTRACT_PROMPT + (results[i].reply or "") for i in bad])
@@ -201,6 +201,7 @@ def score_predictions(
                 "ficl_n_ok": n_ok,
                 "ficl_n_failed": len(results) - n_ok,
                 "ficl_n_parse_failed": sum(r.status == "parse_failed" for r in results),
+                "ficl_n_out_of_range": sum(r.status == "out_of_range" for r in results),
                 "ficl_n_request_failed": sum(r.status == "error" for r in results),
                 "ficl_n_reasked": sum(r.reasked for r in results),
                 "ficl_n_excluded_fewshot": excluded,
@@ -222,6 +223,8 @@ def score_predictions(
                     rows.append(
                         _row(p, metric, None if v is None else 100.0 * v, label, res.status, res.error)
                     )
+                    if res.raw_values is not None:  # out_of_range: the judge's number, as it gave it
+                        rows[-1]["judge_value"] = res.raw_values[("emotion", "style", "relevance").index(dim)]
     if scores_path is not None:
         write_jsonl(scores_path, rows)
     return summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -30,7 +31,6 @@ class PVLLMModule(L.LightningModule):
         # train/loss = mean over the accumulation window and all ranks (weighted by supervised samples),
         # synced at each optimizer step, then reset; perplexity = exp of it
         self.train_loss = MeanMetric()
-        self.val_loss = MeanMetric()  # the same over the validation epoch, for val/perplexity
         self._logged_step = 0
 
     def configure_model(self) -> None:
@@ -90,15 +90,39 @@ class PVLLMModule(L.LightningModule):
         self.train_loss.update(loss.detach().float(), weight=n)  # n = 0: a placeholder, weighs nothing
         return loss
 
+    def on_validation_epoch_start(self) -> None:
+        self._val_stats = torch.zeros(3, dtype=torch.float64)  # sum(loss * n), n supervised, n items
+
     def validation_step(self, batch: dict[str, Any] | None, batch_idx: int):
         if batch is None:
             return None
         loss = self(batch)
-        # a placeholder-only batch weighs 0 in the epoch mean, but every rank logs (the sync stays in step)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=self._n_supervised(batch),
-                 sync_dist=True)
-        self.val_loss.update(loss.detach().float(), weight=self._n_supervised(batch))
+        n = self._n_supervised(batch)  # a skipped video's placeholder weighs 0
+        self._val_stats += torch.tensor([float(loss) * n, n, len(batch["labels"])], dtype=torch.float64)
         return loss
+
+    def on_validation_epoch_end(self) -> None:
+        """val/loss = the mean over the validation samples, each counted once, summed over ranks here (not
+        Lightning's per-rank mean: its synced sample count is an integer mean, wrong when ranks validate
+        different numbers of samples). NaN (no readable validation sample) or a non-finite loss stops the
+        run before the checkpoint callbacks compare it with the best one."""
+        stats = getattr(self, "_val_stats", torch.zeros(3, dtype=torch.float64))
+        total, n, items = (float(x) for x in self.trainer.strategy.reduce(stats.to(self.device), reduce_op="sum"))
+        if self.trainer.sanity_checking and not (n and math.isfinite(total)):
+            return
+        if items and not n:
+            raise ValueError(
+                f"validation at step {self.trainer.global_step}: all {int(items)} validation sample(s) were "
+                "skipped (their videos are unreadable, data.on_bad_video=skip), so val/loss is undefined (NaN) "
+                "and no checkpoint can be chosen by it; find them with `python -m pvllm.data.check_videos ROOT` "
+                "and fix the files, or pass data.exclude_videos=that list")
+        if n and not math.isfinite(total):
+            raise FloatingPointError(
+                f"validation at step {self.trainer.global_step}: val/loss is {total / n} over {int(n)} "
+                "sample(s) (the model diverged: lower optim.lr or check the data); no checkpoint is chosen by it")
+        if n:  # already summed over ranks: the same value on every rank
+            self.log("val/loss", total / n, prog_bar=True, sync_dist=False)
+            self.log("val/perplexity", math.exp(total / n), sync_dist=False)
 
     def _log_skipped(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)
@@ -114,12 +138,6 @@ class PVLLMModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_skipped()
-
-    def on_validation_epoch_end(self) -> None:
-        mean = self.val_loss.compute()  # synced over ranks (every rank gets here)
-        self.val_loss.reset()
-        if torch.isfinite(mean):
-            self.log("val/perplexity", torch.exp(mean))
 
     def configure_optimizers(self):
         from pvllm.distributed.optim import make_adamw

@@ -10,6 +10,7 @@ reason.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import sqlite3
@@ -21,6 +22,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from pvllm.raters.base import LLMRater
+from pvllm.utils.atomic import write_failed
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS replies (
     key TEXT PRIMARY KEY, backend TEXT, model TEXT, params TEXT, prompt TEXT, reply TEXT, created_at REAL
@@ -78,7 +80,10 @@ class CachedRater(LLMRater):
         row = (self.key(prompt), self.rater.registry_name, self.rater.name,
                json.dumps(self.rater.params, sort_keys=True, default=str), prompt, reply, time.time())
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            try:
+                self._db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            except sqlite3.OperationalError as e:  # "database or disk is full": the transaction rolled back
+                raise write_failed(self.path, OSError(errno.ENOSPC if "full" in str(e) else errno.EIO, str(e))) from e
 
     def evict(self, prompts: list[str]) -> int:
         """Forget these prompts' replies (e.g. unparseable ones), so a rerun asks the judge again."""

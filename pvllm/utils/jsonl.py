@@ -9,6 +9,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from pvllm.utils.secrets import redact_values
+
 log = logging.getLogger(__name__)
 
 
@@ -92,8 +94,8 @@ def append_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        for rec in records:  # no secret value in any row (an error message may echo an API key)
+            f.write(redact_values(json.dumps(rec, ensure_ascii=False)) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
@@ -105,5 +107,5 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> N
     tmp = path.with_suffix(path.suffix + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            f.write(redact_values(json.dumps(rec, ensure_ascii=False)) + "\n")
     os.replace(tmp, path)

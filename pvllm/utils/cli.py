@@ -1,0 +1,30 @@
+"""Entry-point helpers: a clear error prints its message, not a Hydra traceback above it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def clear_errors(*types: type[BaseException]) -> Iterator[None]:
+    """Turn an error of ``types`` (messages written for the user: an invalid config, a missing key, a
+    conflicting run directory) into ``SystemExit("error: <message>")`` (exit status 1, the message alone on
+    stderr). ``HYDRA_FULL_ERROR=1`` keeps the traceback; so does a job that a submitit launcher runs in its
+    own process (a SystemExit there would end the process without the result file submitit waits for)."""
+    try:
+        yield
+    except types as e:
+        from hydra.core.hydra_config import HydraConfig
+
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        where = ""
+        if HydraConfig.initialized():
+            hc = HydraConfig.get()
+            if hc.mode.name == "MULTIRUN":
+                if not str(hc.launcher.get("_target_", "")).endswith("BasicLauncher"):
+                    raise
+                where = f" (job {hc.job.num}: {' '.join(hc.overrides.task)})"
+        raise SystemExit(f"error{where}: {e}") from None

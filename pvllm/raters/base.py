@@ -31,7 +31,7 @@ class Rater(abc.ABC):
 
     @property
     def server(self) -> str | None:
-        """Where the model answers (a remote backend's base URL, credentials cut out): part of the cache key,
+        """Where the model answers (a remote backend's base URL without credentials): part of the cache key,
         so one model name served by two servers never shares replies. None for a local model."""
         return None
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from pvllm.clients.retry import AuthError, RemoteCallError, RemoteCalls
 from pvllm.raters.base import LLMRater
-from pvllm.utils.secrets import public_url
+from pvllm.utils.secrets import strip_credentials
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class RemoteLLMRater(LLMRater):
 
     @property
     def server(self) -> str | None:
-        return public_url(self._server_url())
+        return strip_credentials(self._server_url())
 
     @abc.abstractmethod
     def _server_url(self) -> str:

@@ -9,16 +9,20 @@ from contextlib import contextmanager
 
 @contextmanager
 def clear_errors(*types: type[BaseException]) -> Iterator[None]:
-    """Turn an error of ``types`` (messages written for the user: an invalid config, a missing key, a
-    conflicting run directory) into ``SystemExit("error: <message>")`` (exit status 1, the message alone on
-    stderr). ``HYDRA_FULL_ERROR=1`` keeps the traceback; so does a job that a submitit launcher runs in its
-    own process (a SystemExit there would end the process without the result file submitit waits for)."""
+    """Turn an error of ``types``, raised directly or inside ``hydra.utils.instantiate`` (messages written for
+    the user: an invalid config, a missing key, a conflicting run directory) into ``SystemExit("error: ...")``
+    (exit status 1, the message alone on stderr). ``HYDRA_FULL_ERROR=1`` keeps the traceback; so does a job that
+    a submitit launcher runs in its own process (a SystemExit there would end the process without the result
+    file submitit waits for)."""
     try:
         yield
-    except types as e:
+    except Exception as e:
         from hydra.core.hydra_config import HydraConfig
+        from hydra.errors import InstantiationException
 
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        # hydra.utils.instantiate wraps what a constructor raises (a missing key): the message is the cause's
+        cause = e.__cause__ if isinstance(e, InstantiationException) else e
+        if not isinstance(cause, types) or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         where = ""
         if HydraConfig.initialized():
@@ -27,4 +31,4 @@ def clear_errors(*types: type[BaseException]) -> Iterator[None]:
                 if not str(hc.launcher.get("_target_", "")).endswith("BasicLauncher"):
                     raise
                 where = f" (job {hc.job.num}: {' '.join(hc.overrides.task)})"
-        raise SystemExit(f"error{where}: {e}") from None
+        raise SystemExit(f"error{where}: {cause}") from None

@@ -36,7 +36,7 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 REDACTED = "<redacted>"
 MIN_SECRET_LEN = 8
@@ -78,7 +78,8 @@ def is_secret_name(name: str) -> bool:
 
 
 def _is_secret_value(value: Any) -> bool:
-    return (isinstance(value, str) and len(value.strip()) >= MIN_SECRET_LEN
+    # an unresolved interpolation (``${oc.env:PVLLM_SECRET_...}``, see protect_argv) refers to a secret
+    return (isinstance(value, str) and len(value.strip()) >= MIN_SECRET_LEN and "${" not in value
             and value.strip().lower() not in COMMON_VALUES)
 
 
@@ -129,6 +130,17 @@ def public_url(url: str | None) -> str | None:
     for v in sorted(url_secrets(url), key=len, reverse=True):
         url = url.replace(v, REDACTED)
     return url
+
+
+def strip_credentials(url: str | None) -> str | None:
+    """``url`` without its user info and secret query parameters: the server itself (e.g. a cache key's)."""
+    if not url or "://" not in url:
+        return url
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                       if not (is_secret_name(k) or k.lower() in _URL_PARAM_NAMES)])
+    return urlunsplit((parts.scheme, host, parts.path, query, parts.fragment))
 
 
 def _leaves(obj: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:

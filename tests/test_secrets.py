@@ -178,3 +178,27 @@ def test_gemini_generator_and_rater_never_write_the_key(tmp_path):
     assert "API key not valid: <redacted>" in proc.stdout + proc.stderr
     assert not (run_dir / "wandb").exists()  # WANDB_MODE=disabled is respected (no offline run)
     _assert_no_key(proc.stdout, proc.stderr, files=tmp_path)
+
+
+def test_submitit_multirun_keeps_url_credentials_out_of_pickles_and_saved_configs(tmp_path):
+    """A key inside a base_url on the command line of a sweep: Hydra's multirun.yaml, each job's .hydra/, the
+    submitit pickles (submitted and result) and the job logs hold ``${oc.env:...}``; the job still sends it."""
+    with FakeOpenAIServer() as server:
+        server.push(Reply(400, OPENAI_ECHO))  # echoed: the Basic-auth password of the URL
+        url = server.url.replace("http://", f"http://someone:{URL_PASS}@") + "/v1"
+        proc = subprocess.run(
+            [sys.executable, "evaluate.py", "-m", "hydra/launcher=submitit_local", "split=test", "samples_per_user=1",
+             "max_samples=2", "history.k=1,2", "generator=openai_compatible", "generator.model=m",
+             f"generator.base_url={url}", "generator.api_key_env=LLM_AUTH", "rater=lexical",
+             *[r.format("generator") for r in RETRY]],
+            cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        basic = {r.headers.get("authorization") for r in server.chat_calls()}
+    assert len(basic) == 1 and basic.pop().startswith("Basic ")  # user:password of the URL, resolved in the job
+    sweep = tmp_path / "outputs" / "eval"
+    pickles = list(sweep.rglob(".submitit/*/*.pkl"))
+    assert len(pickles) >= 4 and (sweep / "multirun.yaml").is_file()  # 2 jobs × submitted + result
+    assert "${oc.env:PVLLM_SECRET_" in (sweep / "multirun.yaml").read_text()
+    preds = "".join(p.read_text() for p in sweep.glob("*/predictions.jsonl"))
+    assert "Incorrect API key provided: <redacted>" in preds
+    _assert_no_key(proc.stdout, proc.stderr, files=tmp_path)

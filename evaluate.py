@@ -81,7 +81,7 @@ def log_to_wandb(cfg: DictConfig, run_dir: Path, summary: dict, preds: list[dict
     hc = HydraConfig.get()
     group = wcfg.get("group") or (Path(hc.sweep.dir).name if hc.mode.name == "MULTIRUN" else None)
     run = wandb.init(project=wcfg.project, group=group, name=cfg.run_name, dir=str(run_dir), job_type="evaluate",
-                     mode=env_mode or ("offline" if wcfg.offline else "online"), config=loggable_config(cfg),
+                     mode=None if env_mode else ("offline" if wcfg.offline else "online"), config=loggable_config(cfg),
                      reinit="finish_previous")
     run.summary.update(redact_obj({k: v for k, v in summary.items() if isinstance(v, (int, float, str))}))
     per_item: dict[str, dict] = {}

@@ -1,41 +1,43 @@
 """Issue 25 item 10: an error whose message says what to fix is printed alone, not under a Hydra traceback,
-unless HYDRA_FULL_ERROR=1 (docs/bad_inputs.md)."""
+unless HYDRA_FULL_ERROR=1 (docs/bad_inputs.md). The entry points run in-process through ``hydra.main``: the
+message comes back as ``SystemExit("error: ...")``, which Python prints alone on stderr with exit status 1
+(tests/test_secrets.py checks that stderr in a subprocess); without it Hydra prints a traceback and exits."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+import pytest
 
-
-def _start(tmp_path: Path, name: str, *args: str, full: bool = False) -> subprocess.Popen:
-    env = {**os.environ, "PVLLM_OUTPUTS": str(tmp_path / "out"), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    if full:
-        env["HYDRA_FULL_ERROR"] = "1"
-    return subprocess.Popen([sys.executable, "evaluate.py", f"hydra.run.dir={tmp_path / name}", *args], cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+from pvllm.config import ConfigError
+from tests.conftest import REPO
+from tests.entrypoints import entry_module
 
 
-def test_clear_errors_print_the_message_alone_unless_hydra_full_error(tmp_path):
+def _main(script: str, tmp_path, monkeypatch, *overrides: str) -> BaseException:
+    monkeypatch.setattr(sys, "argv", [
+        f"{script}.py", f"--config-path={REPO / 'conf'}", f"hydra.run.dir={tmp_path / script}",
+        "hydra/job_logging=none", "hydra/hydra_logging=none", f"paths.output_root={tmp_path / 'out'}", *overrides])
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    with pytest.raises(BaseException) as e:
+        entry_module(script).main()
+    return e.value
+
+
+def test_clear_errors_print_the_message_alone_unless_hydra_full_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    bad_root = ("data.root=/nonexistent/pvllm-data", "generator=text_only")
+    for script in ("evaluate", "train"):
+        e = _main(script, tmp_path, monkeypatch, *bad_root[: 2 if script == "evaluate" else 1])
+        assert type(e) is SystemExit and str(e.code).startswith("error: invalid config:\n"), repr(e)
+        assert "  - data.root: no such directory '/nonexistent/pvllm-data'" in str(e.code)
     unset = "PVLLM_TEST_UNSET_VARIABLE"
-    os.environ.pop(unset, None)
-    procs = {  # started together: three interpreter start-ups at once
-        "config": _start(tmp_path, "a", "data.root=/nonexistent/pvllm-data", "generator=text_only"),
-        "config_full": _start(tmp_path, "b", "data.root=/nonexistent/pvllm-data", "generator=text_only", full=True),
-        "key": _start(tmp_path, "c", "generator=openai_compatible", "generator.model=m", f"generator.api_key_env={unset}",
-                      "generator.base_url=http://127.0.0.1:9/v1", "rater=lexical", "split=test"),
-    }  # fmt: skip
-    out = {k: (p.wait(timeout=600), *p.communicate()) for k, p in procs.items()}
-    rc, _, err = out["config"]
-    assert rc == 1 and err.startswith("error: invalid config:\n") and "Traceback" not in err, err
-    assert "  - data.root: no such directory '/nonexistent/pvllm-data'" in err
-    assert "HYDRA_FULL_ERROR" not in err and "Error executing job" not in err
-    rc, _, err = out["config_full"]
-    assert rc == 1 and "Traceback" in err and "pvllm.config.ConfigError: invalid config:" in err
-    rc, _, err = out["key"]  # raised inside hydra.utils.instantiate: its InstantiationException is unwrapped
-    assert rc == 1 and "Traceback" not in err and "InstantiationException" not in err, err
-    assert f"error: environment variable {unset} is not set: the openai_compatible generator" in err
+    monkeypatch.delenv(unset, raising=False)
+    e = _main("evaluate", tmp_path, monkeypatch, "generator=openai_compatible", "generator.model=m",
+              f"generator.api_key_env={unset}", "generator.base_url=http://127.0.0.1:9/v1", "rater=lexical")
+    # raised inside hydra.utils.instantiate: the InstantiationException around it is unwrapped
+    assert type(e) is SystemExit and str(e.code) == (
+        f"error: environment variable {unset} is not set: the openai_compatible generator (m) needs it")
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # the exception itself, with its traceback
+    e = _main("evaluate", tmp_path, monkeypatch, *bad_root)
+    assert type(e) is ConfigError and "data.root: no such directory" in str(e)

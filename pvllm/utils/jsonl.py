@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pvllm.utils.secrets import redact_values
+from pvllm.utils.secrets import values_redactor
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +93,10 @@ def append_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> 
     """Append records and flush+fsync, so a kill right after loses nothing that was written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    redact = values_redactor()  # no secret value in any row (an error message may echo an API key)
     with path.open("a", encoding="utf-8") as f:
-        for rec in records:  # no secret value in any row (an error message may echo an API key)
-            f.write(redact_values(json.dumps(rec, ensure_ascii=False)) + "\n")
+        for rec in records:
+            f.write(redact(json.dumps(rec, ensure_ascii=False)) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
@@ -105,7 +106,8 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> N
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
+    redact = values_redactor()
     with tmp.open("w", encoding="utf-8") as f:
         for rec in records:
-            f.write(redact_values(json.dumps(rec, ensure_ascii=False)) + "\n")
+            f.write(redact(json.dumps(rec, ensure_ascii=False)) + "\n")
     os.replace(tmp, path)

@@ -25,6 +25,7 @@ and tables sent to W&B (``redact_obj``), and Hydra's files (``HydraSecrets``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -33,7 +34,7 @@ import re
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -65,6 +66,7 @@ _registry: set[str] = set()
 _lock = threading.Lock()
 
 
+@functools.lru_cache(maxsize=4096)  # asked for every environment variable at every redaction
 def is_secret_name(name: str) -> bool:
     """True for a config key or variable name that holds a secret value.
 
@@ -209,6 +211,12 @@ def _values_pattern() -> re.Pattern[str] | None:
         alts = sorted(forms, key=len, reverse=True)
         _pattern_cache = (values, re.compile("|".join(map(re.escape, alts))) if alts else None)
     return _pattern_cache[1]
+
+
+def values_redactor() -> Callable[[str], str]:
+    """``redact_values`` with the secrets of this moment looked up once (writers of many lines)."""
+    pattern = _values_pattern()
+    return (lambda text: text) if pattern is None else (lambda text: pattern.sub(REDACTED, text))
 
 
 def redact_values(text: str) -> str:

@@ -188,7 +188,7 @@ def test_submitit_multirun_keeps_url_credentials_out_of_pickles_and_saved_config
         url = server.url.replace("http://", f"http://someone:{URL_PASS}@") + "/v1"
         proc = subprocess.run(
             [sys.executable, "evaluate.py", "-m", "hydra/launcher=submitit_local", "split=test", "samples_per_user=1",
-             "max_samples=2", "history.k=1,2", "generator=openai_compatible", "generator.model=m",
+             "max_samples=2", "history.k=1", "generator=openai_compatible", "generator.model=m",
              f"generator.base_url={url}", "generator.api_key_env=LLM_AUTH", "rater=lexical",
              *[r.format("generator") for r in RETRY]],
             cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=600)  # fmt: skip
@@ -197,7 +197,7 @@ def test_submitit_multirun_keeps_url_credentials_out_of_pickles_and_saved_config
     assert len(basic) == 1 and basic.pop().startswith("Basic ")  # user:password of the URL, resolved in the job
     sweep = tmp_path / "outputs" / "eval"
     pickles = list(sweep.rglob(".submitit/*/*.pkl"))
-    assert len(pickles) >= 4 and (sweep / "multirun.yaml").is_file()  # 2 jobs × submitted + result
+    assert len(pickles) >= 2 and (sweep / "multirun.yaml").is_file()  # the job submitted, its result
     assert "${oc.env:PVLLM_SECRET_" in (sweep / "multirun.yaml").read_text()
     preds = "".join(p.read_text() for p in sweep.glob("*/predictions.jsonl"))
     assert "Incorrect API key provided: <redacted>" in preds

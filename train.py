@@ -21,23 +21,38 @@ from hydra.types import RunMode  # noqa: E402
 from lightning.pytorch.strategies import DeepSpeedStrategy  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from pvllm.config import validate_train_config  # noqa: E402
+from pvllm.clients.credentials import MissingCredentialsError  # noqa: E402
+from pvllm.config import ConfigError, validate_train_config  # noqa: E402
+from pvllm.data.dataset import DatasetFormatError  # noqa: E402
 from pvllm.debug import apply_debug  # noqa: E402
 from pvllm.distributed.checkpoint_io import AtomicCheckpointIO  # noqa: E402
+from pvllm.identity import IdentityConflict  # noqa: E402
 from pvllm.models.builder import PVLLM, build_under_zero3, format_parameter_table  # noqa: E402
 from pvllm.models.module import PVLLMModule  # noqa: E402
-from pvllm.utils.atomic import atomic_dir  # noqa: E402
+from pvllm.utils.atomic import (
+    WriteFailed,  # noqa: E402
+    atomic_dir,  # noqa: E402
+)
+from pvllm.utils.cli import clear_errors  # noqa: E402
+from pvllm.utils.jsonl import JsonlError  # noqa: E402
 from pvllm.utils.lightning import RankedLogger, loggable_config  # noqa: E402
-from pvllm.utils.secrets import install_log_redaction  # noqa: E402
+from pvllm.utils.registry import UnknownNameError  # noqa: E402
+from pvllm.utils.secrets import install_redaction, protect_argv, register_config_secrets  # noqa: E402
 from pvllm.utils.slurm import slurm_run_id  # noqa: E402
 
 log = RankedLogger(__name__)
+# errors whose message tells the user what to fix: printed alone, without a traceback (HYDRA_FULL_ERROR=1 shows it)
+CLEAR_ERRORS = (ConfigError, MissingCredentialsError, DatasetFormatError, IdentityConflict, JsonlError,
+                UnknownNameError, WriteFailed)
 
 
 def instantiate_loggers(cfg: DictConfig) -> list:
     loggers = []
     for name, lcfg in (cfg.get("logger") or {}).items():
         if lcfg is None:
+            continue
+        if name == "wandb" and os.environ.get("WANDB_MODE", "").strip().lower() == "disabled":
+            log.info("W&B: not logged (WANDB_MODE=disabled)")  # Lightning's offline flag would override it
             continue
         kwargs = {}
         if name == "wandb":
@@ -56,8 +71,9 @@ def instantiate_loggers(cfg: DictConfig) -> list:
 
 
 def train(cfg: DictConfig) -> float | None:
-    install_log_redaction()  # no API key in any log line or logged traceback
+    install_redaction()  # no secret value in any log line, stream or traceback (also in a submitit job)
     apply_debug(cfg, "train")  # debug=smoke: swaps what a CPU cannot run (prints each swap)
+    register_config_secrets(cfg)  # the keys the config names (api_key_env, URL credentials), by value
     validate_train_config(cfg)  # before any weights are loaded
     L.seed_everything(cfg.seed, workers=True)
 
@@ -128,7 +144,8 @@ def train(cfg: DictConfig) -> float | None:
 @hydra.main(version_base=None, config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
-        return train(cfg)
+        with clear_errors(*CLEAR_ERRORS):
+            return train(cfg)
     finally:  # a crashed job in a multirun must not leave a W&B run open for the next one
         import wandb
 
@@ -141,5 +158,7 @@ if __name__ == "__main__":
 
     from pvllm.config import check_group_overrides
 
+    install_redaction()  # before Hydra binds its log handlers to sys.stdout/sys.stderr
+    sys.argv[1:] = protect_argv(sys.argv[1:])  # a key inside a URL never reaches Hydra's saved configs
     check_group_overrides(sys.argv[1:], Path(__file__).resolve().parent / "conf")
     main()

@@ -23,6 +23,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pvllm.utils.secrets import redact_values
+
 SCHEMA_VERSION = 2  # summary.json / predictions.jsonl; 2 = identity recorded, `generator` = config name
 _CHUNK = 1 << 16  # bytes hashed at each end of a large file (weights, videos)
 
@@ -132,7 +134,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
+    tmp.write_text(redact_values(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True)) + "\n")
     os.replace(tmp, path)
 
 

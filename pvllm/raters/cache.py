@@ -29,9 +29,11 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS replies (
 )"""
 
 
-def request_key(backend: str, model: str, prompt: str, params: dict[str, Any]) -> str:
-    """sha256 of (backend, model, full prompt, parameters) in a canonical JSON form."""
-    blob = json.dumps([backend, model, prompt, params], sort_keys=True, ensure_ascii=False, default=str)
+def request_key(backend: str, model: str, prompt: str, params: dict[str, Any], server: str | None = None) -> str:
+    """sha256 of (backend, model, full prompt, parameters, server) in a canonical JSON form. A local model has
+    no server (its key is the one of caches written before the server was part of it)."""
+    fields = [backend, model, prompt, params] + ([] if server is None else [server])
+    blob = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -62,6 +64,10 @@ class CachedRater(LLMRater):
         return self.rater.params
 
     @property
+    def server(self) -> str | None:
+        return self.rater.server
+
+    @property
     def max_concurrency(self) -> int:  # type: ignore[override]
         return self.rater.max_concurrency
 
@@ -69,7 +75,7 @@ class CachedRater(LLMRater):
         self.rater.check_ready()
 
     def key(self, prompt: str) -> str:
-        return request_key(self.rater.registry_name, self.rater.name, prompt, self.rater.params)
+        return request_key(self.rater.registry_name, self.rater.name, prompt, self.rater.params, self.rater.server)
 
     def lookup(self, prompt: str) -> str | None:
         with self._lock:

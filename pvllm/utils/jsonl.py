@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pvllm.utils.atomic import write_failed
+from pvllm.utils.secrets import values_redactor
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,8 @@ def append_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = "".join(json.dumps(rec, ensure_ascii=False) + "\n" for rec in records).encode("utf-8")
+    redact = values_redactor()  # no secret value in any row (an error message may echo an API key)
+    data = "".join(redact(json.dumps(rec, ensure_ascii=False)) + "\n" for rec in records).encode("utf-8")
     size = path.stat().st_size if path.exists() else 0
     try:
         with path.open("ab") as f:
@@ -116,10 +118,11 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> N
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
+    redact = values_redactor()
     try:
         with tmp.open("w", encoding="utf-8") as f:
             for rec in records:
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                f.write(redact(json.dumps(rec, ensure_ascii=False)) + "\n")
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)

@@ -21,6 +21,7 @@ from omegaconf import DictConfig  # noqa: E402
 from pvllm.config import validate_train_config  # noqa: E402
 from pvllm.models.builder import format_parameter_table  # noqa: E402
 from pvllm.models.module import PVLLMModule  # noqa: E402
+from pvllm.models.packing import TextTokens  # noqa: E402
 from pvllm.utils.lightning import RankedLogger, loggable_config  # noqa: E402
 from pvllm.utils.secrets import install_log_redaction  # noqa: E402
 
@@ -56,7 +57,9 @@ def train(cfg: DictConfig) -> float | None:
         log.info("note: %s", note)
 
     datamodule = hydra.utils.instantiate(cfg.data)
-    datamodule.attach_processor(bundle.processor, bundle.model)  # + the feature cache, if configured
+    # + the feature cache, if configured; + the family's text-token counter that packing plans with
+    datamodule.attach_processor(bundle.processor, bundle.model,
+                                text_tokens=TextTokens(bundle.processor, cfg.data.get("max_reply_tokens", 64)))
     module = PVLLMModule(bundle.model, optim=cfg.optim, scheduler=cfg.scheduler)
 
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]

@@ -172,3 +172,34 @@ def test_planned_lengths_equal_the_encoded_ones(dirs, sample_ds):
         lengths = sample_lengths(ds, collator.encode, TextTokens(bundle.processor))
         assert lengths == [len(collator.encode(ds[i])["input_ids"]) for i in range(len(ds))], name
         assert len({s.video_id for s in samples}) < len(samples)  # the memo was used
+
+
+def test_train_py_packed_ddp_two_processes_same_steps(tmp_path):
+    """train.py data.packing=true on 2 CPU processes: 14 samples in 7 packs of <= 1500 tokens; the odd pack
+    count is evened out by repeating the first pack, so both ranks run 4 steps and stay identical."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = dict(os.environ, PVLLM_OUTPUTS=str(tmp_path), OMP_NUM_THREADS="1", WANDB_MODE="disabled")
+    proc = subprocess.run(
+        [sys.executable, "train.py", "experiment=demo", "data.packing=true", "data.pack_tokens=1500",
+         "trainer.max_steps=-1", "trainer.max_epochs=1", "trainer.devices=2", "strategy=ddp", "logger=csv",
+         "trainer.enable_progress_bar=false", "+callbacks.probe._target_=pvllm.distributed.probe.TrainProbe",
+         "+callbacks.probe.out_dir=${paths.output_dir}/probe"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "14 samples (8100 tokens) in 7 packs of <= 1500 tokens" in proc.stdout + proc.stderr
+    (run_dir,) = [p for p in (tmp_path / "train").iterdir() if not p.is_symlink()]
+    recs = [[json.loads(x) for x in (run_dir / "probe" / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+    steps = [[r for r in rr if r["event"] == "step"] for rr in recs]
+    assert [len(s) for s in steps] == [4, 4]  # ceil(7 / 2) each
+    ids = [[tuple(r["sample_ids"]) for r in s] for s in steps]
+    assert ids[1][-1] == ids[0][0]  # the repeated pack: rank 1's last is pack 0
+    trained = [i for s in ids for pack in s for i in pack]
+    assert len(set(trained)) == 14 and len(trained) == 14 + len(ids[0][0])
+    assert recs[0][-1]["param_checksum"] == recs[1][-1]["param_checksum"]

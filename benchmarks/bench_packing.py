@@ -126,8 +126,34 @@ def main() -> None:
           f"batches of {args.batch} ({padded_slots} slots, padding {100 * pad_fraction:.1f}%); packed: "
           f"{len(packed)} packs of <= {args.pack_tokens} tokens ({100 * real / (len(packed) * args.pack_tokens):.1f}%"
           f" full); threads={args.threads}, rounds={args.rounds}; max |per-sample loss diff| {worst:.1e}")
+    if video:  # the same samples with Video-LLaVA-7B's video tokens in place of this model's
+        from pvllm.models.families import visual_token_count
+
+        visual = [visual_token_count(proc, padded_c.encode(it)["input_ids"]) for it in items]
+        p6_arithmetic([n - v + 8 * 257 for n, v in zip(lengths, visual)], args.batch)
     print(f"{'padded (tok/s)':>16}{'packed (tok/s)':>16}{'speedup':>9}{'ceiling':>9}{'of ceiling':>12}")
     print(f"{real / ta:>16.0f}{real / tb:>16.0f}{speedup:>9.2f}{ceiling:>9.2f}{100 * speedup / ceiling:>11.0f}%")
+
+
+def p6_arithmetic(lengths_7b: list[int], batch: int) -> None:
+    """P6 without a GPU: the step-time ratio and useful MFU that packing should give Video-LLaVA-7B (32 layers,
+    width 4096, 6.7e9 parameters), from these samples' lengths with its 2056 video tokens (8 x 257) each.
+    FLOPs of a training step: 6 N per token + attention 12 L^2 d per layer (forward + backward); padded
+    batches compute B x max length, packed rows (FlashAttention varlen) the real tokens only."""
+    n_params, layers, width = 6.7e9, 32, 4096
+
+    def flops(lengths: list[int]) -> float:
+        return sum(6 * n_params * n + 12 * layers * width * n * n for n in lengths)
+
+    padded = sum(flops([max(lengths_7b[i: i + batch])] * len(lengths_7b[i: i + batch]))
+                 for i in range(0, len(lengths_7b), batch))
+    useful = flops(lengths_7b)
+    slots = sum(max(lengths_7b[i: i + batch]) * len(lengths_7b[i: i + batch]) for i in range(0, len(lengths_7b), batch))
+    pad = 1 - sum(lengths_7b) / slots
+    print(f"P6 (arithmetic, not measured; no GPU): Video-LLaVA-7B, these {len(lengths_7b)} samples with 2056 video "
+          f"tokens each ({min(lengths_7b)}-{max(lengths_7b)} tokens): padding {100 * pad:.1f}% at batch {batch}; "
+          f"step FLOPs padded/packed = {padded / useful:.3f} (the expected step-time ratio at equal hardware "
+          f"efficiency); a padded run at MFU m does useful work at {useful / padded:.3f} m, a packed one at ~m")
 
 
 def _tiny(out: Path) -> Path:

@@ -48,6 +48,21 @@ def test_every_rank_gets_the_same_number_of_packs():
     assert list(one) == packs[2:] and len(one) == 3
 
 
+def test_resumed_loader_skips_the_packs_already_trained():
+    from pvllm.data.datamodule import ResumableLoader
+    from pvllm.data.packing import PackView
+
+    packs = [[0, 1], [2], [3, 4, 5], [6]]
+    data = list(range(10, 17))  # item i is 10 + i
+
+    def loader(done: int) -> list:
+        return list(ResumableLoader(PackView(data), batch_size=None, sampler=PackSampler(data, packs),
+                                    collate_fn=lambda items: items, completed_batches=lambda: done))
+
+    assert loader(0) == [[10, 11], [12], [13, 14, 15], [16]]
+    assert loader(2) == [[13, 14, 15], [16]]  # the resumed epoch: the rest, the same packs
+
+
 # --- every family ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

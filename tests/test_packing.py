@@ -20,7 +20,7 @@ from pvllm.data.video_io import read_clip
 from pvllm.models.builder import build_pvllm
 from pvllm.models.families import FAMILIES
 from pvllm.models.module import PVLLMModule
-from pvllm.models.packing import TextTokens, packed_model_inputs, segment_ids
+from pvllm.models.packing import TextTokens, packed_forward, packed_model_inputs, segment_ids
 from pvllm.prompt import build_instruction
 from tests.conftest import SAMPLE
 
@@ -96,10 +96,11 @@ def _inputs(batch):
     return {k: v for k, v in batch.items() if k not in ("sample_id", "labels", "skipped_videos", "loss_weights")}
 
 
-def test_packed_logits_equal_one_by_one(family):
+@pytest.mark.parametrize("attention", ["segments", "mask"])  # SDPA per sample (CPU default) / block mask
+def test_packed_logits_equal_one_by_one(family, attention):
     name, _, model, _, packed, singles = family
     with torch.no_grad():
-        logits = model(**packed_model_inputs(model, packed)).logits[0]
+        logits = packed_forward(model, packed, attention=attention).logits[0]
         starts = torch.cumsum(packed["seq_lens"], 0) - packed["seq_lens"]
         for s, ln, single in zip(starts.tolist(), packed["seq_lens"].tolist(), singles):
             alone = model(**_inputs(single)).logits[0]

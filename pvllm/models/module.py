@@ -47,14 +47,13 @@ class PVLLMModule(L.LightningModule):
         targets None when the batch supervises nothing."""
         labels = batch["labels"]
         if "seq_lens" in batch:
-            from pvllm.models.packing import packed_model_inputs
+            from pvllm.models.packing import packed_forward
 
-            inputs = packed_model_inputs(self.model, batch)
             keep = (labels[0, 1:] != -100).nonzero()[:, 0]  # position t predicts token t+1
             if not len(keep):
                 keep = torch.zeros(1, dtype=torch.long, device=labels.device)
-                return self.model(**inputs, logits_to_keep=keep).logits.float(), None, None
-            logits = self.model(**inputs, logits_to_keep=keep).logits.float()
+                return packed_forward(self.model, batch, logits_to_keep=keep).logits.float(), None, None
+            logits = packed_forward(self.model, batch, logits_to_keep=keep).logits.float()
             weights = batch.get("loss_weights")
             return logits, labels[:, keep + 1], None if weights is None else weights[:, keep + 1]
         supervised = (labels != -100).any(dim=0).nonzero()

@@ -8,8 +8,12 @@ its own positions and attention that stays inside it:
   computation of an unpacked batch), then cut and concatenated; a text row (1-D positions, restarting per
   sample) goes in front, as transformers expects for packed Qwen inputs ``(4, 1, T)``. Every other family:
   ``(1, T)`` restarting per sample.
-- attention: a block-diagonal causal mask (additive, the model's dtype; SDPA and eager), or none with
-  FlashAttention, which finds the samples from the restarting positions (transformers' varlen path).
+- attention: with SDPA (the CPU default) each sample's own causal SDPA, sample after sample, in the
+  language model (``packed_sdpa_attention``, registered with transformers' ``AttentionInterface`` and
+  switched on for the packed forward only: the cost is the sum of the samples' squared lengths, not the
+  row's); with eager attention a block-diagonal causal mask (additive, the model's dtype; dense, T x T);
+  with FlashAttention no mask: transformers finds the samples from the restarting positions (its varlen
+  path).
 
 ``text_tokens`` counts a sample's tokens without its video, handed to the datamodule so the sampler can
 plan packs without decoding every sample's video.
@@ -17,13 +21,68 @@ plan packs without decoding every sample's video.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any
 
 import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from pvllm.models.families import family_of, render_prompt, reply_token_ids, unwrap
 
 FLASH = ("flash_attention_2", "flash_attention_3", "kernels-community/flash-attn", "kernels-community/flash-attn3")
+PACKED_SDPA = "pvllm_packed_sdpa"
+ATTENTION_WAYS = ("auto", "segments", "mask")
+
+
+def packed_sdpa_attention(module, query, key, value, attention_mask, pvllm_seq_lens=None, **kwargs):
+    """SDPA over each sample of a packed row alone (causal), outputs concatenated: attention never crosses
+    samples and costs sum(n_i^2). Without ``pvllm_seq_lens`` (another call), plain SDPA."""
+    if pvllm_seq_lens is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    kwargs.pop("is_causal", None)
+    outs, start = [], 0
+    for n in pvllm_seq_lens:
+        sl = slice(start, start + n)
+        out, _ = sdpa_attention_forward(module, query[:, :, sl], key[:, :, sl], value[:, :, sl], None,
+                                        is_causal=True, **kwargs)
+        outs.append(out)  # (B, n, heads, dim)
+        start += n
+    return torch.cat(outs, dim=1), None
+
+
+AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
+
+
+@contextmanager
+def _text_attention(model: Any, impl: str):
+    """The language model's attention implementation switched to ``impl`` for the duration (its config only:
+    the vision tower keeps its own)."""
+    cfg = unwrap(model).config
+    text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    before = text._attn_implementation
+    text._attn_implementation = impl
+    try:
+        yield
+    finally:
+        text._attn_implementation = before
+
+
+def packed_forward(model: Any, batch: dict[str, Any], attention: str = "auto", **kwargs):
+    """``model``'s output on a packed batch (``pvllm.data.packing.collate_packed``). ``attention``: auto
+    (segments under SDPA, the block mask under eager, none under FlashAttention), segments, or mask."""
+    if attention not in ATTENTION_WAYS:
+        raise ValueError(f"attention must be one of {ATTENTION_WAYS}, got {attention!r}")
+    hf = unwrap(model)
+    cfg = hf.config
+    text_impl = (cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg)._attn_implementation or ""
+    if attention == "auto":
+        attention = "flash" if text_impl in FLASH else "segments" if text_impl in ("sdpa", PACKED_SDPA) else "mask"
+    inputs = packed_model_inputs(model, batch, with_mask=attention == "mask")
+    if attention != "segments":
+        return model(**inputs, **kwargs)
+    with _text_attention(model, PACKED_SDPA):
+        return model(**inputs, pvllm_seq_lens=batch["seq_lens"].tolist(), **kwargs)
 
 
 class TextTokens:
@@ -80,9 +139,10 @@ def _mrope_positions(inner: Any, batch: dict[str, Any], seq_lens: torch.Tensor) 
     return torch.cat([pos[:, i, :ln] for i, ln in enumerate(seq_lens.tolist())], dim=1)
 
 
-def packed_model_inputs(model: Any, batch: dict[str, Any]) -> dict[str, Any]:
+def packed_model_inputs(model: Any, batch: dict[str, Any], with_mask: bool = True) -> dict[str, Any]:
     """Model keyword arguments of a packed batch (``pvllm.data.packing.collate_packed``): its inputs with
-    per-sample ``position_ids`` and a block-diagonal ``attention_mask`` (none under FlashAttention)."""
+    per-sample ``position_ids`` and a block-diagonal ``attention_mask`` (none under FlashAttention or
+    without ``with_mask``)."""
     inputs = {k: v for k, v in batch.items()
               if k not in ("sample_id", "labels", "skipped_videos", "seq_lens", "loss_weights")}
     seq_lens = batch["seq_lens"].to(batch["input_ids"].device)
@@ -99,8 +159,8 @@ def packed_model_inputs(model: Any, batch: dict[str, Any]) -> dict[str, Any]:
     else:
         inputs["position_ids"] = text
     impl = getattr(hf.config, "_attn_implementation", None) or ""
-    if impl in FLASH:
-        inputs["attention_mask"] = None  # varlen from the restarting positions
+    if impl in FLASH or not with_mask:
+        inputs["attention_mask"] = None  # varlen from the restarting positions, or segment-wise SDPA
     else:
         dtype = next(p.dtype for p in hf.parameters() if p.is_floating_point())
         inputs["attention_mask"] = block_causal_mask(seq_lens, dtype)

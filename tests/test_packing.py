@@ -219,3 +219,15 @@ def test_train_py_packed_ddp_two_processes_same_steps(tmp_path):
     trained = [i for s in ids for pack in s for i in pack]
     assert len(set(trained)) == 14 and len(trained) == 14 + len(ids[0][0])
     assert recs[0][-1]["param_checksum"] == recs[1][-1]["param_checksum"]
+
+
+def test_gradient_checkpointing_keeps_the_samples_apart(dirs):
+    """Recomputed layers (after the forward returned) still attend within each sample."""
+    grads = []
+    for ckpt in (False, True):
+        bundle = build_pvllm(str(dirs["qwen2_5_vl"]), gradient_checkpointing=ckpt)
+        model = bundle.model.train()
+        PVLLMModule(model, optim={})(PVLLMCollator(bundle.processor, packing=True)(_items("qwen2_5_vl"))).backward()
+        grads.append([p.grad for p in model.parameters() if p.requires_grad])
+    for x, y in zip(*grads):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)

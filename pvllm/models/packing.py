@@ -9,8 +9,8 @@ its own positions and attention that stays inside it:
   sample) goes in front, as transformers expects for packed Qwen inputs ``(4, 1, T)``. Every other family:
   ``(1, T)`` restarting per sample.
 - attention: with SDPA (the CPU default) each sample's own causal SDPA, sample after sample, in the
-  language model (``packed_sdpa_attention``, registered with transformers' ``AttentionInterface`` and
-  switched on for the packed forward only: the cost is the sum of the samples' squared lengths, not the
+  language model (``packed_sdpa_attention``, registered with transformers' ``AttentionInterface``, plain
+  SDPA for unpacked calls; the language model switches to it at the first packed forward: the cost is the sum of the samples' squared lengths, not the
   row's); with eager attention a block-diagonal causal mask (additive, the model's dtype; dense, T x T);
   with FlashAttention no mask: transformers finds the samples from the restarting positions (its varlen
   path).
@@ -21,12 +21,12 @@ plan packs without decoding every sample's video.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Any
 
 import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from pvllm.models.families import family_of, render_prompt, reply_token_ids, unwrap
 
@@ -52,20 +52,17 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, pvllm_seq_l
 
 
 AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
+AttentionMaskInterface.register(PACKED_SDPA, sdpa_mask)  # unpacked calls: exactly SDPA's mask and attention
 
 
-@contextmanager
-def _text_attention(model: Any, impl: str):
-    """The language model's attention implementation switched to ``impl`` for the duration (its config only:
-    the vision tower keeps its own)."""
+def _use_packed_sdpa(model: Any) -> None:
+    """Switch the language model (its config only: the vision tower keeps its own) from SDPA to
+    ``packed_sdpa_attention``, once and for good: unpacked calls stay plain SDPA, and a layer recomputed under
+    gradient checkpointing (after the forward returned) still sees its samples."""
     cfg = unwrap(model).config
     text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-    before = text._attn_implementation
-    text._attn_implementation = impl
-    try:
-        yield
-    finally:
-        text._attn_implementation = before
+    if text._attn_implementation == "sdpa":
+        text._attn_implementation = PACKED_SDPA
 
 
 def packed_forward(model: Any, batch: dict[str, Any], attention: str = "auto", **kwargs):
@@ -81,8 +78,8 @@ def packed_forward(model: Any, batch: dict[str, Any], attention: str = "auto", *
     inputs = packed_model_inputs(model, batch, with_mask=attention == "mask")
     if attention != "segments":
         return model(**inputs, **kwargs)
-    with _text_attention(model, PACKED_SDPA):
-        return model(**inputs, pvllm_seq_lens=batch["seq_lens"].tolist(), **kwargs)
+    _use_packed_sdpa(model)
+    return model(**inputs, pvllm_seq_lens=batch["seq_lens"].tolist(), **kwargs)
 
 
 class TextTokens:

@@ -79,6 +79,10 @@ def packed_forward(model: Any, batch: dict[str, Any], attention: str = "auto", *
     if attention != "segments":
         return model(**inputs, **kwargs)
     _use_packed_sdpa(model)
+    # a 4-D mask is taken as given (transformers builds none): without it, the restarting positions would
+    # make it build a T x T block mask that per-sample SDPA never reads
+    inputs["attention_mask"] = torch.zeros(1, 1, 1, 1, dtype=next(unwrap(model).parameters()).dtype,
+                                           device=batch["input_ids"].device)
     return model(**inputs, pvllm_seq_lens=batch["seq_lens"].tolist(), **kwargs)
 
 

@@ -29,10 +29,8 @@ from pvllm.distributed.checkpoint_io import AtomicCheckpointIO  # noqa: E402
 from pvllm.identity import IdentityConflict  # noqa: E402
 from pvllm.models.builder import PVLLM, build_under_zero3, format_parameter_table  # noqa: E402
 from pvllm.models.module import PVLLMModule  # noqa: E402
-from pvllm.utils.atomic import (
-    WriteFailed,  # noqa: E402
-    atomic_dir,  # noqa: E402
-)
+from pvllm.models.packing import TextTokens  # noqa: E402
+from pvllm.utils.atomic import WriteFailed, atomic_dir  # noqa: E402
 from pvllm.utils.cli import clear_errors  # noqa: E402
 from pvllm.utils.jsonl import JsonlError  # noqa: E402
 from pvllm.utils.lightning import RankedLogger, loggable_config  # noqa: E402
@@ -86,12 +84,15 @@ def train(cfg: DictConfig) -> float | None:
         if cfg.data.get("feature_cache"):
             raise ValueError("data.feature_cache is checked against the whole model, which ZeRO-3 builds sharded "
                              "in configure_model: unset data.feature_cache or use strategy=deepspeed_zero2")
-        datamodule.attach_processor(processor)
+        datamodule.attach_processor(processor,
+                                    text_tokens=TextTokens(processor, cfg.data.get("max_reply_tokens", 64)))
         module = PVLLMModule(None, optim=cfg.optim, scheduler=cfg.scheduler, build=build)
     else:
         bundle = hydra.utils.instantiate(cfg.model)  # pvllm.models.builder.build_pvllm
         log.info("model %s\n%s", bundle.source, format_parameter_table(bundle.parameter_table))
-        datamodule.attach_processor(bundle.processor, bundle.model)  # + the feature cache, if configured
+        # + the feature cache, if configured; + the family's text-token counter that packing plans with
+        datamodule.attach_processor(bundle.processor, bundle.model,
+                                    text_tokens=TextTokens(bundle.processor, cfg.data.get("max_reply_tokens", 64)))
         module = PVLLMModule(bundle.model, optim=cfg.optim, scheduler=cfg.scheduler)
     for note in bundle.notes:
         log.info("note: %s", note)

@@ -16,6 +16,15 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from pvllm.data.dataset import PerVidCom, load_pervidcom
 from pvllm.data.frame_cache import FrameSource, Sampling
 from pvllm.data.histories import Sample, build_eval_histories, draw_training_samples, title_samples
+from pvllm.data.packing import (
+    LOSS_REDUCTIONS,
+    PackSampler,
+    PackView,
+    collate_packed,
+    padded_loss_weights,
+    plan_packs,
+    sample_lengths,
+)
 from pvllm.data.video_io import VideoReadError, clip_metadata, read_clip
 from pvllm.models.families import encode_example, family_of, reply_token_ids, visual_token_count
 from pvllm.prompt import INSTRUCTION_TITLE, build_instruction, chat_prompt
@@ -50,12 +59,22 @@ class SampleDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def _instruction(self, s: Sample) -> str:
+        title = self.ds.videos[s.video_id].title if self.include_title else None
+        return (INSTRUCTION_TITLE if self.task == "title"
+                else build_instruction([h["text"] for h in s.history], title))
+
+    def text_item(self, i: int) -> dict[str, Any]:
+        """Sample ``i`` without its video (nothing read): what packing counts the text tokens of."""
+        s = self.samples[i]
+        instruction = self._instruction(s)
+        return {"sample_id": s.sample_id, "instruction": instruction, "prompt": chat_prompt(instruction),
+                "reply": s.reference}
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         s = self.samples[i]
         path = self.ds.video_path(s.video_id)
-        title = self.ds.videos[s.video_id].title if self.include_title else None
-        instruction = (INSTRUCTION_TITLE if self.task == "title"
-                       else build_instruction([h["text"] for h in s.history], title))
+        instruction = self._instruction(s)
         if not self.video:
             return {"sample_id": s.sample_id, "frames": None, "reply": s.reference,
                     "prompt": chat_prompt(instruction, video_token=None)}
@@ -105,6 +124,9 @@ class PVLLMCollator:
     padding_side: str = "right"
     text_instructions: dict | None = None  # encoding limits of text-only items (pvllm.data.text_instructions)
     max_visual_tokens: int | None = None  # per-sample visual-token budget: more is an error naming the sample
+    packing: bool = False  # one row of the samples back to back (pvllm.data.packing), no padding
+    pack_tokens: int | None = None  # the packed row's token budget (checked)
+    loss_reduction: str = "token"  # token | sample: "sample" adds loss_weights (pvllm.data.packing)
     _logged: bool = False
 
     def encode(self, item: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -164,7 +186,19 @@ class PVLLMCollator:
         return enc
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.loss_reduction not in LOSS_REDUCTIONS:
+            raise ValueError(f"data.loss_reduction must be one of {', '.join(LOSS_REDUCTIONS)}, "
+                             f"got {self.loss_reduction!r}")
         encs = [self.encode(it) for it in items]
+        if self.packing:
+            batch = collate_packed(encs, loss_weights=self.loss_reduction == "sample")
+            n_tok = batch["input_ids"].shape[1]
+            if self.pack_tokens is not None and n_tok > self.pack_tokens:  # the planned lengths were wrong
+                raise RuntimeError(f"packed row of {n_tok} tokens > data.pack_tokens={self.pack_tokens} "
+                                   f"(samples {[it['sample_id'] for it in items]}): the length estimate missed")
+            batch["sample_id"] = [it["sample_id"] for it in items]
+            batch["skipped_videos"] = [it["bad_video"] for it in items if it.get("bad_video")]
+            return batch
         n = max(len(e["input_ids"]) for e in encs)
         pad = self.processor.tokenizer.pad_token_id
         ids = torch.full((len(encs), n), pad, dtype=torch.long)
@@ -191,6 +225,8 @@ class PVLLMCollator:
                 batch[k] = torch.cat(rows)
         # unreadable videos of this batch (placeholders with masked labels): counted in the main process
         batch["skipped_videos"] = [it["bad_video"] for it in items if it.get("bad_video")]
+        if self.loss_reduction == "sample":
+            batch["loss_weights"] = padded_loss_weights(labels)
         return batch
 
 
@@ -225,6 +261,14 @@ class ResumableLoader(DataLoader):
         skip = self.completed_batches()
         if not skip:
             yield from super().__iter__()
+            return
+        if isinstance(self.sampler, PackSampler):  # packed: one pack per batch
+            log.info("resuming mid-epoch: skipping the %d pack(s) already trained in this epoch", skip)
+            self.sampler.skip = skip
+            try:
+                yield from super().__iter__()
+            finally:
+                self.sampler.skip = 0
             return
         sampler = self.batch_sampler.sampler
         log.info("resuming mid-epoch: skipping the %d batch(es) already trained in this epoch", skip)
@@ -290,8 +334,20 @@ class PVLLMDataModule(L.LightningDataModule):
         # comment: PV-LLM (history -> the user's comment); title: projector alignment before it (LLaVA's
         # stage 1 on the videos' titles: video -> its title, no history), e.g. a fresh projector on CPU
         task: str = "comment",
+        # packed training (pvllm.data.packing): samples back to back in one row of <= pack_tokens tokens,
+        # attention and positions per sample; the sampler fills the token budget (batch_size unused)
+        packing: bool = False,
+        pack_tokens: int = 4096,
+        loss_reduction: str = "token",  # token: mean over reply tokens | sample: mean of each sample's mean
     ):
         super().__init__()
+        if loss_reduction not in LOSS_REDUCTIONS:
+            raise ValueError(f"data.loss_reduction must be one of {', '.join(LOSS_REDUCTIONS)}, got {loss_reduction!r}")
+        if packing and (text_instructions or feature_cache):
+            raise ValueError("data.packing=true packs video (or data.video=false text) samples; it does not support "
+                             "data.text_instructions or data.feature_cache yet: unset them or data.packing")
+        if packing and int(pack_tokens) < 1:
+            raise ValueError(f"data.pack_tokens must be a positive token budget, got {pack_tokens}")
         if task not in TASKS:
             raise ValueError(f"data.task must be one of {', '.join(TASKS)}, got {task!r}")
         if task == "title" and not video:
@@ -305,11 +361,18 @@ class PVLLMDataModule(L.LightningDataModule):
         self.excluded: Counter[str] = Counter()  # "train"/"val" -> samples left out (exclude_videos)
         self._exclude: dict[str, str] = {}  # video_id -> why (from the exclude_videos list)
         self.cache = None
+        self._length_memo: dict[str, tuple[int, int]] = {}  # packing: video id -> (encoded, text tokens)
+        self.text_tokens = None
 
-    def attach_processor(self, processor: Any, model: Any = None) -> None:
+    def attach_processor(self, processor: Any, model: Any = None, text_tokens: Any = None) -> None:
         """The model's own processor does the preprocessing (set by train.py after building the model);
-        with ``feature_cache`` set, the cache is opened for ``model`` (an error if built for another)."""
+        with ``feature_cache`` set, the cache is opened for ``model`` (an error if built for another).
+        ``text_tokens``: the family's text-token counter (``pvllm.models.packing.TextTokens``), needed by
+        ``packing`` to plan packs."""
         self.processor = processor
+        self.text_tokens = text_tokens
+        if self.hparams.get("packing") and text_tokens is None:
+            raise RuntimeError("data.packing=true: attach_processor(processor, model, text_tokens=TextTokens(...))")
         if self.hparams.feature_cache:
             from pvllm.data.feature_cache import FeatureCache
 
@@ -430,13 +493,35 @@ class PVLLMDataModule(L.LightningDataModule):
         if frames is not None and frames.cache is not None and frames.counts:
             log.info("frames (%s): %s", stage, frames.summary())
 
+    def _collator(self, packing: bool = False) -> PVLLMCollator:
+        hp = self.hparams
+        return PVLLMCollator(self.processor, hp.max_reply_tokens, max_visual_tokens=hp.max_visual_tokens,
+                             text_instructions=hp.text_instructions, packing=packing,
+                             pack_tokens=hp.get("pack_tokens") if packing else None,
+                             loss_reduction=hp.get("loss_reduction", "token"))
+
     def _loader(self, dataset: Dataset, cls: type = DataLoader, **kwargs) -> DataLoader:
         if self.processor is None:
             raise RuntimeError("attach_processor(model_processor) before creating dataloaders")
         return cls(dataset, batch_size=self.hparams.batch_size, shuffle=False, num_workers=self.hparams.num_workers,
-                   collate_fn=PVLLMCollator(self.processor, self.hparams.max_reply_tokens,
-                                             max_visual_tokens=self.hparams.max_visual_tokens,
-                                             text_instructions=self.hparams.text_instructions), **kwargs)
+                   collate_fn=self._collator(), **kwargs)
+
+    def _packed_loader(self, world_size: int, rank: int) -> DataLoader:
+        """Packs of the epoch's draw filling ``pack_tokens`` (the same plan on every rank, ``PackSampler``)."""
+        hp = self.hparams
+        inner = self.train_set.inner
+        collator = self._collator(packing=True)
+        lengths = sample_lengths(inner, collator.encode, self.text_tokens, self._length_memo)
+        packs = plan_packs(lengths, int(hp.pack_tokens), [s.sample_id for s in inner.samples])
+        sampler = PackSampler(inner, packs, num_replicas=world_size, rank=rank)
+        used = sum(lengths)
+        log.info("packing: %d samples (%d tokens) in %d packs of <= %d tokens (%.1f%% of the budget used)%s",
+                 len(lengths), used, len(packs), hp.pack_tokens, 100 * used / (len(packs) * hp.pack_tokens),
+                 f"; {sampler.repeated} pack(s) repeated so the {world_size} ranks run the same number of steps"
+                 if sampler.repeated else "")
+        return ResumableLoader(PackView(self.train_set), batch_size=None, sampler=sampler,
+                               num_workers=hp.num_workers, collate_fn=collator,
+                               completed_batches=self._completed_batches)
 
     def _completed_batches(self) -> int:
         """Batches of the current epoch already trained (non-zero only when resuming mid-epoch)."""
@@ -452,6 +537,9 @@ class PVLLMDataModule(L.LightningDataModule):
             raise ValueError(
                 f"no training samples in epoch {epoch}: split {self.hparams.train_split!r} of {self.hparams.root} "
                 "has no user with comments on >= 2 videos" + (" left after exclude_videos" if self._exclude else ""))
+        if self.hparams.get("packing"):
+            world = self.trainer.world_size if self.trainer is not None else 1
+            return self._packed_loader(world, self.trainer.global_rank if self.trainer is not None else 0)
         sampler = None
         if self.trainer is not None and self.trainer.world_size > 1:
             # rank r takes draw items r, r+W, ... (no second shuffle); Lightning keeps a DistributedSampler

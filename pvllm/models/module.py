@@ -50,29 +50,80 @@ class PVLLMModule(L.LightningModule):
             self.print("fp32 master weights: trainable parameters upcast from the loaded dtype (bf16 autocast)")
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Mean next-token cross-entropy over the reply tokens.
+        """Next-token cross-entropy over the reply tokens: their mean (``data.loss_reduction=token``, the
+        default), or the mean over samples of each sample's mean (``sample``: the batch carries
+        ``loss_weights``, 1/(reply tokens of its sample) on each supervised token).
 
         Only the positions from the first supervised token on go through the LM head (``logits_to_keep``):
         the prompt (history + 136..2056 video tokens) needs no logits, which saves most of the head's
         time and memory on a 49k..32k vocabulary. Same value as the model's own loss over all positions.
+        A packed batch (``seq_lens``, ``pvllm.data.packing``) keeps exactly the positions that predict a
+        supervised token, with per-sample positions and attention (``pvllm.models.packing``).
         """
+        logits, targets, weights = self._supervised_logits(batch)
+        if targets is None:  # only skipped-video placeholders: zero loss that still reaches every weight,
+            return logits.sum() * 0.0  # so DDP's gradient all-reduce runs on this rank like on the others
+        flat = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+        if weights is None:  # mean over the supervised tokens
+            return torch.nn.functional.cross_entropy(*flat, ignore_index=-100)
+        ce = torch.nn.functional.cross_entropy(*flat, ignore_index=-100, reduction="none")
+        weights = weights.reshape(-1).to(ce.dtype)
+        return (ce * weights).sum() / weights.sum()
+
+    def _supervised_logits(self, batch: dict[str, Any]):
+        """(logits, targets, loss weights or None) at the positions whose next token may be supervised;
+        targets None when the batch supervises nothing."""
         labels = batch["labels"]
+        if "seq_lens" in batch:
+            from pvllm.models.packing import packed_forward
+
+            keep = (labels[0, 1:] != -100).nonzero()[:, 0]  # position t predicts token t+1
+            if not len(keep):
+                keep = torch.zeros(1, dtype=torch.long, device=labels.device)
+                return packed_forward(self.model, batch, logits_to_keep=keep).logits.float(), None, None
+            logits = packed_forward(self.model, batch, logits_to_keep=keep).logits.float()
+            weights = batch.get("loss_weights")
+            return logits, labels[:, keep + 1], None if weights is None else weights[:, keep + 1]
         supervised = (labels != -100).any(dim=0).nonzero()
         seq_len = labels.shape[1]
         keep = min(seq_len - int(supervised[0]) + 1, seq_len) if len(supervised) else seq_len
         # every model input the collator built (the family's visual inputs included), not labels / ids
-        inputs = {k: v for k, v in batch.items() if k not in ("sample_id", "labels", "skipped_videos")}
+        inputs = {k: v for k, v in batch.items() if k not in ("sample_id", "labels", "skipped_videos", "loss_weights")}
         out = self.model(**inputs, logits_to_keep=keep)
         logits = out.logits[:, :-1].float()  # position t predicts token t+1
-        targets = labels[:, seq_len - keep + 1:]
-        if not len(supervised):  # only skipped-video placeholders: zero loss that still reaches every weight,
-            return logits.sum() * 0.0  # so DDP's gradient all-reduce runs on this rank like on the others
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                                 ignore_index=-100)
+        if not len(supervised):
+            return logits, None, None
+        weights = batch.get("loss_weights")
+        return (logits, labels[:, seq_len - keep + 1:],
+                None if weights is None else weights[:, seq_len - keep + 1:])
+
+    def sample_losses(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Each sample's mean reply-token cross-entropy (NaN for a sample with no supervised token), packed
+        or padded: what packing must leave unchanged."""
+        logits, targets, _ = self._supervised_logits(batch)
+        n = len(batch["seq_lens"]) if "seq_lens" in batch else batch["labels"].shape[0]
+        if targets is None:
+            return torch.full((n,), float("nan"))
+        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                               ignore_index=-100, reduction="none")
+        if "seq_lens" in batch:
+            from pvllm.models.packing import segment_ids
+
+            keep = (batch["labels"][0, 1:] != -100).nonzero()[:, 0]
+            owner = segment_ids(batch["seq_lens"].to(keep.device))[keep + 1]
+        else:
+            owner = torch.arange(n, device=ce.device)[:, None].expand_as(targets).reshape(-1)
+        sup = (targets.reshape(-1) != -100).to(ce.dtype)
+        total = torch.zeros(n, dtype=ce.dtype, device=ce.device).index_add_(0, owner, ce * sup)
+        count = torch.zeros(n, dtype=ce.dtype, device=ce.device).index_add_(0, owner, sup)
+        return total / count
 
     @staticmethod
     def _n_supervised(batch: dict[str, Any]) -> int:
         """Items of the batch with a supervised reply (a skipped video's placeholder has none)."""
+        if "seq_lens" in batch:  # packed: the samples of the one row
+            sup = (batch["labels"][0] != -100).long()
+            return int((torch.stack([s.sum() for s in sup.split(batch["seq_lens"].tolist())]) > 0).sum())
         return int((batch["labels"] != -100).any(dim=1).sum())
 
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int):

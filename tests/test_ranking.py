@@ -177,7 +177,7 @@ def test_real_video_llava_scores_follow_candidate_order(sample_ds, rows, tiny_mo
     from pvllm.evaluation import to_request
     from pvllm.generators.video_llava import PVLLMGenerator
 
-    gen = PVLLMGenerator(pretrained=str(tiny_model_dir), greedy=True, score_batch_size=7)
+    gen = PVLLMGenerator(pretrained=str(tiny_model_dir), greedy=True, score_tokens=300)
     cand = build_candidates(rows[:3], sample_ds, n=10, seed=0)
     reqs = [to_request(r, sample_ds) for r in rows[:3]]
     texts = [[x["text"] for x in c["candidates"]] for c in cand]

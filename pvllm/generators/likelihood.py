@@ -201,6 +201,16 @@ def score_prompt_replies(
             raise ValueError("at least one branch (possibly empty) is needed")
     decoder, head = _decoder_and_head(model)
     dtype = head.weight.dtype
+    # identical branches (PMI of a run without history: both prompts are the same) are computed once, so
+    # their scores are equal exactly, not to rounding
+    inverse = []
+    for it in items:
+        keys = [tuple(int(t) for t in b) for b in it.branches]
+        uniq = list(dict.fromkeys(keys))
+        inverse.append([uniq.index(k) for k in keys])
+    work = [PromptReplies(it.root, it.replies, [list(u) for u in dict.fromkeys(
+        tuple(int(t) for t in b) for b in it.branches)]) for it in items]
+    originals, items = items, work
 
     def cost(it: PromptReplies) -> int:
         cont = sum(len(b) + sum(len(r) - 1 for r in it.replies) for b in it.branches)
@@ -251,7 +261,9 @@ def score_prompt_replies(
             it.sums = flat[starts[k] : starts[k] + sizes[k]].view(len(it.branches), len(it.replies))
         if progress:
             progress(len(grp))
-    return [it.sums for it in items]
+    for it, w, inv in zip(originals, work, inverse):
+        it.sums = w.sums[inv]
+    return [it.sums for it in originals]
 
 
 @torch.inference_mode()

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from pvllm.generators.base import CandidateLogprobs, GenerationRequest, GenerationResult, Generator, without_history
+from pvllm.generators.base import (
+    CandidateLogprobs,
+    GenerationRequest,
+    GenerationResult,
+    Generator,
+    without_history,
+)
 from pvllm.metrics.ranking import rank_resumable, ranking_metrics
 from pvllm.models.families import FAMILIES, reply_logprob, reply_token_ids
 from pvllm.prompt import build_instruction

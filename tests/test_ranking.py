@@ -269,8 +269,11 @@ def test_evaluate_ranks_and_every_model_reads_one_candidates_file(tmp_path, tiny
     assert {"copy_history", "distinct-1", "ci95"} <= set(s_all)
     f = tmp_path / "candidates" / "sample_val_s0_n1_N8_c0.jsonl"
     before = f.read_bytes()
-    s_none = run_evaluate(common + ["stage=rank", "history.mode=none"], output_dir=tmp_path / "none")
+    s_none = run_evaluate(common + ["stage=rank", "history.mode=none", "ranking.score=pmi"],
+                          output_dir=tmp_path / "none")
     assert s_none["candidates_sha256"] == s_all["ranking"]["candidates_sha256"] and f.read_bytes() == before
+    # PMI without a history compares a prompt with itself: every score 0, exactly chance (mean rank (8+1)/2)
+    assert s_none["score"] == "pmi" and s_all["ranking"]["score"] == "mean" and s_none["mean_rank"] == 4.5
     assert not (tmp_path / "none" / "predictions.jsonl").exists()  # rank only: nothing generated
     assert len(load_jsonl(tmp_path / "none" / "ranking.jsonl")) == 4
     s_text = run_evaluate(

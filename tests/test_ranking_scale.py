@@ -170,3 +170,13 @@ def test_pmi_without_history_is_zero_and_score_recorded(sample_ds, tiny_model_di
     na = rank_run(Oracle({}), rows, sample_ds, tmp_path / "o", candidates_file=tmp_path / "c.jsonl", n=5, seed=0,
                   batch_size=2, include_title=False, score="sum")
     assert na["status"] == "n/a" and na["score"] == "sum" and "sum|pmi is n/a" in na["reason"]
+
+
+def test_config_rejects_an_unknown_score(tmp_path):
+    from pvllm.config import ConfigError, validate_eval_config
+    from tests.entrypoints import compose_config
+
+    cfg = compose_config("evaluate", ["stage=rank", "ranking.score=ppl"], tmp_path)
+    with pytest.raises(ConfigError, match=r"ranking.score: mean \| sum \| pmi, got 'ppl'"):
+        validate_eval_config(cfg)
+    assert compose_config("evaluate", [], tmp_path).ranking.score == "mean"

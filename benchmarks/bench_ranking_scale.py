@@ -1,6 +1,6 @@
 """P11: ranking at scale on real danmaku targets: samples/s with N candidates, today's path (the anchor) vs
-the packed scorer (ours), side by side in one process on the same candidates; checks the scores are equal
-first, then predicts the hours for the 8,899 danmaku test targets per history mode.
+the packed scorer (ours), side by side in one process on the same candidates (alternating on blocks of
+--block samples); checks the scores are equal, then predicts the hours for the 8,899 danmaku test targets.
 
     python benchmarks/bench_ranking_scale.py [--model small|tiny_qwen2_5_vl|...] [--samples 200]
 
@@ -95,6 +95,7 @@ def main() -> None:
     ap.add_argument("--per-call", type=int, default=8, help="ours: samples per score_candidates call")
     ap.add_argument("--score-tokens", type=int, default=2048, help="ours: generator.score_tokens")
     ap.add_argument("--mode", default="k", choices=("k", "none", "others"), help="history mode")
+    ap.add_argument("--block", type=int, default=24, help="samples per alternation of the two ways")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("PVLLM_OUTPUTS", ROOT / "outputs"))
                     / "bench_p11")
@@ -137,9 +138,9 @@ def main() -> None:
           f"{', text-only' if text_only else ', a bundled clip per target'})", flush=True)
     pad = gen.processor.tokenizer.pad_token_id
 
-    def anchor() -> list[list[float]]:
+    def anchor(lo: int, hi: int) -> list[list[float]]:
         out = []
-        for req, cs in zip(reqs, cands):
+        for req, cs in zip(reqs[lo:hi], cands[lo:hi]):
             if text_only:
                 prompt = gen._encode([req.prompt], [None])["input_ids"][0].tolist()
                 replies = [reply_token_ids(gen.processor, req.prompt, c, None) for c in cs]
@@ -150,19 +151,22 @@ def main() -> None:
                             / len(reply_token_ids(gen.processor, req.prompt, c, None)) for c in cs])
         return out
 
-    def ours() -> list[list[float]]:
+    def ours(lo: int, hi: int) -> list[list[float]]:
         out = []
-        for i in range(0, len(reqs), args.per_call):
-            out += gen.score_candidates(reqs[i : i + args.per_call], cands[i : i + args.per_call])
+        for i in range(lo, hi, args.per_call):
+            out += gen.score_candidates(reqs[i : min(hi, i + args.per_call)], cands[i : min(hi, i + args.per_call)])
         return out
 
-    times = {}
-    results = {}
-    for name, fn in (("anchor", anchor), ("ours", ours)):  # one round each: 200 samples is long enough
-        t = time.perf_counter()
-        results[name] = fn()
-        times[name] = time.perf_counter() - t
-        print(f"{name}: {times[name]:.1f} s ({len(reqs) / times[name]:.3f} samples/s)", flush=True)
+    # the two ways alternate on blocks of --block samples, so a change in the machine's load hits both alike
+    times = {"anchor": 0.0, "ours": 0.0}
+    results: dict[str, list] = {"anchor": [], "ours": []}
+    for lo in range(0, len(reqs), args.block):
+        hi = min(len(reqs), lo + args.block)
+        for name, fn in (("anchor", anchor), ("ours", ours)):
+            t = time.perf_counter()
+            results[name] += fn(lo, hi)
+            times[name] += time.perf_counter() - t
+        print(f"{hi}/{len(reqs)} samples: anchor {times['anchor']:.1f} s, ours {times['ours']:.1f} s", flush=True)
     a = torch.tensor(results["anchor"], dtype=torch.float32)
     b = torch.tensor(results["ours"], dtype=torch.float32)
     torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-4)  # means per token, as ranking reads them

@@ -175,14 +175,14 @@ def evaluate(cfg: DictConfig) -> dict | None:
                 r = cfg.ranking
                 ranking = rank_run(generator, rows, ds, run_dir, candidates_file=Path(r.candidates_file),
                                    n=r.n_candidates, seed=r.seed, batch_size=r.batch_size,
-                                   include_title=cfg.data.include_title)
+                                   include_title=cfg.data.include_title, score=r.score)
         finally:
             generator.close()
         if cfg.stage == "rank":
             from pvllm.metrics.ranking import format_ranking
 
             name = HydraConfig.get().runtime.choices.get("generator", "?")
-            title = f"\nranking, {cfg.split} split, history {h.mode} k={h.k} ({cfg.run_name})"
+            title = f"\nranking, {cfg.split} split, history {h.mode} k={h.k}, score {cfg.ranking.score} ({cfg.run_name})"
             print(format_ranking([(name, ranking if ranking["status"] == "ok" else None)], title=title))
             if cfg.get("report"):
                 run_report(cfg)

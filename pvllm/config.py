@@ -239,6 +239,9 @@ def validate_eval_config(cfg: DictConfig) -> None:
     nc = _get(cfg, "ranking.n_candidates")
     if ranking_on and (not isinstance(nc, int) or nc < 2):
         errors.append(f"ranking.n_candidates: must be an integer >= 2, got {nc!r}")
+    score = _get(cfg, "ranking.score")
+    if ranking_on and score not in ("mean", "sum", "pmi"):
+        errors.append(f"ranking.score: mean | sum | pmi, got {score!r}")
     thr = _get(cfg, "diversity.copy_threshold")
     if thr is not None and not (isinstance(thr, (int, float)) and 0 < thr <= 1):
         errors.append(f"diversity.copy_threshold: must be in (0, 1], got {thr!r}")

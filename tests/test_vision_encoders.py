@@ -310,7 +310,7 @@ def test_ranking_prompt_once_equals_full_sequences_on_the_composite(mobilenet_ru
 
     ds = load_pervidcom(SAMPLE)
     req = to_request(build_eval_histories(ds, "val", k=5, seed=0)[0].to_row(), ds)
-    gen = PVLLMGenerator(pretrained=str(mobilenet_run), greedy=True, score_batch_size=3)
+    gen = PVLLMGenerator(pretrained=str(mobilenet_run), greedy=True, score_tokens=300)
     cands = ["nice.", "OMG the rabbit is SO GOOD 🔥🔥🔥", "Where was this filmed? Is the taxi real?", "ok"]
     got = gen.score_candidates([req], [cands])[0]
     enc = gen._encode([req.prompt], [gen._frames(req)])

@@ -7,6 +7,15 @@ each candidate by its length-normalized log-likelihood as the reply to the Figur
 (``Generator.score_candidates``); the rank of the ground truth gives Recall@1/5/10, MRR (x100) and the
 mean rank, reported beside their chance levels.
 
+``ranking.score`` (:data:`SCORES`) chooses the score of a candidate ``c`` (log-probabilities of its reply
+tokens, end of turn included, after the Figure-5 prompt with the video):
+- ``mean``: the mean log-probability per token (length-normalized log-likelihood; the default);
+- ``sum``: the sum, log p(c | video, history);
+- ``pmi``: log p(c | video, history) - log p(c | video, no history), both sums over the same tokens, the
+  second after the same prompt without the history: how much the history raises the candidate, which
+  removes the pull of generic lines (the no-history request of a ``history.mode=none`` run is the same
+  prompt, so every PMI is 0 there: chance).
+
 Ties are resolved in expectation (a random order among equal scores): the ground truth with ``g``
 strictly better and ``t`` equal competitors is equally likely at ranks g+1 .. g+t+1. So the metrics do
 not depend on candidate order, and a constant scorer gets exactly chance.
@@ -27,6 +36,7 @@ from pvllm.utils.jsonl import load_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 RECALL_AT = (1, 5, 10)
+SCORES = ("mean", "sum", "pmi")
 CANDIDATES_VERSION = 1
 
 
@@ -183,9 +193,11 @@ def ranking_metrics(items: Sequence[dict]) -> dict[str, Any]:
         out[f"R@{k}"] = 100.0 * sum(p[f"R@{k}"] for p in per) / len(per) if per else float("nan")
     out["MRR"] = 100.0 * sum(p["MRR"] for p in per) / len(per) if per else float("nan")
     out["mean_rank"] = sum(p["rank"] for p in per) / len(per) if per else float("nan")
-    # the true comment's own score (mean log-probability per token): compares conditions on the same samples
-    # where ranks cannot (e.g. the video ablation: every candidate is on the same video)
-    truth = [float(it["scores"][it["truth_index"]]) for it in ok]
+    # the true comment's own mean log-probability per token (its score under ``mean``; from the stored sums
+    # under sum/pmi): compares conditions on the same samples where ranks cannot (e.g. the video ablation:
+    # every candidate is on the same video)
+    truth = [float(it["logprob"][it["truth_index"]] / it["n_tokens"][it["truth_index"]]) if "logprob" in it
+             else float(it["scores"][it["truth_index"]]) for it in ok]
     out["truth_logprob"] = sum(truth) / len(truth) if truth else float("nan")
     n = ns.pop() if ns else 0
     out["n_candidates"] = n
@@ -193,10 +205,47 @@ def ranking_metrics(items: Sequence[dict]) -> dict[str, Any]:
     return out
 
 
+def candidate_scores(generator: Any, batch: list, candidates: list[list[str]], score: str = "mean"
+                     ) -> list[dict[str, Any] | None]:
+    """Per request: ``{"scores": [...]}`` under ``score`` (:data:`SCORES`), with the log-probability sums
+    behind them for ``sum``/``pmi`` (``logprob``, ``n_tokens``, ``logprob_no_history``); None where the
+    generator failed on the request. ``mean`` goes through ``Generator.score_candidates`` (so any ranker
+    with scores works); ``sum``/``pmi`` need ``Generator.candidate_logprobs``."""
+    if score not in SCORES:
+        raise ValueError(f"ranking.score must be one of {', '.join(SCORES)}, got {score!r}")
+    if score == "mean":
+        return [None if s is None else {"scores": s} for s in generator.score_candidates(batch, candidates)]
+    out: list[dict[str, Any] | None] = []
+    for lp in generator.candidate_logprobs(batch, candidates, no_history=score == "pmi"):
+        if lp is None:
+            out.append(None)
+            continue
+        rec: dict[str, Any] = {"logprob": lp.logprob, "n_tokens": lp.n_tokens}
+        if score == "pmi":
+            rec["logprob_no_history"] = lp.logprob_no_history
+            rec["scores"] = [a - b for a, b in zip(lp.logprob, lp.logprob_no_history)]
+        else:
+            rec["scores"] = list(lp.logprob)
+        out.append(rec)
+    return out
+
+
+def _progress(total: int, initial: int) -> Any:
+    """A progress bar with an ETA on stderr (never stdout, where the tables go); sparse when not a terminal."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc="ranking", unit="sample", file=sys.stderr, dynamic_ncols=True,
+                mininterval=1.0 if sys.stderr.isatty() else 30.0)
+
+
 def rank_resumable(
-    generator: Any, cand_rows: Sequence[dict], requests: dict[str, Any], out: Path, *, batch_size: int = 1
+    generator: Any, cand_rows: Sequence[dict], requests: dict[str, Any], out: Path, *, batch_size: int = 1,
+    score: str = "mean",
 ) -> list[dict]:
-    """Score every candidate of every sample not yet in ``out`` (ranking.jsonl), appending as it goes."""
+    """Score every candidate of every sample not yet in ``out`` (ranking.jsonl), appending as it goes
+    (``batch_size`` samples per ``score_candidates`` call: the generator packs their candidates)."""
     from pvllm.utils.jsonl import append_jsonl, read_jsonl_tolerant
 
     done = read_jsonl_tolerant(out)
@@ -206,29 +255,43 @@ def rank_resumable(
                 f"{out}: sample {r['sample_id']} was ranked by {r.get('model')}, not "
                 f"{generator.model_id}; use another run directory"
             )
+        if r.get("score", "mean") != score:  # rows written before ranking.score existed are `mean`
+            raise ValueError(
+                f"{out}: sample {r['sample_id']} was ranked with ranking.score={r.get('score', 'mean')}, not "
+                f"{score}; use another run directory"
+            )
     finished = {r["sample_id"] for r in done}
     todo = [c for c in cand_rows if c["sample_id"] not in finished]
-    for i in range(0, len(todo), batch_size):
-        chunk = todo[i : i + batch_size]
-        scores = generator.score_candidates(
-            [requests[c["sample_id"]] for c in chunk], [[x["text"] for x in c["candidates"]] for c in chunk]
-        )
-        recs = []
-        for c, s in zip(chunk, scores):
-            g, t = truth_rank_stats(s, c["truth_index"]) if s is not None else (None, None)
-            recs.append(
-                {
-                    "sample_id": c["sample_id"],
-                    "user_id": c["user_id"],
-                    "model": generator.model_id,
-                    "scores": s,
-                    "truth_index": c["truth_index"],
-                    "truth_rank": None if g is None else g + 1 + t / 2,
-                    "error": None if s is not None else "scoring failed",
-                }
+    bar = _progress(len(cand_rows), len(cand_rows) - len(todo))
+    try:
+        for i in range(0, len(todo), batch_size):
+            chunk = todo[i : i + batch_size]
+            scored = candidate_scores(
+                generator, [requests[c["sample_id"]] for c in chunk],
+                [[x["text"] for x in c["candidates"]] for c in chunk], score,
             )
-        append_jsonl(out, recs)
-        done += recs
+            recs = []
+            for c, sc in zip(chunk, scored):
+                s = None if sc is None else sc["scores"]
+                g, t = truth_rank_stats(s, c["truth_index"]) if s is not None else (None, None)
+                recs.append(
+                    {
+                        "sample_id": c["sample_id"],
+                        "user_id": c["user_id"],
+                        "model": generator.model_id,
+                        "score": score,
+                        "scores": s,
+                        **({k: v for k, v in sc.items() if k != "scores"} if sc else {}),
+                        "truth_index": c["truth_index"],
+                        "truth_rank": None if g is None else g + 1 + t / 2,
+                        "error": None if s is not None else "scoring failed",
+                    }
+                )
+            append_jsonl(out, recs)
+            done += recs
+            bar.update(len(chunk))
+    finally:
+        bar.close()
     order = {c["sample_id"]: i for i, c in enumerate(cand_rows)}
     return sorted([r for r in done if r["sample_id"] in order], key=lambda r: order[r["sample_id"]])
 
@@ -266,29 +329,38 @@ def rank_run(
     seed: int,
     batch_size: int,
     include_title: bool,
+    score: str = "mean",
 ) -> dict[str, Any]:
     """Rank the candidates of every sample with ``generator``; writes ``ranking.jsonl`` (resumable) and
     ``ranking_summary.json`` (metrics, chance levels, the candidates file and its sha256). A generator
-    without log-probabilities gives ``status: n/a`` (never 0)."""
+    without log-probabilities gives ``status: n/a`` (never 0). ``score``: :data:`SCORES` (recorded)."""
     from pvllm.evaluation import to_request
+    from pvllm.generators.base import RankingUnsupported
 
+    if score not in SCORES:
+        raise ValueError(f"ranking.score must be one of {', '.join(SCORES)}, got {score!r}")
     base = {
         "generator": generator.registry_name,
         "model": generator.model_id,
         "history_mode": rows[0]["history_mode"] if rows else None,
         "k": rows[0]["k"] if rows else None,
+        "score": score,
     }
+    items = None
     if not generator.supports_ranking:
-        summary = {
-            **base,
-            "status": "n/a",
-            "reason": f"generator {generator.registry_name!r} gives no log-probabilities",
-        }
-        log.warning("ranking: %s", summary["reason"])
+        reason = f"generator {generator.registry_name!r} gives no log-probabilities"
     else:
         cand = load_or_build_candidates(candidates_file, rows, ds, n, seed)
         requests = {r["sample_id"]: to_request(r, ds, include_title) for r in rows}
-        items = rank_resumable(generator, cand, requests, run_dir / "ranking.jsonl", batch_size=batch_size)
+        try:
+            items = rank_resumable(generator, cand, requests, run_dir / "ranking.jsonl", batch_size=batch_size,
+                                   score=score)
+        except RankingUnsupported as e:
+            reason = str(e)
+    if items is None:
+        summary = {**base, "status": "n/a", "reason": reason}
+        log.warning("ranking: %s", summary["reason"])
+    else:
         summary = {
             **base,
             "status": "ok",

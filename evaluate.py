@@ -150,7 +150,8 @@ def evaluate(cfg: DictConfig) -> dict | None:
                 r = cfg.ranking
                 ranking = rank_run(generator, rows, ds, run_dir, candidates_file=Path(r.candidates_file),
                                    n=r.n_candidates, seed=r.seed, batch_size=r.batch_size,
-                                   include_title=cfg.data.include_title)
+                                   include_title=cfg.data.include_title,
+                                   protocol=r.get("protocol", "same_video"), livebot=r.get("livebot"))
         finally:
             generator.close()
         if cfg.stage == "rank":

@@ -162,11 +162,12 @@ def build_eval_histories(
     mode: str = "k",
     seed: int = 0,
     history_seed: int | None = None,
-    samples_per_user: int = 1,
+    samples_per_user: int | str = 1,
     selection: str = "random",
     embed: Embed | None = None,
 ) -> list[Sample]:
-    """Evaluation samples: per user ``samples_per_user`` targets on distinct videos, each with a history.
+    """Evaluation samples: per user ``samples_per_user`` targets on distinct videos, each with a history;
+    ``samples_per_user="all"``: every comment of every eligible user is a target (in comment order).
 
     Targets are drawn from ``seed`` only; the history from ``history_seed`` (defaults to ``seed``) and
     ``selection`` (``random`` = the paper; ``recent``, ``retrieved``: see ``select_history``).
@@ -177,6 +178,8 @@ def build_eval_histories(
         raise ValueError(f"unknown history selection {selection!r}; valid: {', '.join(HISTORY_SELECTIONS)}")
     if not 0 <= k <= 15:
         raise ValueError(f"history k must be in [0, 15] (paper), got {k}")
+    if samples_per_user != "all" and not (isinstance(samples_per_user, int) and samples_per_user >= 1):
+        raise ValueError(f"samples_per_user must be an integer >= 1 or 'all', got {samples_per_user!r}")
     history_seed = seed if history_seed is None else history_seed
     users = eligible_users(ds, split)
     all_users = sorted(ds.by_user)
@@ -185,8 +188,13 @@ def build_eval_histories(
         comments = _sorted_comments(ds, user)
         trng = random.Random(f"target:{seed}:{split}:{user}")
         videos = sorted({c.video_id for c in comments})
-        for video in trng.sample(videos, min(samples_per_user, len(videos) - 1)):
-            target = trng.choice([c for c in comments if c.video_id == video])
+        if samples_per_user == "all":  # every comment is a target (its history: the user's other videos)
+            targets = list(comments)
+        else:
+            targets = [trng.choice([c for c in comments if c.video_id == video])
+                       for video in trng.sample(videos, min(samples_per_user, len(videos) - 1))]
+        for target in targets:
+            video = target.video_id
             hrng = random.Random(f"history:{history_seed}:{split}:{user}:{target.comment_id}")
             title = ds.videos[video].title
             if mode == "none" or k == 0:

@@ -200,3 +200,42 @@ def test_seeded_draws_do_not_depend_on_this_module():
     a = make_ranker("random").score("s", [], list("abcd"))
     random.seed(1)
     assert make_ranker("random").score("s", [], list("abcd")) == a
+
+
+def test_training_options_by_hand(tmp_path):
+    from pvllm.data.histories import draw_training_samples
+
+    # user u (train) comments at seconds 0..4 (write_text_dataset's published_at = index); titles by video
+    comments = {"u": [("v1", "dragon fight"), ("v2", "cat nap"), ("v3", "dragon dragon"), ("v4", "x"),
+                      ("v3", "late dragon")],
+                "w": [("v1", "a"), ("v2", "b")]}
+    titles = {"v1": "ep1", "v2": "ep2", "v3": "ep3", "v4": "dragon"}
+    ds = load_pervidcom(write_text_dataset(tmp_path / "ds", comments, {"u": "train", "w": "train"}, titles),
+                        check_files=False)
+    # paper default: one sample per user and epoch
+    assert len(draw_training_samples(ds, "train", 0, 0)) == 2
+    # 3 per user: u has 4 videos -> 3 targets on distinct videos; w has 2 -> 1
+    many = draw_training_samples(ds, "train", 0, 0, per_user=3)
+    assert sorted(s.user_id for s in many) == ["u", "u", "u", "w"]
+    assert len({s.video_id for s in many if s.user_id == "u"}) == 3
+    # retrieved: target "x" on v4 (title "dragon", second 3): before it, on other videos, are "dragon fight"
+    # (0), "cat nap" (1), "dragon dragon" (2); "late dragon" (4) is after the target. BM25 ranks the two
+    # dragon lines above "cat nap" (no shared n-gram); "dragon dragon" has twice the matching n-grams
+    from pvllm.data.histories import retrieve_bm25_before
+
+    target = next(c for c in ds.comments.values() if c.text == "x")
+    got = retrieve_bm25_before(ds.comments_of("u"), target, "dragon", 2)
+    assert [c.text for c in got] == ["dragon dragon", "dragon fight"]
+    assert [c.text for c in retrieve_bm25_before(ds.comments_of("u"), target, "dragon", 5)] == [
+        "dragon dragon", "dragon fight", "cat nap"]
+    # a target on v3 never gets v3's other comment, nor anything later
+    t3 = next(c for c in ds.comments.values() if c.text == "dragon dragon")
+    assert [c.text for c in retrieve_bm25_before(ds.comments_of("u"), t3, "dragon", 5)] == [
+        "dragon fight", "cat nap"]
+    rs = draw_training_samples(ds, "train", 0, 0, k_min=5, k_max=5, selection="retrieved_bm25")
+    for s in rs:
+        tgt = ds.comments[s.target_comment_id]
+        assert all(ds.comments[h["comment_id"]].published_at < tgt.published_at and
+                   h["video_id"] != s.video_id for h in s.history)
+    with pytest.raises(ValueError, match="valid: random, retrieved_bm25"):
+        draw_training_samples(ds, "train", 0, 0, selection="bm25")

@@ -239,3 +239,16 @@ def test_training_options_by_hand(tmp_path):
                    h["video_id"] != s.video_id for h in s.history)
     with pytest.raises(ValueError, match="valid: random, retrieved_bm25"):
         draw_training_samples(ds, "train", 0, 0, selection="bm25")
+
+
+def test_exact_paired_permutation_test_by_hand():
+    from pvllm.metrics.bootstrap import paired_test
+
+    # 3 users, B - A = +1, +2, +3: of the 8 sign patterns only +++ and --- reach |mean| >= 2: p = 2/8
+    users = {"a": "u1", "b": "u2", "c": "u3"}
+    r = paired_test({"a": 0.0, "b": 0.0, "c": 0.0}, {"a": 1.0, "b": 2.0, "c": 3.0}, users)
+    assert r["p_permutation"] == 0.25 and r["p_method"] == "exact" and r["diff"] == 2.0
+    # 20 users (> 16): Monte-Carlo; all +1: only the all-plus/all-minus patterns (2 of 2^20) reach it
+    users = {f"s{i}": f"u{i}" for i in range(20)}
+    r = paired_test({s: 0.0 for s in users}, {s: 1.0 for s in users}, users, resamples=999)
+    assert r["p_method"] == "monte-carlo" and r["p_permutation"] == pytest.approx(1 / 1000, abs=2e-3)

@@ -144,6 +144,12 @@ def evaluate(cfg: DictConfig) -> dict | None:
                                             retry_failed=cfg.retry_failed, window=cfg.generation.window,
                                             by_video=cfg.generation.group_by_video)
                 log.info("generation %s: %s", out.name, counts)
+            if cfg.stage == "rank":  # a ranking-only run records what ranked, as a generation run does
+                ident = run_identity(hist_ident, generation_identity(generator, all_rows, ds,
+                                                                     cfg.data.include_title, video))
+                check_run_generation(run_dir, ident)
+                if stored_run_identity(run_dir) is None:
+                    write_json(run_dir / "identity.json", ident)
             if cfg.stage == "rank" or (cfg.stage == "all" and cfg.ranking.enabled):
                 from pvllm.metrics.ranking import rank_run
 
@@ -184,7 +190,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
         preds, {r["sample_id"]: r["reference"] for r in rows}, rater=rater,
         fewshot=fewshot, k_shots=cfg.ficl.k_shots,
         scores_path=run_dir / "scores.jsonl", cache_path=Path(cfg.paths.cache_dir) / "rater_cache.sqlite",
-        seed=cfg.seed,
+        seed=cfg.seed, tokenize=(cfg.get("metrics") or {}).get("tokenize", "coco"),
     )
     add_copy_and_intervals(cfg, summary, preds, ds, run_dir)
     if ranking is not None:

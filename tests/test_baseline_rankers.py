@@ -181,6 +181,8 @@ def test_baselines_rank_through_evaluate_every_history_mode(tmp_path):
                 [*common, f"generator.ranker={ranker}", f"history.mode={mode}",
                  f"histories_file={tmp_path / f'h_{mode}.jsonl'}"], d)
             assert (d / "ranking.jsonl").is_file() and (d / "ranking_summary.json").is_file()
+            ident = json.loads((d / "identity.json").read_text())
+            assert ident["generation"]["generator"]["model"] == f"baseline:{ranker}"
     cand = {c["sample_id"]: c for c in load_jsonl(tmp_path / "cand.jsonl")}
     assert len(cand) == 5 and res["tfidf", "k"]["n"] == 5 and res["tfidf", "k"]["model"] == "baseline:tfidf"
     # no history: every tf-idf score is 0, so each sample scores chance with 2 candidates (MRR 75)

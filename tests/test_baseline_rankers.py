@@ -195,6 +195,14 @@ def test_baselines_rank_through_evaluate_every_history_mode(tmp_path):
         want.append(expected_metrics(*truth_rank_stats(s, c["truth_index"]))["MRR"])
     assert res["popularity", "k"]["MRR"] == pytest.approx(100 * sum(want) / len(want))
     assert res["popularity", "k"]["MRR"] == res["popularity", "none"]["MRR"]  # history-free
+    # the ranking table of any model on these candidates lists the baselines beside it
+    from pvllm.reports.ranking import baseline_rows, collect
+
+    rows = baseline_rows(collect(tmp_path), res["tfidf", "k"]["candidates_sha256"])
+    assert [name for name, _ in rows] == [
+        "baseline:popularity (no training), history k (k=2)", "baseline:popularity (no training), no history",
+        "baseline:tfidf (no training), history k (k=2)", "baseline:tfidf (no training), no history"]
+    assert rows[3][1]["MRR"] == pytest.approx(75.0)
 
 
 def test_seeded_draws_do_not_depend_on_this_module():

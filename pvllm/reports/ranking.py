@@ -47,10 +47,23 @@ def ranking_rows(summaries: list[dict], model: str, sha256: str | None) -> list[
     return rows
 
 
+def baseline_rows(summaries: list[dict], sha256: str | None) -> list[tuple[str, dict | None]]:
+    """The no-training baseline rankers (``generator=baseline_ranker``, model ``baseline:<name>``) that ranked
+    the same candidates file, one row per (ranker, history setting): the floor a model must beat."""
+    rows = []
+    for name in sorted({s["model"] for s in summaries if str(s.get("model", "")).startswith("baseline:")}):
+        rows += [(f"{name} (no training), {label}", s) for label, s in ranking_rows(summaries, name, sha256)]
+    return rows
+
+
 def report(cfg=None, *, runs_dir: str, out_dir: str | None = None) -> list[tuple[str, dict | None]]:
-    """Hydra ``report`` hook: the ranking table of this evaluation's model over the history settings."""
+    """Hydra ``report`` hook: the ranking table of this evaluation's model over the history settings, with
+    the baseline rankers that ranked the same candidates beside it."""
     this = json.loads((Path(cfg.paths.output_dir) / "ranking_summary.json").read_text())
-    rows = ranking_rows(collect(runs_dir), this["model"], this.get("candidates_sha256"))
+    summaries = collect(runs_dir)
+    rows = ranking_rows(summaries, this["model"], this.get("candidates_sha256"))
+    if not str(this["model"]).startswith("baseline:"):
+        rows += baseline_rows(summaries, this.get("candidates_sha256"))
     title = (
         f"\nRanking ({cfg.split} split, {this['generator']}: {this['model']}; candidates "
         f"{this.get('candidates_file', '-')} sha256 {str(this.get('candidates_sha256'))[:12]}; "

@@ -262,3 +262,21 @@ def test_exact_paired_permutation_test_by_hand():
     users = {f"s{i}": f"u{i}" for i in range(20)}
     r = paired_test({s: 0.0 for s in users}, {s: 1.0 for s in users}, users, resamples=999)
     assert r["p_method"] == "monte-carlo" and r["p_permutation"] == pytest.approx(1 / 1000, abs=2e-3)
+
+
+def test_documented_options_compose(tmp_path):
+    """The overrides docs/experiments.md prints for these options compose (keys exist, values land)."""
+    from tests.entrypoints import compose_config
+
+    cfg = compose_config("evaluate", ["generator=baseline_ranker", "generator.ranker=bm25", "stage=rank",
+                                      "samples_per_user=all", "ranking.protocol=livebot", "ranking.n_candidates=100",
+                                      "ranking.candidates_file=outputs/candidates/livebot.jsonl",
+                                      "metrics.tokenize=cjk"], tmp_path / "e")
+    assert cfg.generator.ranker == "bm25" and cfg.ranking.protocol == "livebot" and cfg.ranking.livebot.popular == 20
+    assert cfg.metrics.tokenize == "cjk" and cfg.samples_per_user == "all"
+    from pvllm.config import validate_eval_config
+
+    validate_eval_config(cfg)  # samples_per_user=all is valid
+    tcfg = compose_config("train", ["experiment=real_danmaku_text", "data.train_samples_per_user=4",
+                                    "data.train_history_selection=retrieved_bm25"], tmp_path / "t")
+    assert tcfg.data.train_samples_per_user == 4 and tcfg.data.train_history_selection == "retrieved_bm25"

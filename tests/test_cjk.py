@@ -42,6 +42,10 @@ def test_word_cloud_words_are_segmented_and_every_glyph_is_in_the_font(tmp_path)
     freqs = cjk_word_frequencies(JA)
     # words, not lines: 今日 and 作画 are counted across lines; particles (も, が) are left out
     assert freqs["今日"] == 2 and freqs["作画"] == 2 and "今日もかわいい" not in freqs and "が" not in freqs
+    # function words by janome's part of speech: は (particle) and です (auxiliary) go, content words stay
+    from pvllm.utils.segment import content_words
+
+    assert content_words("今日はいい天気ですね") == ["今日", "いい", "天気"]
     comments = [{"user_id": f"u{i % 2}", "video_id": "v", "text": t} for i, t in enumerate(JA * 3)]
     users, font = fig4_wordclouds(comments, tmp_path / "fig4.png", seed=0)
     assert font == find_cjk_font() and font.endswith("ipaexg.ttf") and (tmp_path / "fig4.png").stat().st_size

@@ -133,16 +133,17 @@ def has_cjk(texts: Sequence[str]) -> bool:
 
 
 def cjk_word_frequencies(texts: Sequence[str]) -> Counter:
-    """Words of CJK comments (pvllm.utils.segment: janome), counted; tokens without a letter or digit and
-    single kana (particles such as は, の, が) are left out, as English stopwords are."""
-    from pvllm.utils.segment import segment
+    """Content words of CJK comments (pvllm.utils.segment: janome; particles, auxiliaries, pronouns and
+    other function words left out, as English stopwords are), counted; tokens without a letter or digit
+    and single kana are left out too."""
+    from pvllm.utils.segment import content_words
 
     def kana(ch: str) -> bool:
         return "\u3040" <= ch <= "\u30ff"
 
     words = Counter()
     for t in texts:
-        for w in segment(t):
+        for w in content_words(t):
             if any(ch.isalnum() for ch in w) and not (len(w) == 1 and kana(w)):
                 words[w] += 1
     return words

@@ -68,3 +68,11 @@ def test_psi_figure_of_a_skip_psi_build_says_so(tmp_path, monkeypatch):
                         real(self, x, y, s, **kw))
     fig_psi([], -1, tmp_path / "psi.png", skipped=True)
     assert said == ["ψ not computed (--skip-psi)"] and (tmp_path / "psi.png").is_file()
+
+
+def test_tables_say_which_tokenization_was_used():
+    from pvllm.evaluation import format_table
+
+    cjk = format_table([("pv", {"caption_tokenize": "cjk", "n": 2}), ("base", {"n": 2})])
+    assert "(caption metrics tokenized: pv: CJK segmented (janome) before the PTB tokenizer, base: coco-exact" in cjk
+    assert "tokenized" not in format_table([("pv", {"caption_tokenize": "coco", "n": 2})])  # the default

@@ -175,7 +175,8 @@ def evaluate(cfg: DictConfig) -> dict | None:
                 r = cfg.ranking
                 ranking = rank_run(generator, rows, ds, run_dir, candidates_file=Path(r.candidates_file),
                                    n=r.n_candidates, seed=r.seed, batch_size=r.batch_size,
-                                   include_title=cfg.data.include_title, score=r.score)
+                                   include_title=cfg.data.include_title, score=r.score,
+                                   protocol=r.get("protocol", "same_video"), livebot=r.get("livebot"))
         finally:
             generator.close()
         if cfg.stage == "rank":
@@ -208,7 +209,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
         preds, {r["sample_id"]: r["reference"] for r in rows}, rater=rater,
         fewshot=fewshot, k_shots=cfg.ficl.k_shots,
         scores_path=run_dir / "scores.jsonl", cache_path=Path(cfg.paths.cache_dir) / "rater_cache.sqlite",
-        seed=cfg.seed,
+        seed=cfg.seed, tokenize=(cfg.get("metrics") or {}).get("tokenize", "coco"),
     )
     add_copy_and_intervals(cfg, summary, preds, ds, run_dir)
     if ranking is not None:

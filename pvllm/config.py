@@ -248,8 +248,8 @@ def validate_eval_config(cfg: DictConfig) -> None:
     if stage == "report" and _get(cfg, "report") is None:
         errors.append("stage=report needs a `report` node (e.g. experiment=table4)")
     spu = _get(cfg, "samples_per_user")
-    if not isinstance(spu, int) or spu < 1:
-        errors.append(f"samples_per_user: must be >= 1, got {spu!r}")
+    if spu != "all" and (not isinstance(spu, int) or spu < 1):
+        errors.append(f"samples_per_user: must be >= 1 or all (every comment a target), got {spu!r}")
     vmode = _get(cfg, "video.mode")
     if vmode is not None and vmode not in ("own", "mismatched", "none"):
         errors.append(f"video.mode: own | mismatched | none, got {vmode!r}")

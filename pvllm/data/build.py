@@ -177,7 +177,7 @@ def build_dataset(
         else ([], None)
     )
     psi_defined = [p for p in res.psi.values() if p is not None]
-    stats.fig_psi(psi_defined, cfg.filters.psi_threshold, figs / "psi_histogram.png")
+    stats.fig_psi(psi_defined, cfg.filters.psi_threshold, figs / "psi_histogram.png", skipped=cfg.skip_psi)
     psi_kept = [r["psi"] for r in video_records if r["psi"] is not None]
 
     summary = {

@@ -339,6 +339,11 @@ class PVLLMDataModule(L.LightningDataModule):
         packing: bool = False,
         pack_tokens: int = 4096,
         loss_reduction: str = "token",  # token: mean over reply tokens | sample: mean of each sample's mean
+        # training draws per user and epoch (targets on distinct videos); 1 = the paper
+        train_samples_per_user: int = 1,
+        # training histories: random (the paper) | retrieved_bm25 (LaMP-style: the user's past comments most
+        # similar to the target video's title, BM25; only comments published before the target)
+        train_history_selection: str = "random",
     ):
         super().__init__()
         if loss_reduction not in LOSS_REDUCTIONS:
@@ -408,7 +413,9 @@ class PVLLMDataModule(L.LightningDataModule):
 
         def draw(epoch: int) -> SampleDataset:
             samples = (title_samples(self.ds, hp.train_split, hp.seed, epoch) if task == "title" else
-                       draw_training_samples(self.ds, hp.train_split, epoch, hp.seed, hp.k_min, hp.k_max))
+                       draw_training_samples(self.ds, hp.train_split, epoch, hp.seed, hp.k_min, hp.k_max,
+                                             per_user=hp.get("train_samples_per_user", 1),
+                                             selection=hp.get("train_history_selection", "random")))
             return SampleDataset(self.ds, self._keep(samples, f"train epoch {epoch}"), hp.num_frames,
                                  hp.include_title, hp.on_bad_video, fps=hp.fps, max_frames=hp.max_frames,
                                  video=hp.video, frames=self.frames, feature_cache=self.cache, task=task)

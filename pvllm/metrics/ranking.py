@@ -59,8 +59,14 @@ def _take(
             picked.append({"text": c.text, "comment_id": c.comment_id, "source": source})
 
 
-def build_candidates(rows: Sequence[dict], ds: PerVidCom, n: int = 20, seed: int = 0) -> list[dict]:
+PROTOCOLS = ("same_video", "livebot")
+
+
+def build_candidates(rows: Sequence[dict], ds: PerVidCom, n: int = 20, seed: int = 0,
+                     protocol: str = "same_video", livebot: dict | None = None) -> list[dict]:
     """One candidates row per evaluation sample: the ground truth and ``n - 1`` distractors, shuffled.
+
+    ``protocol="livebot"``: LiveBot's candidate set (Ma et al. 2019) instead, see ``build_livebot_candidates``.
 
     Distractors are comments by other users (never the sample's user) on the target video, distinct in
     text (after NFKC/case/space normalization) from the truth and each other; when the video has too few,
@@ -69,6 +75,10 @@ def build_candidates(rows: Sequence[dict], ds: PerVidCom, n: int = 20, seed: int
     """
     if n < 2:
         raise ValueError(f"ranking needs at least 2 candidates, got n={n}")
+    if protocol == "livebot":
+        return build_livebot_candidates(rows, ds, n, seed, **(livebot or {}))
+    if protocol != "same_video":
+        raise ValueError(f"unknown ranking.protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
     by_video: dict[str, list] = {}
     for c in sorted(ds.comments.values(), key=lambda c: c.comment_id):
         by_video.setdefault(c.video_id, []).append(c)
@@ -115,12 +125,94 @@ def build_candidates(rows: Sequence[dict], ds: PerVidCom, n: int = 20, seed: int
     return out
 
 
+def build_livebot_candidates(rows: Sequence[dict], ds: PerVidCom, n: int = 100, seed: int = 0,
+                             popular: int = 20, plausible: int = 20) -> list[dict]:
+    """LiveBot's candidates (Ma et al. 2019, their ``get_candidate_set``): the truth, the ``popular`` most
+    frequent training-split comments, the ``plausible`` training comments most similar to the target
+    video's title (character 1-3-gram TF-IDF cosine; LiveBot used the surrounding comments, which here
+    would be the target video's own comments), then random training comments up to ``n``.
+
+    Texts compare after NFKC/case/space normalization; a text is never taken twice, never equal to the
+    truth and never equal to any comment of the sample's user (so no candidate repeats their history).
+    Frequency ties break by text, similarity ties by text; the random part is seeded per sample id."""
+    from collections import Counter
+
+    from pvllm.utils.textsim import char_ngrams, idf, tfidf_cosine
+
+    if popular + plausible > n - 1:
+        raise ValueError(f"livebot candidates: popular {popular} + plausible {plausible} > n - 1 = {n - 1}")
+    train_users = set(ds.users("train"))
+    train = sorted((c for c in ds.comments.values() if c.user_id in train_users), key=lambda c: c.comment_id)
+    freq: Counter = Counter()
+    first: dict[str, Any] = {}
+    for c in train:
+        k = _norm(c.text)
+        if k:
+            freq[k] += 1
+            first.setdefault(k, c)
+    texts = sorted(first)
+    by_freq = sorted(texts, key=lambda k: (-freq[k], k))
+    grams = [char_ngrams(first[k].text) for k in texts]
+    weights = idf(grams)
+    plaus_by_video: dict[str, list[str]] = {}
+    out = []
+    for r in rows:
+        rng = random.Random(f"livebot:{seed}:{r['sample_id']}")
+        own = {_norm(c.text) for c in ds.comments_of(r["user_id"])}
+        seen = own | {_norm(r["reference"])}
+        picked: list[dict] = []
+
+        def take(keys, source, want, seen=seen, picked=picked):
+            for k in keys:
+                if len(picked) >= want:
+                    return
+                if k not in seen:
+                    seen.add(k)
+                    picked.append({"text": first[k].text, "comment_id": first[k].comment_id, "source": source})
+
+        take(by_freq, "popular", popular)
+        v = r["video_id"]
+        if v not in plaus_by_video:
+            sims = tfidf_cosine(char_ngrams(ds.videos[v].title or ""), grams, weights)
+            plaus_by_video[v] = [texts[i] for i in sorted(range(len(texts)), key=lambda i: (-sims[i], texts[i]))]
+        take(plaus_by_video[v], "plausible", popular + plausible)
+        pool = list(texts)
+        rng.shuffle(pool)
+        take(pool, "random", n - 1)
+        if len(picked) < n - 1:
+            raise ValueError(f"sample {r['sample_id']}: only {len(picked)} distinct training comments not by "
+                             f"this user exist in {ds.root}; livebot candidates need {n - 1}")
+        cands = [{"text": r["reference"], "comment_id": r["target_comment_id"], "source": "truth"}, *picked]
+        rng.shuffle(cands)
+        out.append({"sample_id": r["sample_id"], "user_id": r["user_id"], "video_id": v, "candidates": cands,
+                    "truth_index": next(i for i, c in enumerate(cands) if c["source"] == "truth"),
+                    "n_from_other_videos": 0, "n": n, "seed": seed, "protocol": "livebot",
+                    "version": CANDIDATES_VERSION})
+    return out
+
+
+def history_overlap(cand_rows: Sequence[dict], rows: Sequence[dict]) -> dict[str, int]:
+    """Candidates whose text (normalized) equals a comment of the sample's history: distractors and truths,
+    and the samples with such a distractor (a history-copying scorer would favour them)."""
+    hist = {r["sample_id"]: {_norm(h["text"]) for h in r["history"]} for r in rows}
+    n_d = n_t = n_s = 0
+    for c in cand_rows:
+        h = hist.get(c["sample_id"], set())
+        d = sum(1 for i, x in enumerate(c["candidates"]) if i != c["truth_index"] and _norm(x["text"]) in h)
+        n_d += d
+        n_s += d > 0
+        n_t += _norm(c["candidates"][c["truth_index"]]["text"]) in h
+    return {"n_distractors_equal_history": n_d, "n_samples_with_distractor_equal_history": n_s,
+            "n_truths_equal_history": n_t}
+
+
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_or_build_candidates(
-    path: Path, rows: Sequence[dict], ds: PerVidCom, n: int, seed: int
+    path: Path, rows: Sequence[dict], ds: PerVidCom, n: int, seed: int, protocol: str = "same_video",
+    livebot: dict | None = None,
 ) -> list[dict]:
     """Read the shared candidates file (checking it matches these samples and settings) or write it once."""
     if path.is_file():
@@ -137,16 +229,18 @@ def load_or_build_candidates(
             if (
                 c["n"] != n
                 or c["seed"] != seed
+                or c.get("protocol", "same_video") != protocol
                 or c["candidates"][c["truth_index"]]["text"] != r["reference"]
             ):
                 raise ValueError(
                     f"{path}: sample {r['sample_id']} was drawn with other settings "
-                    f"(n={c['n']}, seed={c['seed']}) or another ground truth; delete the file "
+                    f"(n={c['n']}, seed={c['seed']}, protocol {c.get('protocol', 'same_video')}) or "
+                    "another ground truth; delete the file "
                     "or change ranking.candidates_file"
                 )
         log.info("read candidates of %d samples from %s", len(rows), path)
         return [by_id[r["sample_id"]] for r in rows]
-    cand = build_candidates(rows, ds, n, seed)
+    cand = build_candidates(rows, ds, n, seed, protocol, livebot)
     write_jsonl(path, cand)
     log.info("wrote candidates of %d samples to %s", len(cand), path)
     return cand
@@ -330,6 +424,8 @@ def rank_run(
     batch_size: int,
     include_title: bool,
     score: str = "mean",
+    protocol: str = "same_video",
+    livebot: dict | None = None,
 ) -> dict[str, Any]:
     """Rank the candidates of every sample with ``generator``; writes ``ranking.jsonl`` (resumable) and
     ``ranking_summary.json`` (metrics, chance levels, the candidates file and its sha256). A generator
@@ -350,7 +446,7 @@ def rank_run(
     if not generator.supports_ranking:
         reason = f"generator {generator.registry_name!r} gives no log-probabilities"
     else:
-        cand = load_or_build_candidates(candidates_file, rows, ds, n, seed)
+        cand = load_or_build_candidates(candidates_file, rows, ds, n, seed, protocol, livebot)
         requests = {r["sample_id"]: to_request(r, ds, include_title) for r in rows}
         try:
             items = rank_resumable(generator, cand, requests, run_dir / "ranking.jsonl", batch_size=batch_size,
@@ -370,6 +466,8 @@ def rank_run(
             "candidates_seed": seed,
             "n_samples_filled_from_other_videos": sum(1 for c in cand if c["n_from_other_videos"]),
             "n_candidates_from_other_videos": sum(c["n_from_other_videos"] for c in cand),
+            "candidates_protocol": protocol,
+            **history_overlap(cand, rows),
         }
     import json
 

@@ -121,8 +121,12 @@ def score_predictions(
     scores_path: str | Path | None = None,
     cache_path: str | Path | None = None,
     seed: int = 0,
+    tokenize: str = "coco",
 ) -> dict[str, Any]:
     """Caption metrics (and FICL-Score when a rater is given) of predictions.jsonl rows.
+
+    ``tokenize``: ``coco`` (coco-caption exact, the default) or ``cjk`` (CJK words segmented first,
+    pvllm.metrics.caption.TOKENIZATIONS); the summary records which (``caption_tokenize``).
 
     One rule for every generator (``pvllm.evaluation.FAILURE_RULE``): failed generations (``error`` set)
     and empty outputs are excluded from every mean and counted in ``n_generation_failed`` (empty ones also
@@ -153,12 +157,14 @@ def score_predictions(
         "n_generation_failed": len(failed),
         "n_empty_generations": n_empty,
         "failure_rule": FAILURE_RULE,
+        "caption_tokenize": tokenize,
         "generator": ",".join(generators),
         **{f"n_{k}": v for k, v in sorted(notes.items())},
     }
     if ok:
         corpus, per_item = caption_metrics_per_item(
-            {p["sample_id"]: references[p["sample_id"]] for p in ok}, {p["sample_id"]: p["text"] for p in ok}
+            {p["sample_id"]: references[p["sample_id"]] for p in ok}, {p["sample_id"]: p["text"] for p in ok},
+            tokenize=tokenize,
         )
     else:
         corpus, per_item = {m: math.nan for m in CAPTION_METRICS}, {}

@@ -4,7 +4,8 @@
 For every per-item metric of both runs (scores.jsonl: caption metrics, FICL-Score; ranking.jsonl:
 Recall@1/5/10, MRR; the history copy rate) it prints mean A, mean B, B - A with its 95% interval
 (bootstrap over users, each user's samples resampled together) and the two-sided p-value of a paired
-sign-flip permutation test over users. Only sample ids present in both runs are compared, and how many
+sign-flip permutation test over users (exact over all 2^users sign patterns up to
+16 users). Only sample ids present in both runs are compared, and how many
 is printed. Runs are joined by sample id only when their identities (identity.json) say the ids name the
 same samples: dataset records, split, target draw and ranking candidates file agree (else an error naming
 both); what differs by design (history mode, model, decoding, video) is printed.
@@ -82,7 +83,7 @@ def to_markdown(rows: list[dict[str, Any]], confidence: float = 0.95) -> str:
     for r in rows:
         out.append(
             f"| {r['metric']} | {r['n_shared']} | {r['n_users']} | {f(r['mean_A'])} | {f(r['mean_B'])} | "
-            f"{f(r['diff'])} | [{f(r['lo'])}, {f(r['hi'])}] | {r['p_permutation']:.4f} |"
+            f"{f(r['diff'])} | [{f(r['lo'])}, {f(r['hi'])}] | {r['p_permutation']:.4f} ({r.get('p_method')}) |"
         )
     return "\n".join(out)
 

@@ -110,7 +110,8 @@ class CacheStore:
                         "entries are rebuilt by the next build", mf, torn)
         self.torn = torn
 
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
+        """Reread the manifest if it changed since it was read (another process built entries)."""
         mf = self.root / MANIFEST
         if mf.is_file():
             st = mf.stat()
@@ -144,7 +145,7 @@ class CacheStore:
         """The manifest line of the video's entry, or None."""
         sha = self.video_sha256(video_id, path, require_file)
         if sha is None or sha not in self.records:
-            self._refresh()  # a build may have added it since the store was opened
+            self.refresh()  # a build may have added it since the store was opened
             if sha is None:  # no file: the video id's entry
                 sha = self.by_video.get(video_id)
         return self.records.get(sha) if sha else None
@@ -153,6 +154,9 @@ class CacheStore:
         """The entry's arrays, checked against its manifest line (names, shapes, dtypes, frame count);
         raises CacheEntryError naming the object."""
         obj = self.root / rec["object"]
+        if not obj.is_file():
+            raise CacheEntryError(f"{obj} (cached {self.settings.get('kind')} of video {rec['video_id']}): missing; "
+                                  "rerun the cache build")
         try:
             with np.load(obj, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
@@ -206,16 +210,20 @@ class CacheStore:
 
     def _append(self, rec: dict) -> None:
         line = (json.dumps(rec, sort_keys=True) + "\n").encode()
+        mf = self.root / MANIFEST
         try:  # one write of one line in append mode: concurrent builders never interleave within a line
-            fd = os.open(self.root / MANIFEST, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(mf, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn last line: never glue onto it
+                    line = b"\n" + line
                 os.write(fd, line)
             finally:
                 os.close(fd)
         except OSError as e:
             from pvllm.utils.atomic import write_failed
 
-            raise write_failed(self.root / MANIFEST, e) from e
+            raise write_failed(mf, e) from e
 
     def compact(self) -> int:
         """Rewrite the manifest (all settings) with the last line per entry whose object exists, atomically

@@ -137,30 +137,28 @@ def build_cache(directory: str | os.PathLike, transform: TowerTransform, videos:
     store = CacheStore(directory, settings, create=True)
     frames = FrameSource(Sampling(settings["num_frames"], settings["frame_size"]), frame_cache)
     counts: Counter[str] = Counter()
-    try:
-        if PLACEHOLDER not in store.records:
-            _put(store, transform, PLACEHOLDER, None, *placeholder_clip(settings["num_frames"]), video_sha=PLACEHOLDER)
-        for vid, path in tqdm(sorted(set(videos)), desc="tower cache", disable=not progress):
-            try:
-                rec = store.lookup(vid, path)
-                if rec is not None:
-                    store.read(rec)  # verified: a corrupt entry is computed again
-                    counts["reused"] += 1
-                    continue
-            except CacheEntryError as e:
-                log.warning("feature cache: recomputing %s: %s", vid, e)
-            except VideoReadError as e:  # the file is missing: counted and named
-                log.warning("feature cache: skipping %s: %s", vid, e)
-                counts["failed"] += 1
+    if PLACEHOLDER not in store.records:
+        _put(store, transform, PLACEHOLDER, None, *placeholder_clip(settings["num_frames"]), video_sha=PLACEHOLDER)
+    for vid, path in tqdm(sorted(set(videos)), desc="tower cache", disable=not progress):
+        try:
+            rec = store.lookup(vid, path)
+            if rec is not None:
+                store.read(rec)  # verified: a corrupt entry is computed again
+                counts["reused"] += 1
                 continue
-            try:
-                clip, meta = frames.clip(path, vid)
-            except VideoReadError as e:  # counted and named; never replaced by another video's outputs
-                log.warning("feature cache: skipping %s: %s", vid, e)
-                counts["failed"] += 1
-                continue
-            _put(store, transform, vid, path, clip, meta)
-            counts["encoded"] += 1
-    finally:
-        store.compact()
+        except CacheEntryError as e:
+            log.warning("feature cache: recomputing %s: %s", vid, e)
+        except VideoReadError as e:  # the file is missing: counted and named
+            log.warning("feature cache: skipping %s: %s", vid, e)
+            counts["failed"] += 1
+            continue
+        try:
+            clip, meta = frames.clip(path, vid)
+        except VideoReadError as e:  # counted and named; never replaced by another video's outputs
+            log.warning("feature cache: skipping %s: %s", vid, e)
+            counts["failed"] += 1
+            continue
+        _put(store, transform, vid, path, clip, meta)
+        counts["encoded"] += 1
+    store.compact()  # once, at the end (a build that stops early leaves a valid append-only manifest)
     return counts

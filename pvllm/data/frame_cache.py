@@ -127,23 +127,22 @@ class FrameCache:
         from tqdm import tqdm
 
         counts: Counter[str] = Counter()
-        try:
-            for vid, path in tqdm(videos, desc=f"frame cache {self.sampling.key}", disable=not progress):
-                if not os.path.isfile(path):
-                    log.warning("frame cache: video %s: file not found: %s", vid, path)
-                    counts["failed"] += 1
-                    continue
-                if self.clip(vid, path)[2] == "hit":
-                    counts["already_cached"] += 1
-                    continue
-                try:
-                    self.put(vid, path, *decode_clip(path, self.sampling))
-                    counts["cached"] += 1
-                except VideoReadError as e:
-                    log.warning("frame cache: video %s: %s", vid, e)
-                    counts["failed"] += 1
-        finally:
-            self.store.compact()
+        self.store.refresh()
+        for vid, path in tqdm(videos, desc=f"frame cache {self.sampling.key}", disable=not progress):
+            if not os.path.isfile(path):
+                log.warning("frame cache: video %s: file not found: %s", vid, path)
+                counts["failed"] += 1
+                continue
+            if self.clip(vid, path)[2] == "hit":
+                counts["already_cached"] += 1
+                continue
+            try:
+                self.put(vid, path, *decode_clip(path, self.sampling))
+                counts["cached"] += 1
+            except VideoReadError as e:
+                log.warning("frame cache: video %s: %s", vid, e)
+                counts["failed"] += 1
+        self.store.compact()  # a build that stops early leaves the appended lines: still a valid manifest
         return counts
 
     def verify(self) -> Counter[str]:

@@ -4,6 +4,8 @@ session); the cached path opens no video and can go without the video files."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -105,3 +107,38 @@ def test_settings_name_what_differs_and_missing_videos_are_named(family_dirs, sa
     next(bundle.model.model.video_tower.parameters()).requires_grad_(True)
     with pytest.raises(TowerCacheError, match="trainable"):
         tower.settings()
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_evaluation_with_the_feature_cache_equals_running_the_tower(name, family_dirs, sample_ds, tmp_path,
+                                                                    monkeypatch):
+    """generate (left-padded batches) and candidate scoring with cached tower outputs equal running the tower,
+    with no video opened and (ranking) without the video files."""
+    from pvllm.data.feature_cache import build_cache
+    from pvllm.data.histories import build_eval_histories
+    from pvllm.evaluation import to_request
+    from pvllm.generators.hf_video import HFVideoGenerator
+    from pvllm.models.tower_cache import TowerFeatures
+
+    rows = [s.to_row() for s in build_eval_histories(sample_ds, "test", k=5, seed=0)
+            if s.video_id != "bunny_full"][:3]
+    reqs = [to_request(r, sample_ds) for r in rows]
+    kw = dict(batch_size=3, num_frames=4, sampling={"max_new_tokens": 4, "min_new_tokens": 2})
+    plain = HFVideoGenerator(str(family_dirs[name]), **kw)
+    tower = TowerFeatures(plain.model, plain.processor, 4)
+    build_cache(tmp_path, tower, [(r["video_id"], str(sample_ds.video_path(r["video_id"]))) for r in rows],
+                progress=False)
+    cached = HFVideoGenerator(str(family_dirs[name]), feature_cache=str(tmp_path), **kw)
+    offline = HFVideoGenerator(str(family_dirs[name]), feature_cache=str(tmp_path), require_video_files=False, **kw)
+    cands = [["nice.", "so cute rabbit", "where is this?"]] * len(reqs)
+    want_text = [r.text for r in plain.generate(reqs)]
+    want_scores = plain.score_candidates(reqs, cands)
+    with monkeypatch.context() as m:
+        _no_decoder(m)
+        got_text = [r.text for r in cached.generate(reqs)]
+        got_scores = cached.score_candidates(reqs, cands)
+        gone = [dataclasses.replace(r, video_path=str(tmp_path / "gone.mp4")) for r in reqs]
+        off_scores = offline.score_candidates(gone, cands)
+    assert got_text == want_text and all(want_text)
+    for a, b, c in zip(want_scores, got_scores, off_scores):
+        assert b == pytest.approx(a, abs=1e-4) and c == pytest.approx(a, abs=1e-4)

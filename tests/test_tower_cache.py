@@ -142,3 +142,33 @@ def test_evaluation_with_the_feature_cache_equals_running_the_tower(name, family
     assert got_text == want_text and all(want_text)
     for a, b, c in zip(want_scores, got_scores, off_scores):
         assert b == pytest.approx(a, abs=1e-4) and c == pytest.approx(a, abs=1e-4)
+
+
+def test_training_without_the_video_files_reads_the_cache(family_dirs, tmp_path):
+    """train.py with data.feature_cache and data.require_video_files=false on a dataset directory whose videos
+    are gone: the same per-step losses as training on the videos (the CLI builds the cache)."""
+    import csv
+    import shutil
+
+    from pvllm.cache_features import main as cache_features
+    from tests.conftest import SAMPLE
+    from tests.entrypoints import compose_config, entry_module
+
+    offline = tmp_path / "no_videos"
+    shutil.copytree(SAMPLE, offline, ignore=shutil.ignore_patterns("videos"))
+    model = str(family_dirs["video_llava"])
+    assert cache_features(["--model", model, "--data", str(SAMPLE), "--out", str(tmp_path / "store"),
+                           "--num-frames", "4"]) == 0
+    base = ["model=tiny", f"model.pretrained={model}", "data.num_frames=4", "trainer.max_steps=2",
+            "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "+trainer.limit_val_batches=2",
+            "logger=csv", "callbacks.best_checkpoint=null", "callbacks.last_checkpoint=null", "save_hf_model=false"]
+
+    def losses(extra: list[str], out) -> list[float]:
+        entry_module("train").train(compose_config("train", base + extra, out))
+        rows = csv.DictReader(next((out / "csv").glob("version_*/metrics.csv")).open())
+        return [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+
+    want = losses([], tmp_path / "videos")
+    got = losses([f"data.root={offline}", f"data.feature_cache={tmp_path / 'store'}",
+                  "data.require_video_files=false"], tmp_path / "cache")
+    assert len(want) == 2 and got == pytest.approx(want, abs=1e-5)

@@ -7,7 +7,8 @@ side by side under one root. Layout (docs/data_format.md)::
 
     ROOT/store.json                      {"format": "pvllm-cache-store/1"}
     ROOT/settings/<settings id>.json     the settings dict (id = first 16 hex of its canonical-JSON sha256)
-    ROOT/objects/<kk>/<key>.npz          the entry's arrays (key = sha256 of settings id + video sha256)
+    ROOT/objects/<kk>/<key>.npy|.npz     the entry's array(s): .npy for one (read in one go), .npz for several
+                                         (key = sha256 of settings id + video sha256)
     ROOT/manifest.jsonl                  append-only: one line per entry written
 
 Writes are atomic (``pvllm.utils.atomic``: temporary file + rename): the object first, then its manifest
@@ -118,9 +119,9 @@ class CacheStore:
             if (st.st_size, st.st_mtime_ns) != self._stamp:
                 self._load()
 
-    def object_path(self, video_sha: str) -> Path:
+    def object_path(self, video_sha: str, n_arrays: int = 2) -> Path:
         key = text_sha256(self.sid + video_sha)
-        return self.root / "objects" / key[:2] / f"{key}.npz"
+        return self.root / "objects" / key[:2] / f"{key}.{'npy' if n_arrays == 1 else 'npz'}"
 
     # --- reading --------------------------------------------------------------------------------------
     def video_sha256(self, video_id: str, path: str | os.PathLike | None, require_file: bool = True) -> str | None:
@@ -158,8 +159,11 @@ class CacheStore:
             raise CacheEntryError(f"{obj} (cached {self.settings.get('kind')} of video {rec['video_id']}): missing; "
                                   "rerun the cache build")
         try:
-            with np.load(obj, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
+            if obj.suffix == ".npy":  # one array (frames): one read, no zip member copy
+                arrays = {next(iter(rec["arrays"])): np.load(obj, allow_pickle=False)}
+            else:
+                with np.load(obj, allow_pickle=False) as z:
+                    arrays = {k: z[k] for k in z.files}
         except (OSError, ValueError, EOFError) as e:
             raise CacheEntryError(f"{obj} (cached {self.settings.get('kind')} of video {rec['video_id']}): "
                                   f"unreadable ({type(e).__name__}: {e}); rerun the cache build") from e
@@ -188,11 +192,14 @@ class CacheStore:
             raise ValueError(f"{video_id}: an entry without a file needs its video_sha")
         st = os.stat(p) if p is not None else None
         sha = video_sha or file_sha256(p)
-        obj = self.object_path(sha)
+        obj = self.object_path(sha, len(arrays))
         obj.parent.mkdir(parents=True, exist_ok=True)
         arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        if len(arrays) == 1:
+            np.save(buf, next(iter(arrays.values())), allow_pickle=False)
+        else:
+            np.savez(buf, **arrays)
         write_bytes_atomic(obj, buf.getvalue())  # disk full: no partial file, the path named
         rec = {"settings": self.sid, "video_sha256": sha, "video_id": video_id,
                "source": None if st is None else {"name": Path(p).name, "bytes": st.st_size,

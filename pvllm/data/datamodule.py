@@ -368,7 +368,7 @@ class PVLLMDataModule(L.LightningDataModule):
         self.processor = processor
         self.text_tokens = text_tokens
         if self.hparams.get("packing") and text_tokens is None:
-            raise RuntimeError("data.packing=true: attach_processor(processor, model, text_tokens=TextTokens(...))")
+            raise RuntimeError("data.packing=true: attach_processor(processor, text_tokens=TextTokens(...))")
         if self.hparams.feature_cache:
             from pvllm.data.feature_cache import FeatureCache
 

@@ -107,13 +107,13 @@ def test_disk_full_while_caching_frames_then_rerun(tmp_path, mini_ds, monkeypatc
     with monkeypatch.context() as m:
         # store.json, the settings, then one object per video: the third video's frames find 100 bytes
         FullDisk(m, lambda p: "/.partial-" in p, rooms=[10**6] * 4 + [100])
-        with pytest.raises(WriteFailed, match=r"^could not write .*/objects/.*\.npz: no space left on device"):
+        with pytest.raises(WriteFailed, match=r"^could not write .*/objects/.*\.npy: no space left on device"):
             frame_cache(argv)
     assert not list(cache.rglob(".partial-*"))  # no partial file under any name
-    assert len(list(cache.rglob("*.npz"))) == 2
+    assert len(list(cache.rglob("*.npy"))) == 2
     frame_cache(argv)  # space freed: completes; each video cached once, readable
     lines = [json.loads(x) for x in (cache / "manifest.jsonl").read_text().splitlines()]
-    assert sorted(r["video_id"] for r in lines) == ["v1", "v2", "v3", "v4"] and len(list(cache.rglob("*.npz"))) == 4
+    assert sorted(r["video_id"] for r in lines) == ["v1", "v2", "v3", "v4"] and len(list(cache.rglob("*.npy"))) == 4
     assert all(r["arrays"]["frames"]["shape"][0] == 2 for r in lines)
 
 

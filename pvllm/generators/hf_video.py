@@ -6,8 +6,9 @@ directory's config.json), reads frames with our reader (``pvllm.data.video_io.re
 (``pvllm.models.families.render_prompt``) and generates in left-padded batches. Greedy decoding gives
 the same text at any batch size. ``pretrained`` may be any HF checkpoint of a supported family,
 including one fine-tuned elsewhere (LLaMA-Factory, ms-swift) or a train run's ``hf_model/``.
-Families in Video-LLaVA's format also take requests without a video (the ablation ``video.mode=none``)
-and frozen-encoder features from ``pvllm.data.feature_cache`` instead of frames.
+Families in Video-LLaVA's format also take requests without a video (the ablation ``video.mode=none``).
+With ``feature_cache`` every family replays its frozen tower's cached outputs (``pvllm.models.tower_cache``)
+instead of running it, and opens no video.
 """
 
 from __future__ import annotations

@@ -129,6 +129,25 @@ def test_a_hit_opens_no_video_and_a_run_can_go_without_the_files(tmp_path, sampl
         FrameSource(s, None, require_files=False)
 
 
+def test_reads_are_verified_against_the_manifest(tmp_path, sample_ds, caplog):
+    s = Sampling(4, 32)
+    cache = FrameCache(tmp_path, s, create=True)
+    cache.build(_videos(sample_ds, VIDEOS[:2]), progress=False)
+    (vid, path), (vid2, path2) = _videos(sample_ds, VIDEOS[:2])
+    rec = cache.store.records[cache.store.by_video[vid]]
+    np.save(tmp_path / rec["object"], np.zeros((3, 32, 57, 3), np.uint8))  # another frame count
+    with caplog.at_level(logging.WARNING, logger="pvllm.data.frame_cache"):
+        assert cache.get(vid, path) == (None, "corrupt")
+    assert "uint8[3, 32, 57, 3] != uint8[4, " in caplog.text
+    rec2 = cache.store.records[cache.store.by_video[vid2]]
+    np.save(tmp_path / rec2["object"], np.load(tmp_path / rec2["object"]).astype(np.int16))  # another dtype
+    assert cache.get(vid2, path2) == (None, "corrupt")
+    assert dict(cache.verify()) == {"bad": 2}
+    src = FrameSource(s, tmp_path)  # a corrupt entry is decoded instead, counted
+    np.testing.assert_array_equal(src.get(path, vid), decode(path, s))
+    assert src.summary() == {"decoded": 1, "decoded_cache_corrupt": 1}
+
+
 def test_cli_build_and_dataset_reads_the_cache(tmp_path, sample_ds, capsys):
     from pvllm.data.datamodule import SampleDataset
     from pvllm.data.histories import build_eval_histories

@@ -25,6 +25,8 @@ entry without hashing the video again, and a run can go without the video files 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import logging
@@ -215,22 +217,38 @@ class CacheStore:
             self.by_stat[(video_id, st.st_size, st.st_mtime_ns)] = sha
         return rec
 
+    @contextlib.contextmanager
+    def _lock(self, exclusive: bool):
+        """Builders append under a shared lock, compaction rewrites under an exclusive one, so a line appended
+        by another build while this one compacts is never dropped."""
+        with open(self.root / ".manifest.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
     def _append(self, rec: dict) -> None:
         line = (json.dumps(rec, sort_keys=True) + "\n").encode()
         mf = self.root / MANIFEST
         try:  # one write of one line in append mode: concurrent builders never interleave within a line
-            fd = os.open(mf, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn last line: never glue onto it
-                    line = b"\n" + line
-                os.write(fd, line)
-            finally:
-                os.close(fd)
+            with self._lock(exclusive=False):
+                self._write_line(mf, line)
         except OSError as e:
             from pvllm.utils.atomic import write_failed
 
             raise write_failed(mf, e) from e
+
+    @staticmethod
+    def _write_line(mf: Path, line: bytes) -> None:
+        fd = os.open(mf, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn last line: never glue onto it
+                line = b"\n" + line
+            os.write(fd, line)
+        finally:
+            os.close(fd)
 
     def compact(self) -> int:
         """Rewrite the manifest (all settings) with the last line per entry whose object exists, atomically
@@ -238,6 +256,12 @@ class CacheStore:
         mf = self.root / MANIFEST
         if not mf.is_file():
             return 0
+        with self._lock(exclusive=True):
+            dropped = self._compact(mf)
+        self._load()
+        return dropped
+
+    def _compact(self, mf: Path) -> int:
         last: dict[tuple[str, str], dict] = {}
         lines = mf.read_text().splitlines()
         for line in lines:
@@ -249,7 +273,6 @@ class CacheStore:
                 last.pop((rec["settings"], rec["video_sha256"]), None)
                 last[(rec["settings"], rec["video_sha256"])] = rec
         write_bytes_atomic(mf, "".join(json.dumps(r, sort_keys=True) + "\n" for r in last.values()).encode())
-        self._load()
         return len([x for x in lines if x.strip()]) - len(last)
 
     def verify(self) -> Counter[str]:

@@ -156,6 +156,8 @@ def test_cli_build_and_dataset_reads_the_cache(tmp_path, sample_ds, capsys):
     assert "{'cached': 18}" in capsys.readouterr().out
     main(["build", "--root", str(SAMPLE), "--cache", str(tmp_path), "--size", "32"])  # resumes: nothing to do
     assert "{'already_cached': 18}" in capsys.readouterr().out
+    main(["verify", "--cache", str(tmp_path), "--size", "32"])  # re-hashes every cached array
+    assert "{'ok': 18}" in capsys.readouterr().out
     samples = build_eval_histories(sample_ds, "val", k=5, seed=0)[:4]
     s = Sampling(8, 32)
     cached = SampleDataset(sample_ds, samples, 8, False, frames=FrameSource(s, tmp_path))

@@ -172,3 +172,28 @@ def test_training_without_the_video_files_reads_the_cache(family_dirs, tmp_path)
     got = losses([f"data.root={offline}", f"data.feature_cache={tmp_path / 'store'}",
                   "data.require_video_files=false"], tmp_path / "cache")
     assert len(want) == 2 and got == pytest.approx(want, abs=1e-5)
+
+
+def test_evaluate_without_the_video_files_reads_the_cache(family_dirs, tmp_path):
+    """evaluate.py with data.feature_cache and data.require_video_files=false on a dataset whose videos are
+    gone writes the predictions a run on the videos writes."""
+    import shutil
+
+    from pvllm.cache_features import main as cache_features
+    from pvllm.utils.jsonl import load_jsonl
+    from tests.conftest import SAMPLE
+    from tests.entrypoints import run_evaluate
+
+    offline = tmp_path / "no_videos"
+    shutil.copytree(SAMPLE, offline, ignore=shutil.ignore_patterns("videos"))
+    model = str(family_dirs["video_llava"])
+    assert cache_features(["--model", model, "--data", str(SAMPLE), "--out", str(tmp_path / "store")]) == 0
+    args = ["generator=pvllm", f"generator.pretrained={model}", "generator.greedy=true",
+            "generator.sampling.max_new_tokens=6", "rater=lexical", "~logger", "samples_per_user=1",
+            "stage=generate", "max_samples=3", f"histories_file={tmp_path / 'h.jsonl'}"]
+    run_evaluate(args, tmp_path / "videos")
+    run_evaluate(args + [f"data.root={offline}", f"data.feature_cache={tmp_path / 'store'}",
+                         "data.require_video_files=false"], tmp_path / "cache")
+    a = [(p["sample_id"], p["text"]) for p in load_jsonl(tmp_path / "videos" / "predictions.jsonl")]
+    b = [(p["sample_id"], p["text"]) for p in load_jsonl(tmp_path / "cache" / "predictions.jsonl")]
+    assert a == b and len(a) == 3 and all(t for _, t in a)

@@ -162,3 +162,10 @@ def build_cache(directory: str | os.PathLike, transform: TowerTransform, videos:
         counts["encoded"] += 1
     store.compact()  # once, at the end (a build that stops early leaves a valid append-only manifest)
     return counts
+
+
+if __name__ == "__main__":  # the builder needs a model, so it is an entry point now
+    import sys
+
+    sys.exit("the feature cache is built with `python -m pvllm.cache_features --model MODEL --data DATA --out DIR` "
+             "(the data layer imports no model)")

@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="cache the frames of every video of a PerVidCom directory (resumable)")
     b.add_argument("--root", required=True, help="dataset directory (videos.jsonl + videos/)")
-    b.add_argument("--cache", required=True, help="frame cache root (one subdirectory per sampling config)")
+    b.add_argument("--cache", required=True, help="cache store root (several sampling configs live side by side)")
     b.add_argument("--num-frames", type=int, default=8)
     b.add_argument("--size", type=int, default=None, help="shorter edge in px (default: decoded size)")
     v = sub.add_parser("verify", help="re-hash every cached array against its entry")

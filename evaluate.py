@@ -151,8 +151,8 @@ def evaluate(cfg: DictConfig) -> dict | None:
         generator = hydra.utils.instantiate(cfg.generator)
         generator.name = HydraConfig.get().runtime.choices.get("generator") or generator.registry_name
         try:
-            if generator.reads_video and cfg.data.get("video", True):
-                check_video_files(rows, ds)
+            if generator.reads_video and cfg.data.get("video", True) and cfg.data.get("require_video_files", True):
+                check_video_files(rows, ds)  # data.require_video_files=false: the caches serve every video
             # of every sample of the histories file: max_samples/shards do not change a run's identity;
             # stage=rank too: ranking.json never joins another model's or dataset's predictions
             ident = run_identity(hist_ident,

@@ -30,6 +30,7 @@ from pvllm.identity import IdentityConflict  # noqa: E402
 from pvllm.models.builder import PVLLM, build_under_zero3, format_parameter_table  # noqa: E402
 from pvllm.models.module import PVLLMModule  # noqa: E402
 from pvllm.models.packing import TextTokens  # noqa: E402
+from pvllm.models.tower_cache import TowerFeatures  # noqa: E402
 from pvllm.utils.atomic import WriteFailed, atomic_dir  # noqa: E402
 from pvllm.utils.cli import clear_errors  # noqa: E402
 from pvllm.utils.jsonl import JsonlError  # noqa: E402
@@ -82,7 +83,7 @@ def train(cfg: DictConfig) -> float | None:
         build = partial(build_under_zero3, partial(hydra.utils.instantiate, cfg.model), strategy.config)
         bundle = PVLLM(model=None, processor=processor, source=source, notes=["built in configure_model (ZeRO-3)"])
         if cfg.data.get("feature_cache"):
-            raise ValueError("data.feature_cache is checked against the whole model, which ZeRO-3 builds sharded "
+            raise ValueError("data.feature_cache is keyed by the tower's weights, which ZeRO-3 builds sharded "
                              "in configure_model: unset data.feature_cache or use strategy=deepspeed_zero2")
         datamodule.attach_processor(processor,
                                     text_tokens=TextTokens(processor, cfg.data.get("max_reply_tokens", 64)))
@@ -90,8 +91,11 @@ def train(cfg: DictConfig) -> float | None:
     else:
         bundle = hydra.utils.instantiate(cfg.model)  # pvllm.models.builder.build_pvllm
         log.info("model %s\n%s", bundle.source, format_parameter_table(bundle.parameter_table))
-        # + the feature cache, if configured; + the family's text-token counter that packing plans with
-        datamodule.attach_processor(bundle.processor, bundle.model,
+        # + the tower transform the feature cache is opened with, if configured; + the family's text-token
+        # counter that packing plans with
+        tower = (TowerFeatures(bundle.model, bundle.processor, cfg.data.num_frames, cfg.data.get("frame_size"))
+                 if cfg.data.get("feature_cache") else None)
+        datamodule.attach_processor(bundle.processor, tower=tower,
                                     text_tokens=TextTokens(bundle.processor, cfg.data.get("max_reply_tokens", 64)))
         module = PVLLMModule(bundle.model, optim=cfg.optim, scheduler=cfg.scheduler)
     for note in bundle.notes:

@@ -171,9 +171,9 @@ def _common(cfg: DictConfig, errors: list[str]) -> None:
     if not isinstance(k, int) or not 0 <= k <= 15:
         errors.append(f"history.k: must be an integer in [0, 15] (paper), got {k!r}")
     fc = _get(cfg, "data.feature_cache")
-    if fc and not (Path(str(fc)) / "manifest.json").is_file():
-        errors.append(f"data.feature_cache: {fc} is not a feature cache (build it with "
-                      "`python -m pvllm.data.feature_cache --model MODEL --data DATA --out DIR`)")
+    if fc and not (Path(str(fc)) / "store.json").is_file():
+        errors.append(f"data.feature_cache: {fc} is not a cache store (build it with "
+                      "`python -m pvllm.cache_features --model MODEL --data DATA --out DIR`)")
     nf = _get(cfg, "data.num_frames")
     if not isinstance(nf, int) or nf < 1:
         errors.append(f"data.num_frames: must be a positive integer, got {nf!r}")

@@ -107,9 +107,9 @@ def main() -> None:
     run("align projector", ["train.py", "experiment=align_small", f"hydra.run.dir={OUT / 'align'}"], times)
     run("train", ["train.py", "experiment=demo_small", f"model.pretrained={OUT / 'align' / 'hf_model'}",
                   f"hydra.run.dir={OUT / 'train'}"], times)
-    # the frozen MobileNetV2 runs once per video; every evaluation below reads its features
+    # the frozen MobileNetV2 runs once per video; every evaluation below replays its outputs
     cache = OUT / "feature_cache"
-    run("feature cache", ["-m", "pvllm.data.feature_cache", "--model", str(model_dir), "--data",
+    run("feature cache", ["-m", "pvllm.cache_features", "--model", str(model_dir), "--data",
                           str(ROOT / "data" / "sample"), "--out", str(cache)], times)
     common = [f"generator.pretrained={model_dir}", f"data.feature_cache={cache}"]
 

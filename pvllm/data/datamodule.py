@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pvllm.data.dataset import PerVidCom, load_pervidcom
+from pvllm.data.feature_cache import placeholder_clip
 from pvllm.data.frame_cache import FrameSource, Sampling
 from pvllm.data.histories import Sample, build_eval_histories, draw_training_samples, title_samples
 from pvllm.data.packing import (
@@ -25,14 +26,13 @@ from pvllm.data.packing import (
     plan_packs,
     sample_lengths,
 )
-from pvllm.data.video_io import VideoReadError, clip_metadata, read_clip
-from pvllm.models.families import encode_example, family_of, reply_token_ids, visual_token_count
+from pvllm.data.video_io import VideoReadError, read_clip
+from pvllm.models.families import encode_example, family_of, visual_token_count
 from pvllm.prompt import INSTRUCTION_TITLE, build_instruction, chat_prompt
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 TASKS = ("comment", "title")
-_PLACEHOLDER_SIDE = 32  # frames of a skipped video's placeholder (the processor resizes them)
 
 
 class SampleDataset(Dataset):
@@ -53,7 +53,9 @@ class SampleDataset(Dataset):
         self.skipped: Counter[str] = Counter() if skipped is None else skipped
         self.fps, self.max_frames = fps, max_frames
         self.video = video  # False: text-only (no frames read, no video token), e.g. a comments-only dataset
-        self.feature_cache = feature_cache  # pvllm.data.feature_cache.FeatureCache: encoder outputs, no frames
+        # pvllm.data.feature_cache.FeatureCache: the frozen tower's recorded outputs (+ the frame shape and clip
+        # metadata the processor needs): no video opened, no tower run
+        self.feature_cache = feature_cache
         self.task = task  # comment (PV-LLM) | title (projector alignment: the reply is the video's title)
 
     def __len__(self) -> int:
@@ -82,12 +84,11 @@ class SampleDataset(Dataset):
         item = {"sample_id": s.sample_id, "instruction": instruction, "prompt": chat_prompt(instruction),
                 "reply": s.reference}
         try:
-            if self.feature_cache is not None:  # the frozen encoder's cached output: no decoding, no encoder
-                item["features"] = self.feature_cache.features(path)  # a missing entry is a bad video
+            if self.feature_cache is not None:  # the frozen tower's recorded outputs: no decoding, no tower
+                item.update(self.feature_cache.get(s.video_id, path))  # a missing entry is a bad video
                 return item
-            if self.fps is None:  # num_frames uniformly spaced: the frame cache / decoder, + timestamps
-                item["frames"] = self.frames.get(path, s.video_id)
-                item["video_metadata"] = clip_metadata(path, self.num_frames)
+            if self.fps is None:  # num_frames uniformly spaced: the frame cache (frames + metadata) or a decode
+                item["frames"], item["video_metadata"] = self.frames.clip(path, s.video_id)
             else:
                 item["frames"], item["video_metadata"] = read_clip(path, self.num_frames, self.fps,
                                                                    self.max_frames)
@@ -99,17 +100,11 @@ class SampleDataset(Dataset):
             log.warning("skipping sample %s (zero loss weight): %s", s.sample_id, e)
             self.skipped[str(path)] += 1
             item["bad_video"] = str(path)
-            if self.feature_cache is not None:  # zero features of the cache's shape, labels masked
-                k = self.feature_cache.key
-                item["features"] = torch.zeros(k["num_frames"], k["tokens_per_frame"], k["width"])
+            if self.feature_cache is not None:  # the tower outputs of the black placeholder frames
+                item.update(self.feature_cache.placeholder())
                 return item
-            item["frames"] = np.zeros((self.num_frames, _PLACEHOLDER_SIDE, _PLACEHOLDER_SIDE, 3), np.uint8)
-            # what a processor needs to timestamp frames (SmolVLM2, Qwen3-VL): one frame per second
-            n = self.num_frames
-            item["video_metadata"] = {"total_num_frames": n, "fps": 1.0, "width": _PLACEHOLDER_SIDE,
-                                      "height": _PLACEHOLDER_SIDE, "duration": float(n),
-                                      "frames_indices": list(range(n))}
-            item["bad_video"] = str(path)
+            # black frames; what a processor needs to timestamp them (SmolVLM2, Qwen3-VL): one frame per second
+            item["frames"], item["video_metadata"] = placeholder_clip(self.num_frames)
         return item
 
 
@@ -142,20 +137,6 @@ class PVLLMCollator:
             limits = {k: ti[k] for k in ("max_tokens", "max_turn_tokens") if k in ti}
             return encode_conversation(tok, item["conversations"], **limits)
         family = family_of(self.processor)
-        if item.get("features") is not None:  # cached encoder features (T, N, C): Video-LLaVA's format only
-            if family.template != "video_llava":
-                raise ValueError(f"data.feature_cache feeds cached encoder features in Video-LLaVA's format; "
-                                 f"family {family.name} is not supported with it")
-            feats = item["features"]
-            vt = self.processor.video_token
-            text = item["prompt"].replace(vt, vt * (feats.shape[0] * feats.shape[1]))  # <video> T*N times
-            prompt_ids = tok([text], return_tensors="pt")["input_ids"][0]
-            reply = torch.tensor(reply_token_ids(self.processor, item.get("instruction") or "", item["reply"],
-                                                 self.max_reply_tokens), dtype=torch.long)
-            masked = torch.full_like(reply, IGNORE_INDEX) if item.get("bad_video") else reply  # a placeholder
-            return {"input_ids": torch.cat([prompt_ids, reply]),
-                    "labels": torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), masked]),
-                    "pixel_values_videos": feats[None]}  # (1, T, N, C): batched by torch.cat
         if item["frames"] is None:  # text-only PV-LLM item (data.video=false): Video-LLaVA's chat format
             if family.template != "video_llava":
                 raise ValueError(f"data.video=false (text-only) uses Video-LLaVA's chat format; family "
@@ -210,6 +191,9 @@ class PVLLMCollator:
             ids[i, sl], labels[i, sl], mask[i, sl] = e["input_ids"], e["labels"], 1
         batch = {"sample_id": [it["sample_id"] for it in items], "input_ids": ids, "attention_mask": mask,
                  "labels": labels, family_of(self.processor).video_kwarg: None}
+        tower = [it["tower_outputs"] for it in items if it.get("tower_outputs") is not None]
+        if tower:  # the feature cache: the tower replays these, in batch order (pvllm.models.tower_cache)
+            batch["tower_outputs"] = tower
         # visual inputs of the video items only, in batch order: the model fills the video tokens in order
         for k in dict.fromkeys(k for e in encs for k in e if k not in ("input_ids", "labels")):
             rows = [e[k] for e in encs if k in e]
@@ -330,7 +314,8 @@ class PVLLMDataModule(L.LightningDataModule):
         fps: float | None = None,  # None: num_frames uniformly spaced frames; set: one frame every 1/fps s
         max_frames: int | None = None,  # frame budget of fps sampling (None = num_frames)
         max_visual_tokens: int | None = None,  # per-sample visual-token budget (None = unchecked)
-        feature_cache: str | None = None,  # directory of pvllm.data.feature_cache (frozen encoder outputs)
+        feature_cache: str | None = None,  # cache store of the frozen tower's outputs (pvllm.data.feature_cache)
+        require_video_files: bool = True,  # False: every video read from frame_cache / feature_cache by its id
         # comment: PV-LLM (history -> the user's comment); title: projector alignment before it (LLaVA's
         # stage 1 on the videos' titles: video -> its title, no history), e.g. a fresh projector on CPU
         task: str = "comment",
@@ -351,6 +336,11 @@ class PVLLMDataModule(L.LightningDataModule):
         if packing and (text_instructions or feature_cache):
             raise ValueError("data.packing=true packs video (or data.video=false text) samples; it does not support "
                              "data.text_instructions or data.feature_cache yet: unset them or data.packing")
+        if feature_cache and fps is not None:
+            raise ValueError("data.feature_cache holds num_frames uniformly spaced frames' tower outputs: unset data.fps")
+        if not require_video_files and not (frame_cache or feature_cache):
+            raise ValueError("data.require_video_files=false reads every video from a cache: set data.frame_cache or "
+                             "data.feature_cache")
         if packing and int(pack_tokens) < 1:
             raise ValueError(f"data.pack_tokens must be a positive token budget, got {pack_tokens}")
         if task not in TASKS:
@@ -369,22 +359,23 @@ class PVLLMDataModule(L.LightningDataModule):
         self._length_memo: dict[str, tuple[int, int]] = {}  # packing: video id -> (encoded, text tokens)
         self.text_tokens = None
 
-    def attach_processor(self, processor: Any, model: Any = None, text_tokens: Any = None) -> None:
-        """The model's own processor does the preprocessing (set by train.py after building the model);
-        with ``feature_cache`` set, the cache is opened for ``model`` (an error if built for another).
-        ``text_tokens``: the family's text-token counter (``pvllm.models.packing.TextTokens``), needed by
-        ``packing`` to plan packs."""
+    def attach_processor(self, processor: Any, text_tokens: Any = None, tower: Any = None) -> None:
+        """The model's own processor does the preprocessing (set by train.py after building the model).
+        ``tower``: the model's tower transform (``pvllm.models.tower_cache.TowerFeatures``), needed with
+        ``feature_cache``: the cache is opened for its settings (an error naming the differing ones if built
+        for another). ``text_tokens``: the family's text-token counter (``pvllm.models.packing.TextTokens``),
+        needed by ``packing`` to plan packs."""
         self.processor = processor
         self.text_tokens = text_tokens
         if self.hparams.get("packing") and text_tokens is None:
-            raise RuntimeError("data.packing=true: attach_processor(processor, model, text_tokens=TextTokens(...))")
+            raise RuntimeError("data.packing=true: attach_processor(processor, text_tokens=TextTokens(...))")
         if self.hparams.feature_cache:
             from pvllm.data.feature_cache import FeatureCache
 
-            if model is None:
-                raise RuntimeError("data.feature_cache is set: attach_processor(processor, model)")
-            self.cache = FeatureCache.for_model(self.hparams.feature_cache, model, processor,
-                                                self.hparams.num_frames)
+            if tower is None:
+                raise RuntimeError("data.feature_cache is set: attach_processor(processor, tower=TowerFeatures(...))")
+            self.cache = FeatureCache(self.hparams.feature_cache, tower.settings(),
+                                      require_files=self.hparams.get("require_video_files", True))
 
     def _keep(self, samples: list[Sample], what: str) -> list[Sample]:
         """``samples`` without those whose video is on the exclude list (logged and counted)."""
@@ -407,7 +398,8 @@ class PVLLMDataModule(L.LightningDataModule):
                 self._exclude = load_unreadable(self.hparams.exclude_videos, self.ds)
         hp = self.hparams
         if getattr(self, "frames", None) is None:  # the frame cache when configured, else decoding
-            self.frames = FrameSource(Sampling(hp.num_frames, hp.frame_size), hp.frame_cache)
+            self.frames = FrameSource(Sampling(hp.num_frames, hp.frame_size), hp.frame_cache,
+                                      require_files=hp.get("require_video_files", True) or not hp.frame_cache)
 
         task = hp.get("task", "comment")
 
@@ -434,12 +426,39 @@ class PVLLMDataModule(L.LightningDataModule):
         if stage in ("fit", "validate") and hp.on_bad_video == "raise" and hp.video:
             self._check_val_videos()
 
+    def _cached_val_videos(self, files: list[tuple[str, str]]) -> tuple[set[str], list[str]]:
+        """(paths the caches serve, problems): with a feature cache every validation video must be in it
+        (checked now, not after an epoch); with a frame cache its hits are not decoded again."""
+        served, missing = set(), []
+        require = self.hparams.get("require_video_files", True)
+        for vid, path in files:
+            if self.cache is not None:
+                try:
+                    if self.cache.store.lookup(vid, path, require) is not None:
+                        served.add(path)
+                        continue
+                except VideoReadError as e:
+                    missing.append(str(e))
+                    continue
+                missing.append(f"video {vid} ({path}): not in the feature cache {self.cache.dir}")
+            elif self.frames.cache is not None and (os.path.isfile(path) or not require):
+                if self.frames.cache.store.lookup(vid, path, require) is not None:
+                    served.add(path)
+        return served, missing
+
     def _check_val_videos(self) -> None:
         """on_bad_video=raise: decode every validation video now, not after a whole training epoch."""
         from pvllm.data.check_videos import check_videos
 
-        files = sorted({str(self.ds.video_path(s.video_id)) for s in self.val_set.samples})
-        bad = check_videos(files, self.hparams.num_frames, workers=max(1, self.hparams.num_workers))
+        pairs = sorted({(s.video_id, str(self.ds.video_path(s.video_id))) for s in self.val_set.samples})
+        files = [p for _, p in pairs]
+        served, missing = self._cached_val_videos(pairs)
+        if missing:
+            raise VideoReadError(f"{len(missing)} of {len(files)} validation video(s) are not in the cache "
+                                 "(data.on_bad_video=raise; rebuild the cache, or set data.on_bad_video=skip):\n  "
+                                 + "\n  ".join(missing))
+        bad = check_videos([p for p in files if p not in served], self.hparams.num_frames,
+                           workers=max(1, self.hparams.num_workers))
         if bad:
             raise VideoReadError(
                 f"{len(bad)} of {len(files)} validation video(s) of split {self.hparams.val_split!r} are "

@@ -23,7 +23,6 @@ not depend on candidate order, and a constant scorer gets exactly chance.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import unicodedata
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pvllm.data.dataset import PerVidCom
+from pvllm.utils.hashing import file_sha256
 from pvllm.utils.jsonl import load_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -206,8 +206,6 @@ def history_overlap(cand_rows: Sequence[dict], rows: Sequence[dict]) -> dict[str
             "n_truths_equal_history": n_t}
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_or_build_candidates(

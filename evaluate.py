@@ -151,7 +151,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
         generator = hydra.utils.instantiate(cfg.generator)
         generator.name = HydraConfig.get().runtime.choices.get("generator") or generator.registry_name
         try:
-            if generator.reads_video and cfg.data.get("video", True):
+            if generator.reads_video:
                 check_video_files(rows, ds)
             # of every sample of the histories file: max_samples/shards do not change a run's identity;
             # stage=rank too: ranking.json never joins another model's or dataset's predictions

@@ -6,7 +6,7 @@ side in one process on the same samples. Checks first that every sample's loss i
         [--pack-tokens 1024] [--rounds 2] [--threads 2]
 
 ``danmaku``: the real danmaku comments of ../shared/data/comments, built as scripts/real_danmaku_text.py
-builds them (import + build into a temporary directory), trained text-only (data.video=false) as
+builds them (import + build into a temporary directory), trained text-only (video.mode=none) as
 experiment=real_danmaku_text does; ``sample``: the bundled data/sample with its videos. ``tiny``: the tiny
 random Video-LLaVA of conf/model/tiny.yaml; ``small``: PV-LLM-small (SmolLM2-135M + the real MobileNetV2;
 needs the prepared SmolLM2, see pvllm.models.smollm2).

@@ -7,6 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from pvllm.data.histories import HISTORY_MODES, HISTORY_SELECTIONS
+from pvllm.prompt import TRAIN_VIDEO_MODES, VIDEO_MODES
 
 
 class ConfigError(ValueError):
@@ -43,6 +44,11 @@ EXTENSIBLE = (
     "hydra.sweeper.params",     # the sweep of a multirun experiment
 )
 _GLOBAL_GROUPS = ("experiment", "debug")  # groups whose files are `# @package _global_`
+
+
+# The old spellings of `video.mode` (what video a sample is shown): now references to it, never set directly.
+VIDEO_REFS = ("data.video", "generator.video")
+_ABSENT = object()
 
 
 def _hydra_node(cfg: DictConfig):
@@ -92,8 +98,8 @@ def _is_ref(v) -> bool:
 def _check_keys(path: Path, own: dict, base, where: str, errors: list[str], rel: str) -> None:
     for k, v in own.items():
         key = f"{where}.{k}" if where else str(k)
-        if any(key == e or key.startswith(e + ".") for e in EXTENSIBLE):
-            continue
+        if any(key == e or key.startswith(e + ".") for e in EXTENSIBLE) or key in VIDEO_REFS:
+            continue  # VIDEO_REFS: reported by _check_video, with the new spelling
         if not isinstance(base, DictConfig) or k not in base:
             errors.append(f"{key}: set in {rel}, but the base config has no such key (a typo? keys can be added "
                           f"only under {', '.join(EXTENSIBLE)}: pvllm.config.EXTENSIBLE)")
@@ -152,6 +158,35 @@ def _check_targets(cfg: DictConfig, errors: list[str]) -> None:
                               f"name: {known or 'none defined'}")
 
 
+def _raw(cfg: DictConfig, key: str):
+    """The value of ``key`` as written (an interpolation unresolved); _ABSENT when there is no such key."""
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, default=None)
+    if not isinstance(node, DictConfig) or leaf not in node:
+        return _ABSENT
+    return node._get_node(leaf)._value()
+
+
+def _check_video(cfg: DictConfig, errors: list[str], modes: tuple[str, ...]) -> None:
+    """``video.mode`` is the one key for what video a sample is shown; ``data.video`` (a bool before) and
+    ``generator.video`` only refer to it. Setting one of them is the old spelling: named with the new one."""
+    mode = _get(cfg, "video.mode")
+    if mode not in modes:
+        why = " (mismatched is an evaluation ablation)" if mode == "mismatched" else ""
+        errors.append(f"video.mode: {' | '.join(modes)}, got {mode!r}{why}")
+    for key in VIDEO_REFS:
+        raw = _raw(cfg, key)
+        if raw is _ABSENT or raw == "${video.mode}":
+            continue
+        group, _, name = key.partition(".")
+        where = _setting_files(cfg, group, name)
+        new = ("none" if raw in (False, "false", "none", None) else "own" if raw in (True, "true") else raw)
+        errors.append(f"{key}={str(raw).lower() if isinstance(raw, bool) else raw}"
+                      f"{' (set in ' + ', '.join(where) + ')' if where else ''}: the old spelling of what video a "
+                      f"sample is shown; set video.mode={new} instead (one key for train.py and evaluate.py: "
+                      f"{' | '.join(VIDEO_MODES)})")
+
+
 def _common(cfg: DictConfig, errors: list[str]) -> None:
     check_global_files(cfg, errors)
     _check_targets(cfg, errors)
@@ -206,8 +241,9 @@ def validate_train_config(cfg: DictConfig) -> None:
 
         if task not in TASKS:
             errors.append(f"data.task: {' | '.join(TASKS)}, got {task!r}")
-    if task == "title" and _get(cfg, "data.video") is False:
-        errors.append("data.task=title aligns the projector to the video: it needs data.video=true")
+    _check_video(cfg, errors, TRAIN_VIDEO_MODES)
+    if task == "title" and _get(cfg, "video.mode") == "none":
+        errors.append("data.task=title aligns the projector to the video: it needs video.mode=own")
     plr = _get(cfg, "optim.projector_lr")
     if plr is not None and (isinstance(plr, bool) or not isinstance(plr, (int, float)) or plr <= 0):
         errors.append(f"optim.projector_lr: must be null or > 0, got {plr!r}")
@@ -250,9 +286,8 @@ def validate_eval_config(cfg: DictConfig) -> None:
     spu = _get(cfg, "samples_per_user")
     if spu != "all" and (not isinstance(spu, int) or spu < 1):
         errors.append(f"samples_per_user: must be >= 1 or all (every comment a target), got {spu!r}")
+    _check_video(cfg, errors, VIDEO_MODES)
     vmode = _get(cfg, "video.mode")
-    if vmode is not None and vmode not in ("own", "mismatched", "none"):
-        errors.append(f"video.mode: own | mismatched | none, got {vmode!r}")
     target = _get(cfg, "generator._target_")
     if vmode == "none" and target and stage in ("all", "generate"):
         from hydra.utils import get_class

@@ -22,7 +22,7 @@ from pvllm.identity import (
     write_json,
 )
 from pvllm.metrics.scoring import FAILURE_RULE, apply_failure_rule
-from pvllm.prompt import build_instruction
+from pvllm.prompt import VIDEO_MODES, build_instruction
 from pvllm.utils.jsonl import append_jsonl, load_jsonl, read_jsonl_tolerant, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,9 @@ def generation_identity(generator: Generator, rows: list[dict], ds: PerVidCom, i
                       "model": generator.model_id, "weights": weights_digest(generator.model_id),
                       "generation": json.loads(json.dumps(generator.generation_config, default=str))},
         "include_title": bool(include_title), "videos": videos,
-        # own video: no field, so identities of runs made before the ablation existed stay the same
-        **({} if (video or {}).get("mode", "own") == "own" else
+        # own video: no field, so identities of runs made before the ablation existed stay the same; a generator
+        # that reads no video (text-only, video.mode=none) is shown none whatever the mode: no field either
+        **({} if (video or {}).get("mode", "own") == "own" or not generator.reads_video else
            {"video_mode": video["mode"], **({"video_seed": video["seed"]} if video["mode"] == "mismatched" else {})}),
     }
 
@@ -166,9 +167,6 @@ def history_stats(rows: list[dict], k: int) -> dict[str, Any]:
     return {"history_len_min": min(lens, default=0), "history_len_max": max(lens, default=0),
             "history_len_mean": round(sum(lens) / len(lens), 3) if lens else math.nan,
             "n_history_shorter_than_k": sum(n < k for n in lens)}
-
-
-VIDEO_MODES = ("own", "mismatched", "none")
 
 
 def apply_video_mode(rows: list[dict], mode: str, seed: int) -> list[dict]:

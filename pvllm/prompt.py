@@ -17,6 +17,21 @@ INSTRUCTION_NO_HISTORY = "Watch the video and write a comment a viewer would wri
 # data.task=title: feature alignment before PV-LLM training (LLaVA's stage 1 on video titles), a fresh projector
 INSTRUCTION_TITLE = "Write the title of this video."
 
+# What video a sample is shown: one config key, `video.mode`, for train.py and evaluate.py (data.video and
+# generator.video are `${video.mode}`). own: its video | mismatched: another sample's (evaluation ablation,
+# seeded) | none: text only (no frames read, the prompt without the video token).
+VIDEO_MODES = ("own", "mismatched", "none")
+TRAIN_VIDEO_MODES = ("own", "none")
+
+
+def shows_video(video: bool | str) -> bool:
+    """Whether frames are read for ``video`` (a ``video.mode`` value; a bool from Python callers)."""
+    if isinstance(video, bool):
+        return video
+    if video not in VIDEO_MODES:
+        raise ValueError(f"video.mode must be one of {' | '.join(VIDEO_MODES)}, got {video!r}")
+    return video != "none"
+
 
 def _clean(text: str) -> str:
     # One history comment per line: line breaks inside a comment would look like separate comments.

@@ -1,4 +1,4 @@
-"""Text-only PV-LLM (data.video=false): no frames read, no video token, for comments-only datasets."""
+"""Text-only PV-LLM (video.mode=none): no frames read, no video token, for comments-only datasets."""
 
 from pvllm.data.datamodule import PVLLMCollator, SampleDataset
 from pvllm.data.histories import build_eval_histories

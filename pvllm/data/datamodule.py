@@ -27,7 +27,7 @@ from pvllm.data.packing import (
 )
 from pvllm.data.video_io import VideoReadError, clip_metadata, read_clip
 from pvllm.models.families import encode_example, family_of, reply_token_ids, visual_token_count
-from pvllm.prompt import INSTRUCTION_TITLE, build_instruction, chat_prompt
+from pvllm.prompt import INSTRUCTION_TITLE, TRAIN_VIDEO_MODES, build_instruction, chat_prompt, shows_video
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -40,7 +40,7 @@ class SampleDataset(Dataset):
 
     def __init__(self, ds: PerVidCom, samples: list[Sample], num_frames: int, include_title: bool,
                  on_bad_video: str = "raise", skipped: Counter[str] | None = None, fps: float | None = None,
-                 max_frames: int | None = None, video: bool = True, frames: FrameSource | None = None,
+                 max_frames: int | None = None, video: bool | str = True, frames: FrameSource | None = None,
                  feature_cache: Any = None, task: str = "comment"):
         if on_bad_video not in ("raise", "skip"):
             raise ValueError(f"on_bad_video must be 'raise' or 'skip', got {on_bad_video!r}")
@@ -52,7 +52,8 @@ class SampleDataset(Dataset):
         self.include_title, self.on_bad_video = include_title, on_bad_video
         self.skipped: Counter[str] = Counter() if skipped is None else skipped
         self.fps, self.max_frames = fps, max_frames
-        self.video = video  # False: text-only (no frames read, no video token), e.g. a comments-only dataset
+        # video.mode none (or False): text-only (no frames read, no video token), e.g. a comments-only dataset
+        self.video = shows_video(video)
         self.feature_cache = feature_cache  # pvllm.data.feature_cache.FeatureCache: encoder outputs, no frames
         self.task = task  # comment (PV-LLM) | title (projector alignment: the reply is the video's title)
 
@@ -156,9 +157,9 @@ class PVLLMCollator:
             return {"input_ids": torch.cat([prompt_ids, reply]),
                     "labels": torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), masked]),
                     "pixel_values_videos": feats[None]}  # (1, T, N, C): batched by torch.cat
-        if item["frames"] is None:  # text-only PV-LLM item (data.video=false): Video-LLaVA's chat format
+        if item["frames"] is None:  # text-only PV-LLM item (video.mode=none): Video-LLaVA's chat format
             if family.template != "video_llava":
-                raise ValueError(f"data.video=false (text-only) uses Video-LLaVA's chat format; family "
+                raise ValueError(f"video.mode=none (text-only) uses Video-LLaVA's chat format; family "
                                  f"{family.name} is not supported with it")
             prompt_ids = tok([item["prompt"]], return_tensors="pt")["input_ids"][0]
             reply_ids = tok(" " + item["reply"].strip(), add_special_tokens=False)["input_ids"]
@@ -323,7 +324,9 @@ class PVLLMDataModule(L.LightningDataModule):
         text_instructions: dict | None = None,
         # the list written by `python -m pvllm.data.check_videos`: samples of those videos are left out
         exclude_videos: str | None = None,
-        video: bool = True,  # False: text-only PV-LLM (no frames, no video token; comments-only datasets)
+        # what video a sample is shown: ${video.mode} (own | none: text-only PV-LLM, no frames, no video token;
+        # comments-only datasets); a bool from Python callers
+        video: bool | str = True,
         # pvllm.data.frame_cache root (None: decode every video); frame_size: its shorter edge (None: as is)
         frame_cache: str | None = None,
         frame_size: int | None = None,
@@ -349,14 +352,16 @@ class PVLLMDataModule(L.LightningDataModule):
         if loss_reduction not in LOSS_REDUCTIONS:
             raise ValueError(f"data.loss_reduction must be one of {', '.join(LOSS_REDUCTIONS)}, got {loss_reduction!r}")
         if packing and (text_instructions or feature_cache):
-            raise ValueError("data.packing=true packs video (or data.video=false text) samples; it does not support "
+            raise ValueError("data.packing=true packs video (or video.mode=none text) samples; it does not support "
                              "data.text_instructions or data.feature_cache yet: unset them or data.packing")
         if packing and int(pack_tokens) < 1:
             raise ValueError(f"data.pack_tokens must be a positive token budget, got {pack_tokens}")
         if task not in TASKS:
             raise ValueError(f"data.task must be one of {', '.join(TASKS)}, got {task!r}")
-        if task == "title" and not video:
-            raise ValueError("data.task=title aligns the projector to the video: it needs data.video=true")
+        if video not in (True, False, *TRAIN_VIDEO_MODES):
+            raise ValueError(f"video.mode must be one of {' | '.join(TRAIN_VIDEO_MODES)} for training, got {video!r}")
+        if task == "title" and not shows_video(video):
+            raise ValueError("data.task=title aligns the projector to the video: it needs video.mode=own")
         self.save_hyperparameters()
         self.processor = None
         self.ds: PerVidCom | None = None
@@ -418,7 +423,7 @@ class PVLLMDataModule(L.LightningDataModule):
                                              selection=hp.get("train_history_selection", "random")))
             return SampleDataset(self.ds, self._keep(samples, f"train epoch {epoch}"), hp.num_frames,
                                  hp.include_title, hp.on_bad_video, fps=hp.fps, max_frames=hp.max_frames,
-                                 video=hp.video, frames=self.frames, feature_cache=self.cache, task=task)
+                                 video=shows_video(hp.video), frames=self.frames, feature_cache=self.cache, task=task)
 
         make = draw
         if hp.text_instructions:
@@ -429,9 +434,9 @@ class PVLLMDataModule(L.LightningDataModule):
         val = self._keep(title_samples(self.ds, hp.val_split, hp.seed) if task == "title" else
                          build_eval_histories(self.ds, hp.val_split, k=hp.val_k, seed=hp.seed), "val")
         self.val_set = SampleDataset(self.ds, val, hp.num_frames, hp.include_title, hp.on_bad_video,
-                                     fps=hp.fps, max_frames=hp.max_frames, video=hp.video,
+                                     fps=hp.fps, max_frames=hp.max_frames, video=shows_video(hp.video),
                                      frames=self.frames, feature_cache=self.cache, task=task)
-        if stage in ("fit", "validate") and hp.on_bad_video == "raise" and hp.video:
+        if stage in ("fit", "validate") and hp.on_bad_video == "raise" and shows_video(hp.video):
             self._check_val_videos()
 
     def _check_val_videos(self) -> None:

@@ -137,6 +137,12 @@ def train(cfg: DictConfig) -> float | None:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     ckpt_cb = getattr(trainer, "checkpoint_callback", None)
     best = float(ckpt_cb.best_model_score) if ckpt_cb is not None and ckpt_cb.best_model_score is not None else None
+    if best is None and "val/loss" in metrics:  # no best-checkpoint callback: the last validation
+        best = metrics["val/loss"]
+    if best is None and HydraConfig.get().runtime.choices.get("hparams_search"):
+        # a search trial returns val/loss: fit stopped (max_steps) before any validation, so validate once
+        best = float(trainer.validate(module, datamodule=datamodule, verbose=False)[0]["val/loss"])
+        log.info("hparams_search: no validation during fit; val/loss after it: %s", best)
     log.info("done: global_step=%d best val/loss=%s metrics=%s skipped_videos=%d excluded_samples=%d",
              trainer.global_step, best, metrics, sum(skipped.values()), sum(datamodule.excluded.values()))
     return best

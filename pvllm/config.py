@@ -43,7 +43,7 @@ EXTENSIBLE = (
     "generator.sampling",       # generate() kwargs ({} for API generators: the model's defaults)
     "hydra.sweeper.params",     # the sweep of a multirun experiment
 )
-_GLOBAL_GROUPS = ("experiment", "debug")  # groups whose files are `# @package _global_`
+_GLOBAL_GROUPS = ("experiment", "hparams_search", "debug")  # groups whose files are `# @package _global_`
 
 
 # The old spellings of `video.mode` (what video a sample is shown): now references to it, never set directly.
@@ -82,8 +82,9 @@ def _base_config(hc, config_name: str) -> DictConfig:
 
     main = next(s for s in hc.runtime.config_sources if s.provider == "main")
     csp = create_config_search_path(main.path if main.schema == "file" else f"{main.schema}://{main.path}")
+    # the sweeper chosen (an hparams_search file picks Optuna's): its settings are the base of what they set
     choices = [f"{g}={c}" for g, c in hc.runtime.choices.items()
-               if c is not None and g not in _GLOBAL_GROUPS and not g.startswith("hydra/")]
+               if c is not None and g not in _GLOBAL_GROUPS and (g == "hydra/sweeper" or not g.startswith("hydra/"))]
     if hc.searchpath:  # extra config dirs (hydra.searchpath=[...]) hold group options too
         choices.append(f"hydra.searchpath=[{','.join(hc.searchpath)}]")
     loader = ConfigLoaderImpl(config_search_path=csp)

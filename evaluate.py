@@ -28,7 +28,6 @@ from pvllm.evaluation import (  # noqa: E402
     apply_video_mode,
     check_video_files,
     fewshot_pool,
-    format_table,
     generate_resumable,
     generation_identity,
     history_stats,
@@ -48,6 +47,7 @@ from pvllm.identity import (  # noqa: E402
     stored_run_identity,
     write_json,
 )
+from pvllm.reports.summary_table import format_table  # noqa: E402
 from pvllm.utils.atomic import WriteFailed  # noqa: E402
 from pvllm.utils.cli import clear_errors  # noqa: E402
 from pvllm.utils.jsonl import JsonlError, load_jsonl, write_jsonl  # noqa: E402
@@ -170,7 +170,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
                 log.info("generation %s: %s", out.name, counts)
                 gen_counts = counts
             if cfg.stage == "rank" or (cfg.stage == "all" and cfg.ranking.enabled):
-                from pvllm.metrics.ranking import rank_run
+                from pvllm.evaluation import rank_run
 
                 r = cfg.ranking
                 ranking = rank_run(generator, rows, ds, run_dir, candidates_file=Path(r.candidates_file),

@@ -9,7 +9,7 @@ import pytest
 
 from pvllm.data.dataset import load_pervidcom
 from pvllm.data.histories import build_eval_histories
-from pvllm.metrics.baseline_rankers import BASELINE_RANKERS, make_ranker
+from pvllm.generators.baseline_rankers import BASELINE_RANKERS, make_ranker
 from pvllm.metrics.ranking import (
     build_candidates,
     chance_levels,

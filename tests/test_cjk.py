@@ -71,7 +71,7 @@ def test_psi_figure_of_a_skip_psi_build_says_so(tmp_path, monkeypatch):
 
 
 def test_tables_say_which_tokenization_was_used():
-    from pvllm.evaluation import format_table
+    from pvllm.reports.summary_table import format_table
 
     cjk = format_table([("pv", {"caption_tokenize": "cjk", "n": 2}), ("base", {"n": 2})])
     assert "(caption metrics tokenized: pv: CJK segmented (janome) before the PTB tokenizer, base: coco-exact" in cjk

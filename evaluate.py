@@ -34,6 +34,7 @@ from pvllm.evaluation import (  # noqa: E402
     load_or_build_histories,
     merge_shards,
     predictions_path,
+    rank_run,
     read_histories_identity,
     scoring_identity,
     shard_rows,
@@ -170,8 +171,6 @@ def evaluate(cfg: DictConfig) -> dict | None:
                 log.info("generation %s: %s", out.name, counts)
                 gen_counts = counts
             if cfg.stage == "rank" or (cfg.stage == "all" and cfg.ranking.enabled):
-                from pvllm.evaluation import rank_run
-
                 r = cfg.ranking
                 ranking = rank_run(generator, rows, ds, run_dir, candidates_file=Path(r.candidates_file),
                                    n=r.n_candidates, seed=r.seed, batch_size=r.batch_size,

@@ -28,8 +28,9 @@ from pvllm.debug import apply_debug  # noqa: E402
 from pvllm.distributed.checkpoint_io import AtomicCheckpointIO  # noqa: E402
 from pvllm.identity import IdentityConflict  # noqa: E402
 from pvllm.models.builder import PVLLM, build_under_zero3, format_parameter_table  # noqa: E402
+from pvllm.models.families import FAMILIES  # noqa: E402
 from pvllm.models.module import PVLLMModule  # noqa: E402
-from pvllm.models.packing import TextTokens  # noqa: E402
+from pvllm.models.transform import ModelTransform  # noqa: E402
 from pvllm.utils.atomic import WriteFailed, atomic_dir  # noqa: E402
 from pvllm.utils.cli import clear_errors  # noqa: E402
 from pvllm.utils.jsonl import JsonlError  # noqa: E402
@@ -72,7 +73,7 @@ def train(cfg: DictConfig) -> float | None:
     install_redaction()  # no secret value in any log line, stream or traceback (also in a submitit job)
     apply_debug(cfg, "train")  # debug=smoke: swaps what a CPU cannot run (prints each swap)
     register_config_secrets(cfg)  # the keys the config names (api_key_env, URL credentials), by value
-    validate_train_config(cfg)  # before any weights are loaded
+    validate_train_config(cfg, families=FAMILIES.names())  # before any weights are loaded
     L.seed_everything(cfg.seed, workers=True)
 
     strategy = hydra.utils.instantiate(cfg.strategy)
@@ -84,15 +85,15 @@ def train(cfg: DictConfig) -> float | None:
         if cfg.data.get("feature_cache"):
             raise ValueError("data.feature_cache is checked against the whole model, which ZeRO-3 builds sharded "
                              "in configure_model: unset data.feature_cache or use strategy=deepspeed_zero2")
-        datamodule.attach_processor(processor,
-                                    text_tokens=TextTokens(processor, cfg.data.get("max_reply_tokens", 64)))
+        datamodule.attach_transform(ModelTransform(processor, cfg.data.get("max_reply_tokens", 64)))
         module = PVLLMModule(None, optim=cfg.optim, scheduler=cfg.scheduler, build=build)
     else:
         bundle = hydra.utils.instantiate(cfg.model)  # pvllm.models.builder.build_pvllm
         log.info("model %s\n%s", bundle.source, format_parameter_table(bundle.parameter_table))
-        # + the feature cache, if configured; + the family's text-token counter that packing plans with
-        datamodule.attach_processor(bundle.processor, bundle.model,
-                                    text_tokens=TextTokens(bundle.processor, cfg.data.get("max_reply_tokens", 64)))
+        # the family's processor and chat format (+ packing's text-token counter), handed to the data layer;
+        # + the model, for the feature cache if configured
+        datamodule.attach_transform(ModelTransform(bundle.processor, cfg.data.get("max_reply_tokens", 64)),
+                                    bundle.model)
         module = PVLLMModule(bundle.model, optim=cfg.optim, scheduler=cfg.scheduler)
     for note in bundle.notes:
         log.info("note: %s", note)

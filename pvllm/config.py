@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from pvllm.data.histories import HISTORY_MODES, HISTORY_SELECTIONS
-from pvllm.prompt import TRAIN_VIDEO_MODES, VIDEO_MODES
+from pvllm.prompt import HISTORY_MODES, HISTORY_SELECTIONS, TASKS, TRAIN_VIDEO_MODES, VIDEO_MODES
 
 
 class ConfigError(ValueError):
@@ -215,7 +215,9 @@ def _common(cfg: DictConfig, errors: list[str]) -> None:
         errors.append(f"data.num_frames: must be a positive integer, got {nf!r}")
 
 
-def validate_train_config(cfg: DictConfig) -> None:
+def validate_train_config(cfg: DictConfig, families: Sequence[str] | None = None) -> None:
+    """``families``: the model families known (``pvllm.models.families.FAMILIES.names()``, handed in by
+    train.py: this module sits below the models and imports none); None leaves ``model.family`` to the builder."""
     errors: list[str] = []
     _common(cfg, errors)
     kmin, kmax = _get(cfg, "history.train_k_min"), _get(cfg, "history.train_k_max")
@@ -224,11 +226,8 @@ def validate_train_config(cfg: DictConfig) -> None:
     if not _get(cfg, "model.pretrained"):
         errors.append("model.pretrained: an HF directory or hub id is required")
     family = _get(cfg, "model.family")
-    if family is not None:
-        from pvllm.models.families import FAMILIES
-
-        if family not in FAMILIES:
-            errors.append(f"model.family: unknown {family!r}; valid: {', '.join(FAMILIES.names())}")
+    if family is not None and families is not None and family not in families:
+        errors.append(f"model.family: unknown {family!r}; valid: {', '.join(families)}")
     for key in ("data.fps", "data.max_frames", "data.max_visual_tokens"):
         v = _get(cfg, key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
@@ -237,11 +236,8 @@ def validate_train_config(cfg: DictConfig) -> None:
     if not isinstance(lr, (int, float)) or lr <= 0:
         errors.append(f"optim.lr: must be > 0, got {lr!r}")
     task = _get(cfg, "data.task")
-    if task is not None:
-        from pvllm.data.datamodule import TASKS
-
-        if task not in TASKS:
-            errors.append(f"data.task: {' | '.join(TASKS)}, got {task!r}")
+    if task is not None and task not in TASKS:
+        errors.append(f"data.task: {' | '.join(TASKS)}, got {task!r}")
     _check_video(cfg, errors, TRAIN_VIDEO_MODES)
     if task == "title" and _get(cfg, "video.mode") == "none":
         errors.append("data.task=title aligns the projector to the video: it needs video.mode=own")

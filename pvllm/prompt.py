@@ -16,6 +16,11 @@ INSTRUCTION_WITH_HISTORY = (
 INSTRUCTION_NO_HISTORY = "Watch the video and write a comment a viewer would write on it."
 # data.task=title: feature alignment before PV-LLM training (LLaVA's stage 1 on video titles), a fresh projector
 INSTRUCTION_TITLE = "Write the title of this video."
+TASKS = ("comment", "title")  # data.task: the user's comment (PV-LLM) | the video's title (alignment)
+# Which comments of the user the prompt shows (history.mode): the user's own k | none | another user's; and how
+# the evaluation histories are chosen (history.selection). pvllm.data.histories draws them.
+HISTORY_MODES = ("k", "none", "others")
+HISTORY_SELECTIONS = ("random", "recent", "retrieved")
 
 # What video a sample is shown: one config key, `video.mode`, for train.py and evaluate.py (data.video and
 # generator.video are `${video.mode}`). own: its video | mismatched: another sample's (evaluation ablation,

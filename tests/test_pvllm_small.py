@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from pvllm.data.datamodule import PVLLMCollator
 from pvllm.models import smollm2
+from pvllm.models.transform import ModelTransform
 from pvllm.prompt import build_instruction, build_prompt
 
 if smollm2.importlib.util.find_spec(smollm2.GGUF_PACKAGE) is None:
@@ -328,7 +329,7 @@ def _sample_items() -> list[dict]:
 
 def test_first_loss_is_pinned(built):
     # Pins prompt format, label masking, the added tokens, the MobileNetV2 features and the seeded projector.
-    batch = PVLLMCollator(built.processor)(
+    batch = PVLLMCollator(ModelTransform(built.processor))(
         [
             {
                 "sample_id": "s",
@@ -350,7 +351,7 @@ def test_only_projector_and_llm_blocks_get_gradients_then_train_and_generate(bui
     fresh = build_pvllm(built.source)  # its own copy: the session model stays untrained for other tests
     model, processor = fresh.model, fresh.processor
     items = _sample_items()
-    collate = PVLLMCollator(processor)
+    collate = PVLLMCollator(ModelTransform(processor))
     emb_before = model.get_input_embeddings().weight.detach().clone()
     head_before = model.lm_head.weight.detach().clone()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)

@@ -215,12 +215,13 @@ def test_cached_features_give_the_same_loss_and_generations(mobilenet_model, mob
     from pvllm.data.feature_cache import FeatureCache
     from pvllm.data.video_io import read_frames
     from pvllm.models.module import PVLLMModule
+    from pvllm.models.transform import ModelTransform
     from pvllm.prompt import build_prompt
     from pvllm.utils.jsonl import load_jsonl
 
     model, proc = mobilenet_model.model, mobilenet_model.processor
     cache = FeatureCache.for_model(cache_dir, model, proc, 8)
-    collate = PVLLMCollator(proc)
+    collate = PVLLMCollator(ModelTransform(proc))
     module = PVLLMModule(model, optim={}).eval()
     for vid in ("bunny_02", "bikes_03"):
         path = SAMPLE / "videos" / f"{vid}.mp4"

@@ -26,12 +26,17 @@ from pvllm.data.packing import (
     sample_lengths,
 )
 from pvllm.data.video_io import VideoReadError, clip_metadata, read_clip
-from pvllm.models.families import encode_example, family_of, reply_token_ids, visual_token_count
-from pvllm.prompt import INSTRUCTION_TITLE, TRAIN_VIDEO_MODES, build_instruction, chat_prompt, shows_video
+from pvllm.prompt import (
+    INSTRUCTION_TITLE,
+    TASKS,
+    TRAIN_VIDEO_MODES,
+    build_instruction,
+    chat_prompt,
+    shows_video,
+)
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
-TASKS = ("comment", "title")
 _PLACEHOLDER_SIDE = 32  # frames of a skipped video's placeholder (the processor resizes them)
 
 
@@ -117,10 +122,11 @@ class SampleDataset(Dataset):
 @dataclass
 class PVLLMCollator:
     """Tokenizes prompt (with the expanded video tokens) and reply separately, then concatenates,
-    so the label mask covers exactly the reply tokens (+ end of turn) and nothing of the prompt
-    (``pvllm.models.families.encode_example``: the family's processor and chat template)."""
+    so the label mask covers exactly the reply tokens (+ end of turn) and nothing of the prompt. ``transform``:
+    the model transform (``pvllm.models.transform.ModelTransform``: the family's processor and chat template),
+    built in models and handed in; this module imports no model code."""
 
-    processor: Any
+    transform: Any
     max_reply_tokens: int = 64
     padding_side: str = "right"
     text_instructions: dict | None = None  # encoding limits of text-only items (pvllm.data.text_instructions)
@@ -131,28 +137,27 @@ class PVLLMCollator:
     _logged: bool = False
 
     def encode(self, item: dict[str, Any]) -> dict[str, torch.Tensor]:
-        tok = self.processor.tokenizer
+        tok, family = self.transform.tokenizer, self.transform.family
         if item.get("conversations") is not None:  # text-only (Table 6): no video token, no pixel values
             from pvllm.data.text_instructions import encode_conversation
 
-            if family_of(self.processor).template != "video_llava":
+            if family.template != "video_llava":
                 raise ValueError(f"text-only instructions are rendered in Video-LLaVA's chat format only; "
-                                 f"family {family_of(self.processor).name} is not supported with them")
+                                 f"family {family.name} is not supported with them")
 
             ti = self.text_instructions or {}
             limits = {k: ti[k] for k in ("max_tokens", "max_turn_tokens") if k in ti}
             return encode_conversation(tok, item["conversations"], **limits)
-        family = family_of(self.processor)
         if item.get("features") is not None:  # cached encoder features (T, N, C): Video-LLaVA's format only
             if family.template != "video_llava":
                 raise ValueError(f"data.feature_cache feeds cached encoder features in Video-LLaVA's format; "
                                  f"family {family.name} is not supported with it")
             feats = item["features"]
-            vt = self.processor.video_token
+            vt = self.transform.video_token
             text = item["prompt"].replace(vt, vt * (feats.shape[0] * feats.shape[1]))  # <video> T*N times
             prompt_ids = tok([text], return_tensors="pt")["input_ids"][0]
-            reply = torch.tensor(reply_token_ids(self.processor, item.get("instruction") or "", item["reply"],
-                                                 self.max_reply_tokens), dtype=torch.long)
+            reply = torch.tensor(self.transform.reply_token_ids(item.get("instruction") or "", item["reply"],
+                                                                self.max_reply_tokens), dtype=torch.long)
             masked = torch.full_like(reply, IGNORE_INDEX) if item.get("bad_video") else reply  # a placeholder
             return {"input_ids": torch.cat([prompt_ids, reply]),
                     "labels": torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), masked]),
@@ -168,12 +173,12 @@ class PVLLMCollator:
                     "labels": torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), reply])}
         clip = (item["frames"], item["video_metadata"]) if item.get("video_metadata") else item["frames"]
         instruction = item.get("instruction")
-        enc = encode_example(self.processor, instruction, clip, item["reply"], self.max_reply_tokens,
-                             prompt=None if instruction is not None else item["prompt"])
+        enc = self.transform.encode_example(instruction, clip, item["reply"], self.max_reply_tokens,
+                                            prompt=None if instruction is not None else item["prompt"])
         if item.get("bad_video"):  # a skipped video's placeholder: nothing of it is learned
             enc["labels"] = torch.full_like(enc["labels"], IGNORE_INDEX)
             return enc
-        n_visual = visual_token_count(self.processor, enc["input_ids"])
+        n_visual = self.transform.visual_token_count(enc["input_ids"])
         if self.max_visual_tokens is not None and n_visual > self.max_visual_tokens:
             raise ValueError(
                 f"sample {item.get('sample_id')}: {n_visual} visual tokens > data.max_visual_tokens="
@@ -201,7 +206,7 @@ class PVLLMCollator:
             batch["skipped_videos"] = [it["bad_video"] for it in items if it.get("bad_video")]
             return batch
         n = max(len(e["input_ids"]) for e in encs)
-        pad = self.processor.tokenizer.pad_token_id
+        pad = self.transform.tokenizer.pad_token_id
         ids = torch.full((len(encs), n), pad, dtype=torch.long)
         labels = torch.full((len(encs), n), IGNORE_INDEX, dtype=torch.long)
         mask = torch.zeros((len(encs), n), dtype=torch.long)
@@ -210,7 +215,7 @@ class PVLLMCollator:
             sl = slice(n - L_, n) if self.padding_side == "left" else slice(0, L_)
             ids[i, sl], labels[i, sl], mask[i, sl] = e["input_ids"], e["labels"], 1
         batch = {"sample_id": [it["sample_id"] for it in items], "input_ids": ids, "attention_mask": mask,
-                 "labels": labels, family_of(self.processor).video_kwarg: None}
+                 "labels": labels, self.transform.family.video_kwarg: None}
         # visual inputs of the video items only, in batch order: the model fills the video tokens in order
         for k in dict.fromkeys(k for e in encs for k in e if k not in ("input_ids", "labels")):
             rows = [e[k] for e in encs if k in e]
@@ -363,7 +368,7 @@ class PVLLMDataModule(L.LightningDataModule):
         if task == "title" and not shows_video(video):
             raise ValueError("data.task=title aligns the projector to the video: it needs video.mode=own")
         self.save_hyperparameters()
-        self.processor = None
+        self.transform = None  # pvllm.models.transform.ModelTransform, attached by train.py
         self.ds: PerVidCom | None = None
         # bad video path -> times skipped in the loop (train and val), counted in this (the main) process
         self.skipped: Counter[str] = Counter()
@@ -372,23 +377,19 @@ class PVLLMDataModule(L.LightningDataModule):
         self._exclude: dict[str, str] = {}  # video_id -> why (from the exclude_videos list)
         self.cache = None
         self._length_memo: dict[str, tuple[int, int]] = {}  # packing: video id -> (encoded, text tokens)
-        self.text_tokens = None
 
-    def attach_processor(self, processor: Any, model: Any = None, text_tokens: Any = None) -> None:
-        """The model's own processor does the preprocessing (set by train.py after building the model);
-        with ``feature_cache`` set, the cache is opened for ``model`` (an error if built for another).
-        ``text_tokens``: the family's text-token counter (``pvllm.models.packing.TextTokens``), needed by
-        ``packing`` to plan packs."""
-        self.processor = processor
-        self.text_tokens = text_tokens
-        if self.hparams.get("packing") and text_tokens is None:
-            raise RuntimeError("data.packing=true: attach_processor(processor, model, text_tokens=TextTokens(...))")
+    def attach_transform(self, transform: Any, model: Any = None) -> None:
+        """The model transform (``pvllm.models.transform.ModelTransform``: the model's own processor and chat
+        format, and the text-token counter packing plans with) does the preprocessing; train.py builds it from
+        the model and attaches it. With ``feature_cache`` set, the cache is opened for ``model`` (an error if
+        built for another)."""
+        self.transform = transform
         if self.hparams.feature_cache:
             from pvllm.data.feature_cache import FeatureCache
 
             if model is None:
-                raise RuntimeError("data.feature_cache is set: attach_processor(processor, model)")
-            self.cache = FeatureCache.for_model(self.hparams.feature_cache, model, processor,
+                raise RuntimeError("data.feature_cache is set: attach_transform(transform, model)")
+            self.cache = FeatureCache.for_model(self.hparams.feature_cache, model, transform.processor,
                                                 self.hparams.num_frames)
 
     def _keep(self, samples: list[Sample], what: str) -> list[Sample]:
@@ -507,14 +508,14 @@ class PVLLMDataModule(L.LightningDataModule):
 
     def _collator(self, packing: bool = False) -> PVLLMCollator:
         hp = self.hparams
-        return PVLLMCollator(self.processor, hp.max_reply_tokens, max_visual_tokens=hp.max_visual_tokens,
+        return PVLLMCollator(self.transform, hp.max_reply_tokens, max_visual_tokens=hp.max_visual_tokens,
                              text_instructions=hp.text_instructions, packing=packing,
                              pack_tokens=hp.get("pack_tokens") if packing else None,
                              loss_reduction=hp.get("loss_reduction", "token"))
 
     def _loader(self, dataset: Dataset, cls: type = DataLoader, **kwargs) -> DataLoader:
-        if self.processor is None:
-            raise RuntimeError("attach_processor(model_processor) before creating dataloaders")
+        if self.transform is None:
+            raise RuntimeError("attach_transform(ModelTransform(processor)) before creating dataloaders")
         return cls(dataset, batch_size=self.hparams.batch_size, shuffle=False, num_workers=self.hparams.num_workers,
                    collate_fn=self._collator(), **kwargs)
 
@@ -523,7 +524,7 @@ class PVLLMDataModule(L.LightningDataModule):
         hp = self.hparams
         inner = self.train_set.inner
         collator = self._collator(packing=True)
-        lengths = sample_lengths(inner, collator.encode, self.text_tokens, self._length_memo)
+        lengths = sample_lengths(inner, collator.encode, self.transform.text_tokens, self._length_memo)
         packs = plan_packs(lengths, int(hp.pack_tokens), [s.sample_id for s in inner.samples])
         sampler = PackSampler(inner, packs, num_replicas=world_size, rank=rank)
         used = sum(lengths)

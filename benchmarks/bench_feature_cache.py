@@ -39,6 +39,7 @@ def main() -> None:
     from pvllm.models.builder import build_pvllm
     from pvllm.models.module import PVLLMModule
     from pvllm.models.tower_cache import TowerFeatures
+    from pvllm.models.transform import ModelTransform
     from pvllm.prompt import build_prompt
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-fcache-"))
@@ -52,7 +53,7 @@ def main() -> None:
     history = ["OMG the taxi is SO GOOD 🔥", "best cyclist clip EVER"] * 3
     item = {"sample_id": "s", "prompt": build_prompt(history),
             "reply": "THIS CYCLIST THO 😍😍"}
-    collate = PVLLMCollator(proc)
+    collate = PVLLMCollator(ModelTransform(proc))
     module = PVLLMModule(model, optim={})
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-9)
 

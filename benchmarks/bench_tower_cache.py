@@ -44,6 +44,7 @@ def main() -> None:
     from pvllm.models.module import PVLLMModule
     from pvllm.models.tiny import make_tiny_video_llava
     from pvllm.models.tower_cache import TowerFeatures
+    from pvllm.models.transform import ModelTransform
 
     ds = load_pervidcom(ROOT / "data/sample")
     samples, seen = [], set()
@@ -64,7 +65,7 @@ def main() -> None:
         build_cache(tmp / "store", tower, videos, frame_cache=tmp / "store", progress=False)
         anchor = SampleDataset(ds, samples, 8, False, frames=FrameSource(Sampling(8), tmp / "store"))
         ours = SampleDataset(ds, samples, 8, False, feature_cache=FeatureCache(tmp / "store", tower.settings()))
-        collate = PVLLMCollator(proc)
+        collate = PVLLMCollator(ModelTransform(proc))
         module = PVLLMModule(model, optim={})
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-9)
         n_tower = sum(p.numel() for p in model.model.video_tower.parameters())

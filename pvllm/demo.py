@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from pvllm.evaluation import format_table
+from pvllm.reports.summary_table import format_table
 from pvllm.utils.jsonl import load_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -86,7 +86,7 @@ class Plan:
     def common(self, tset: str, mode: str) -> list[str]:
         n = self.args.n_candidates
         return [
-            f"data.root={self.dataset}", "data.name=danmaku_text", "data.video=false", "data.include_title=true",
+            f"data.root={self.dataset}", "data.name=danmaku_text", "video.mode=none", "data.include_title=true",
             "split=test", f"samples_per_user={self.sets[tset]}", "history.k=5", f"history.mode={mode}",
             "stage=rank", "~rater", f"ranking.n_candidates={n}", f"paths.output_root={self.out.parent}",
             f"histories_file={self.out / 'histories' / f'test_{tset}_{mode}.jsonl'}",

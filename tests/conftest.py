@@ -59,7 +59,7 @@ def tiny_model_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_family_dirs() -> dict[str, Path]:
-    """Tiny random models of the new families (pvllm.models.tiny_families), written once per session."""
+    """Tiny random models of the new families (pvllm.models.tiny), written once per session."""
     from hydra.utils import get_method
 
     from pvllm.models.families import FAMILIES

@@ -46,6 +46,7 @@ def test_cached_tower_equals_running_it(name, family_dirs, sample_ds, val_sample
     from pvllm.models.builder import build_pvllm
     from pvllm.models.module import PVLLMModule
     from pvllm.models.tower_cache import TowerFeatures
+    from pvllm.models.transform import ModelTransform
 
     bundle = build_pvllm(str(family_dirs[name]))
     model, proc = bundle.model.eval(), bundle.processor
@@ -57,7 +58,7 @@ def test_cached_tower_equals_running_it(name, family_dirs, sample_ds, val_sample
 
     plain = SampleDataset(sample_ds, val_samples, 4, False)
     cache = FeatureCache(tmp_path / "store", tower.settings())
-    collate = PVLLMCollator(proc)
+    collate = PVLLMCollator(ModelTransform(proc))
     module = PVLLMModule(model, optim={"lr": 1e-4})
     want = collate([plain[0], plain[1]])
     with monkeypatch.context() as m:

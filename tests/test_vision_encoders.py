@@ -217,12 +217,13 @@ def test_cached_features_give_the_same_loss_and_generations(mobilenet_model, mob
     from pvllm.data.video_io import read_frames
     from pvllm.models.module import PVLLMModule
     from pvllm.models.tower_cache import TowerFeatures
+    from pvllm.models.transform import ModelTransform
     from pvllm.prompt import build_prompt
     from pvllm.utils.jsonl import load_jsonl
 
     model, proc = mobilenet_model.model, mobilenet_model.processor
     cache = FeatureCache(cache_dir, TowerFeatures(model, proc, 8).settings())
-    collate = PVLLMCollator(proc)
+    collate = PVLLMCollator(ModelTransform(proc))
     module = PVLLMModule(model, optim={}).eval()
     for vid in ("bunny_02", "bikes_03"):
         path = SAMPLE / "videos" / f"{vid}.mp4"

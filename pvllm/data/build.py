@@ -22,11 +22,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pvllm.data import stats
 from pvllm.data.dataset import load_pervidcom
 from pvllm.data.download import find_video_file, video_stem
 from pvllm.data.filters import FilterConfig, PsiFn, apply_filters
 from pvllm.data.split import SPLIT_PROTOCOLS, apply_split_protocol, split_users
-from pvllm.reports import dataset_stats as stats
 from pvllm.utils.jsonl import read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)

@@ -27,12 +27,17 @@ from pvllm.data.packing import (
     sample_lengths,
 )
 from pvllm.data.video_io import VideoReadError, read_clip
-from pvllm.models.families import encode_example, family_of, visual_token_count
-from pvllm.prompt import INSTRUCTION_TITLE, build_instruction, chat_prompt
+from pvllm.prompt import (
+    INSTRUCTION_TITLE,
+    TASKS,
+    TRAIN_VIDEO_MODES,
+    build_instruction,
+    chat_prompt,
+    shows_video,
+)
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
-TASKS = ("comment", "title")
 
 
 class SampleDataset(Dataset):
@@ -40,7 +45,7 @@ class SampleDataset(Dataset):
 
     def __init__(self, ds: PerVidCom, samples: list[Sample], num_frames: int, include_title: bool,
                  on_bad_video: str = "raise", skipped: Counter[str] | None = None, fps: float | None = None,
-                 max_frames: int | None = None, video: bool = True, frames: FrameSource | None = None,
+                 max_frames: int | None = None, video: bool | str = True, frames: FrameSource | None = None,
                  feature_cache: Any = None, task: str = "comment"):
         if on_bad_video not in ("raise", "skip"):
             raise ValueError(f"on_bad_video must be 'raise' or 'skip', got {on_bad_video!r}")
@@ -52,7 +57,8 @@ class SampleDataset(Dataset):
         self.include_title, self.on_bad_video = include_title, on_bad_video
         self.skipped: Counter[str] = Counter() if skipped is None else skipped
         self.fps, self.max_frames = fps, max_frames
-        self.video = video  # False: text-only (no frames read, no video token), e.g. a comments-only dataset
+        # video.mode none (or False): text-only (no frames read, no video token), e.g. a comments-only dataset
+        self.video = shows_video(video)
         # pvllm.data.feature_cache.FeatureCache: the frozen tower's recorded outputs (+ the frame shape and clip
         # metadata the processor needs): no video opened, no tower run
         self.feature_cache = feature_cache
@@ -111,10 +117,11 @@ class SampleDataset(Dataset):
 @dataclass
 class PVLLMCollator:
     """Tokenizes prompt (with the expanded video tokens) and reply separately, then concatenates,
-    so the label mask covers exactly the reply tokens (+ end of turn) and nothing of the prompt
-    (``pvllm.models.families.encode_example``: the family's processor and chat template)."""
+    so the label mask covers exactly the reply tokens (+ end of turn) and nothing of the prompt. ``transform``:
+    the model transform (``pvllm.models.transform.ModelTransform``: the family's processor and chat template),
+    built in models and handed in; this module imports no model code."""
 
-    processor: Any
+    transform: Any
     max_reply_tokens: int = 64
     padding_side: str = "right"
     text_instructions: dict | None = None  # encoding limits of text-only items (pvllm.data.text_instructions)
@@ -125,21 +132,21 @@ class PVLLMCollator:
     _logged: bool = False
 
     def encode(self, item: dict[str, Any]) -> dict[str, torch.Tensor]:
-        tok = self.processor.tokenizer
+        tok, family = self.transform.tokenizer, self.transform.family
         if item.get("conversations") is not None:  # text-only (Table 6): no video token, no pixel values
             from pvllm.data.text_instructions import encode_conversation
 
-            if family_of(self.processor).template != "video_llava":
+            if family.template != "video_llava":
                 raise ValueError(f"text-only instructions are rendered in Video-LLaVA's chat format only; "
-                                 f"family {family_of(self.processor).name} is not supported with them")
+                                 f"family {family.name} is not supported with them")
 
             ti = self.text_instructions or {}
             limits = {k: ti[k] for k in ("max_tokens", "max_turn_tokens") if k in ti}
             return encode_conversation(tok, item["conversations"], **limits)
-        family = family_of(self.processor)
-        if item["frames"] is None:  # text-only PV-LLM item (data.video=false): Video-LLaVA's chat format
+        family = self.transform.family
+        if item["frames"] is None:  # text-only PV-LLM item (video.mode=none): Video-LLaVA's chat format
             if family.template != "video_llava":
-                raise ValueError(f"data.video=false (text-only) uses Video-LLaVA's chat format; family "
+                raise ValueError(f"video.mode=none (text-only) uses Video-LLaVA's chat format; family "
                                  f"{family.name} is not supported with it")
             prompt_ids = tok([item["prompt"]], return_tensors="pt")["input_ids"][0]
             reply_ids = tok(" " + item["reply"].strip(), add_special_tokens=False)["input_ids"]
@@ -148,12 +155,12 @@ class PVLLMCollator:
                     "labels": torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), reply])}
         clip = (item["frames"], item["video_metadata"]) if item.get("video_metadata") else item["frames"]
         instruction = item.get("instruction")
-        enc = encode_example(self.processor, instruction, clip, item["reply"], self.max_reply_tokens,
-                             prompt=None if instruction is not None else item["prompt"])
+        enc = self.transform.encode_example(instruction, clip, item["reply"], self.max_reply_tokens,
+                                            prompt=None if instruction is not None else item["prompt"])
         if item.get("bad_video"):  # a skipped video's placeholder: nothing of it is learned
             enc["labels"] = torch.full_like(enc["labels"], IGNORE_INDEX)
             return enc
-        n_visual = visual_token_count(self.processor, enc["input_ids"])
+        n_visual = self.transform.visual_token_count(enc["input_ids"])
         if self.max_visual_tokens is not None and n_visual > self.max_visual_tokens:
             raise ValueError(
                 f"sample {item.get('sample_id')}: {n_visual} visual tokens > data.max_visual_tokens="
@@ -181,7 +188,7 @@ class PVLLMCollator:
             batch["skipped_videos"] = [it["bad_video"] for it in items if it.get("bad_video")]
             return batch
         n = max(len(e["input_ids"]) for e in encs)
-        pad = self.processor.tokenizer.pad_token_id
+        pad = self.transform.tokenizer.pad_token_id
         ids = torch.full((len(encs), n), pad, dtype=torch.long)
         labels = torch.full((len(encs), n), IGNORE_INDEX, dtype=torch.long)
         mask = torch.zeros((len(encs), n), dtype=torch.long)
@@ -190,7 +197,7 @@ class PVLLMCollator:
             sl = slice(n - L_, n) if self.padding_side == "left" else slice(0, L_)
             ids[i, sl], labels[i, sl], mask[i, sl] = e["input_ids"], e["labels"], 1
         batch = {"sample_id": [it["sample_id"] for it in items], "input_ids": ids, "attention_mask": mask,
-                 "labels": labels, family_of(self.processor).video_kwarg: None}
+                 "labels": labels, self.transform.family.video_kwarg: None}
         tower = [it["tower_outputs"] for it in items if it.get("tower_outputs") is not None]
         if tower:  # the feature cache: the tower replays these, in batch order (pvllm.models.tower_cache)
             batch["tower_outputs"] = tower
@@ -307,7 +314,9 @@ class PVLLMDataModule(L.LightningDataModule):
         text_instructions: dict | None = None,
         # the list written by `python -m pvllm.data.check_videos`: samples of those videos are left out
         exclude_videos: str | None = None,
-        video: bool = True,  # False: text-only PV-LLM (no frames, no video token; comments-only datasets)
+        # what video a sample is shown: ${video.mode} (own | none: text-only PV-LLM, no frames, no video token;
+        # comments-only datasets); a bool from Python callers
+        video: bool | str = True,
         # pvllm.data.frame_cache root (None: decode every video); frame_size: its shorter edge (None: as is)
         frame_cache: str | None = None,
         frame_size: int | None = None,
@@ -334,7 +343,7 @@ class PVLLMDataModule(L.LightningDataModule):
         if loss_reduction not in LOSS_REDUCTIONS:
             raise ValueError(f"data.loss_reduction must be one of {', '.join(LOSS_REDUCTIONS)}, got {loss_reduction!r}")
         if packing and (text_instructions or feature_cache):
-            raise ValueError("data.packing=true packs video (or data.video=false text) samples; it does not support "
+            raise ValueError("data.packing=true packs video (or video.mode=none text) samples; it does not support "
                              "data.text_instructions or data.feature_cache yet: unset them or data.packing")
         if feature_cache and fps is not None:
             raise ValueError("data.feature_cache holds num_frames uniformly spaced frames' tower outputs: unset data.fps")
@@ -345,10 +354,12 @@ class PVLLMDataModule(L.LightningDataModule):
             raise ValueError(f"data.pack_tokens must be a positive token budget, got {pack_tokens}")
         if task not in TASKS:
             raise ValueError(f"data.task must be one of {', '.join(TASKS)}, got {task!r}")
-        if task == "title" and not video:
-            raise ValueError("data.task=title aligns the projector to the video: it needs data.video=true")
+        if video not in (True, False, *TRAIN_VIDEO_MODES):
+            raise ValueError(f"video.mode must be one of {' | '.join(TRAIN_VIDEO_MODES)} for training, got {video!r}")
+        if task == "title" and not shows_video(video):
+            raise ValueError("data.task=title aligns the projector to the video: it needs video.mode=own")
         self.save_hyperparameters()
-        self.processor = None
+        self.transform = None  # pvllm.models.transform.ModelTransform, attached by train.py
         self.ds: PerVidCom | None = None
         # bad video path -> times skipped in the loop (train and val), counted in this (the main) process
         self.skipped: Counter[str] = Counter()
@@ -357,23 +368,19 @@ class PVLLMDataModule(L.LightningDataModule):
         self._exclude: dict[str, str] = {}  # video_id -> why (from the exclude_videos list)
         self.cache = None
         self._length_memo: dict[str, tuple[int, int]] = {}  # packing: video id -> (encoded, text tokens)
-        self.text_tokens = None
 
-    def attach_processor(self, processor: Any, text_tokens: Any = None, tower: Any = None) -> None:
-        """The model's own processor does the preprocessing (set by train.py after building the model).
-        ``tower``: the model's tower transform (``pvllm.models.tower_cache.TowerFeatures``), needed with
-        ``feature_cache``: the cache is opened for its settings (an error naming the differing ones if built
-        for another). ``text_tokens``: the family's text-token counter (``pvllm.models.packing.TextTokens``),
-        needed by ``packing`` to plan packs."""
-        self.processor = processor
-        self.text_tokens = text_tokens
-        if self.hparams.get("packing") and text_tokens is None:
-            raise RuntimeError("data.packing=true: attach_processor(processor, text_tokens=TextTokens(...))")
+    def attach_transform(self, transform: Any, tower: Any = None) -> None:
+        """The model transform (``pvllm.models.transform.ModelTransform``: the model's own processor and chat
+        format, and the text-token counter packing plans with) does the preprocessing; train.py builds it from
+        the model and attaches it. ``tower``: the model's tower transform (``pvllm.models.tower_cache.
+        TowerFeatures``), needed with ``feature_cache``: the cache is opened for its settings (an error naming
+        the differing ones if built for another)."""
+        self.transform = transform
         if self.hparams.feature_cache:
             from pvllm.data.feature_cache import FeatureCache
 
             if tower is None:
-                raise RuntimeError("data.feature_cache is set: attach_processor(processor, tower=TowerFeatures(...))")
+                raise RuntimeError("data.feature_cache is set: attach_transform(transform, tower=TowerFeatures(...))")
             self.cache = FeatureCache(self.hparams.feature_cache, tower.settings(),
                                       require_files=self.hparams.get("require_video_files", True))
 
@@ -410,7 +417,7 @@ class PVLLMDataModule(L.LightningDataModule):
                                              selection=hp.get("train_history_selection", "random")))
             return SampleDataset(self.ds, self._keep(samples, f"train epoch {epoch}"), hp.num_frames,
                                  hp.include_title, hp.on_bad_video, fps=hp.fps, max_frames=hp.max_frames,
-                                 video=hp.video, frames=self.frames, feature_cache=self.cache, task=task)
+                                 video=shows_video(hp.video), frames=self.frames, feature_cache=self.cache, task=task)
 
         make = draw
         if hp.text_instructions:
@@ -421,9 +428,9 @@ class PVLLMDataModule(L.LightningDataModule):
         val = self._keep(title_samples(self.ds, hp.val_split, hp.seed) if task == "title" else
                          build_eval_histories(self.ds, hp.val_split, k=hp.val_k, seed=hp.seed), "val")
         self.val_set = SampleDataset(self.ds, val, hp.num_frames, hp.include_title, hp.on_bad_video,
-                                     fps=hp.fps, max_frames=hp.max_frames, video=hp.video,
+                                     fps=hp.fps, max_frames=hp.max_frames, video=shows_video(hp.video),
                                      frames=self.frames, feature_cache=self.cache, task=task)
-        if stage in ("fit", "validate") and hp.on_bad_video == "raise" and hp.video:
+        if stage in ("fit", "validate") and hp.on_bad_video == "raise" and shows_video(hp.video):
             self._check_val_videos()
 
     def _cached_val_videos(self, files: list[tuple[str, str]]) -> tuple[set[str], list[str]]:
@@ -521,14 +528,14 @@ class PVLLMDataModule(L.LightningDataModule):
 
     def _collator(self, packing: bool = False) -> PVLLMCollator:
         hp = self.hparams
-        return PVLLMCollator(self.processor, hp.max_reply_tokens, max_visual_tokens=hp.max_visual_tokens,
+        return PVLLMCollator(self.transform, hp.max_reply_tokens, max_visual_tokens=hp.max_visual_tokens,
                              text_instructions=hp.text_instructions, packing=packing,
                              pack_tokens=hp.get("pack_tokens") if packing else None,
                              loss_reduction=hp.get("loss_reduction", "token"))
 
     def _loader(self, dataset: Dataset, cls: type = DataLoader, **kwargs) -> DataLoader:
-        if self.processor is None:
-            raise RuntimeError("attach_processor(model_processor) before creating dataloaders")
+        if self.transform is None:
+            raise RuntimeError("attach_transform(ModelTransform(processor)) before creating dataloaders")
         return cls(dataset, batch_size=self.hparams.batch_size, shuffle=False, num_workers=self.hparams.num_workers,
                    collate_fn=self._collator(), **kwargs)
 
@@ -537,7 +544,7 @@ class PVLLMDataModule(L.LightningDataModule):
         hp = self.hparams
         inner = self.train_set.inner
         collator = self._collator(packing=True)
-        lengths = sample_lengths(inner, collator.encode, self.text_tokens, self._length_memo)
+        lengths = sample_lengths(inner, collator.encode, self.transform.text_tokens, self._length_memo)
         packs = plan_packs(lengths, int(hp.pack_tokens), [s.sample_id for s in inner.samples])
         sampler = PackSampler(inner, packs, num_replicas=world_size, rank=rank)
         used = sum(lengths)

@@ -89,7 +89,7 @@ def run_setting(name: str, args) -> dict:
     from transformers import VideoLlavaForConditionalGeneration
 
     from pvllm.distributed.ds_cpu import load_strategy_config
-    from pvllm.distributed.optim import make_adamw
+    from pvllm.models.optim import make_adamw
 
     device = torch.device(args.device)
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32

@@ -37,7 +37,7 @@ from pvllm.generators.base import (
 from pvllm.models.builder import build_pvllm
 from pvllm.models.families import processor_inputs, render_prompt, reply_token_ids, unwrap
 from pvllm.models.tower_cache import TowerFeatures, replay
-from pvllm.prompt import build_instruction, chat_prompt, fit_history
+from pvllm.prompt import build_instruction, chat_prompt, fit_history, shows_video
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class HFVideoGenerator(Generator):
         seed: int = 0,
         family: str | None = None,
         score_tokens: int = 2048,
-        video: bool = True,
+        video: bool | str = True,  # ${video.mode}: none = text-only (no frames read); a bool from Python
         frame_cache: str | None = None,
         frame_size: int | None = None,
         frame_memo: int = 32,
@@ -145,9 +145,9 @@ class HFVideoGenerator(Generator):
         self.batch_size, self.num_frames, self.seed = batch_size, num_frames, seed
         self.fps, self.max_frames = fps, max_frames
         self.score_tokens = int(score_tokens)  # ranking: cached prompts + packed candidate tokens per forward pass
-        self.video = bool(video)  # False: text-only PV-LLM (no frames read, prompt without the video token)
+        self.video = shows_video(video)  # False: text-only (no frames read, prompt without the video token)
         if not self.video and self.family.template != "video_llava":
-            raise ValueError(f"video=false (text-only) uses Video-LLaVA's chat format; family {self.family.name} "
+            raise ValueError(f"video.mode=none (text-only) uses Video-LLaVA's chat format; family {self.family.name} "
                              "is not supported with it")
         self.cache = None
         if feature_cache:  # the frozen tower's recorded outputs, replayed (built for exactly this tower)

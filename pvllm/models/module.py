@@ -43,7 +43,7 @@ class PVLLMModule(L.LightningModule):
             self.bundle = self._build()
             self.model = self.bundle.model
             self.model.train()
-        from pvllm.distributed.optim import keep_fp32_master_weights
+        from pvllm.models.optim import keep_fp32_master_weights
 
         # bf16-loaded weights outside DeepSpeed: trainable ones become fp32 masters (or a clear error); here,
         # before DDP wraps the model (its gradient buckets take the parameters' dtype)
@@ -195,7 +195,7 @@ class PVLLMModule(L.LightningModule):
         self._log_skipped()
 
     def configure_optimizers(self):
-        from pvllm.distributed.optim import make_adamw
+        from pvllm.models.optim import make_adamw
 
         lr = self.optim_cfg.get("lr", 2e-5)
         params: list = [p for p in self.model.parameters() if p.requires_grad]

@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pvllm.metrics.ficl import RUBRIC_VALUES, format_score
-from pvllm.raters.base import RATERS, LLMRater
+from pvllm.raters.base import RATERS, RUBRIC_VALUES, LLMRater, format_score
 from pvllm.raters.embedding import resolve_model_path
 from pvllm.utils.hashing import text_sha256
 

@@ -116,34 +116,104 @@ def pytest_sessionfinish(session, exitstatus):
         shutil.rmtree(_SESSION_TMP, ignore_errors=True)
 
 
-# --- pytest-xdist (`make test` runs `-n 2 --dist loadgroup`) -------------------------------------------
-# Each test is its own unit of work unless it carries an xdist_group mark: the tests of one group run on one
-# worker, in collection order. Groups are set here rather than in each file:
-# - a module that defines a module-, class- or session-scoped fixture (a trained run, a loaded model, a
-#   server, a browser) is one group: its fixtures are built once, on one worker, and not torn down and rebuilt
-#   when another module's test runs between two of its tests;
-# - the modules of SHARED_GROUPS form one group each (runs that read each other's outputs, or that start two
-#   processes each and would oversubscribe the 2 cores if they ran side by side).
-SHARED_GROUPS: dict[str, str] = {}
+# --- the heavy tests, pytest-xdist groups and order ---------------------------------------------------
+# HEAVY: tests (node id prefixes) that train, start processes or load a real model, seconds to minutes each
+# (`--durations` of a full run), heaviest first. They get the `heavy` marker (`make test-quick` leaves them
+# out), and under xdist they are queued first, so that the longest do not start last and keep one worker busy
+# after the other has finished.
+HEAVY = (
+    "tests/test_real_danmaku.py::test_shrunk_real_danmaku_text_run",  # ~8 min on a loaded machine
+    "tests/test_deepspeed.py::",
+    "tests/test_zero3_configure_model.py::",
+    "tests/test_ddp_faults.py::",
+    "tests/test_ddp.py::",
+    "tests/test_packing.py::test_train_py_packed_ddp_two_processes_same_steps",
+    "tests/test_train_metrics.py::test_train_loss_is_the_mean_over_the_window_and_ranks",
+    "tests/test_secrets.py::test_openai_generator_and_rater_never_write_the_key",
+    "tests/test_secrets.py::test_submitit_multirun_keeps_url_credentials_out_of_pickles_and_saved_configs",
+    "tests/test_secrets.py::test_gemini_generator_and_rater_never_write_the_key",
+    "tests/test_train.py::",
+    "tests/test_wandb.py::",
+    "tests/test_master_weights.py::",
+    "tests/test_train_metrics.py::test_requeued_slurm_job_continues_its_wandb_run",
+    "tests/test_ranking_scale.py::test_packed_scores_equal_one_full_sequence_per_candidate",
+    "tests/bad_inputs/test_kill9.py::",
+    "tests/test_pvllm_small.py::",
+    "tests/test_experiment_smoke.py::test_experiment_runs_with_debug_smoke",
+    "tests/bad_inputs/test_comments_only.py::",
+    "tests/test_local_hf_rater.py::test_smollm2_",
+    "tests/test_local_hf_rater.py::test_prefix_reuse_gives_the_same_reply",
+    "tests/bad_inputs/test_kill_during_save.py::",
+    "tests/test_identity_reuse.py::test_resume_refuses_another_",
+    "tests/test_ranking.py::test_ranking_history_experiment_is_one_command",
+    "tests/test_slurm.py::",
+    "tests/bad_inputs/test_train_inputs.py::test_unknown_config_name_lists_the_valid_names_and_group_null",
+    "tests/test_family_lora.py::",
+)
+# Under xdist each test is its own unit of work unless it carries an xdist_group mark: a group's tests run on
+# one worker, in collection order. Groups are set here rather than in each file:
+# - TWO_PROCESSES: tests that start 2 training processes (DDP, DeepSpeed) share one group, so that no more
+#   than one such run (plus the other worker's test) competes for the 2 cores at a time;
+# - SHARED: tests that share one service or each other's outputs, one group per entry;
+# - any other module that defines a module-, class- or session-scoped fixture (a trained run, a loaded model,
+#   a server, a browser) is one group for the tests that use it: built once, on one worker, and not torn
+#   down and rebuilt when another module's test runs between two of its tests.
+TWO_PROCESSES = (
+    "tests/test_deepspeed.py::",
+    "tests/test_zero3_configure_model.py::",
+    "tests/test_ddp_faults.py::",
+    "tests/test_ddp.py::",
+    "tests/test_packing.py::test_train_py_packed_ddp_two_processes_same_steps",
+    "tests/test_train_metrics.py::test_train_loss_is_the_mean_over_the_window_and_ranks",
+)
+SHARED = {
+    "tests/test_slurm.py::": "slurm",  # one 2-CPU node: jobs of two tests at once would queue behind each other
+}
 
 
-def _module_scoped_fixtures(item: pytest.Item) -> bool:
-    module = item.nodeid.split("::", 1)[0]
+def _prefix_index(nodeid: str, prefixes) -> int | None:
+    return next((i for i, p in enumerate(prefixes) if nodeid.startswith(p)), None)
+
+
+def _module_scoped_fixtures(item: pytest.Item, module: str) -> bool:
     info = getattr(item, "_fixtureinfo", None)
     defs = info.name2fixturedefs.values() if info is not None else ()
     return any(d.scope != "function" and d.baseid == module for seq in defs for d in seq)
 
 
+def _xdist_group(item: pytest.Item) -> str | None:
+    if _prefix_index(item.nodeid, TWO_PROCESSES) is not None:
+        return "two-processes"
+    shared = next((g for p, g in SHARED.items() if item.nodeid.startswith(p)), None)
+    module = item.nodeid.split("::", 1)[0]
+    return shared or (module if _module_scoped_fixtures(item, module) else None)
+
+
+def pytest_configure(config):
+    if getattr(config.option, "dist", "no") == "loadgroup":
+        config.option.loadscopereorder = False  # keep the heavy-first order of the workers' collection
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook appends the group to each test id
 def pytest_collection_modifyitems(config, items):
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
     for item in items:
-        if item.get_closest_marker("xdist_group") is not None:
-            continue
-        module = item.nodeid.split("::", 1)[0]
-        group = SHARED_GROUPS.get(Path(module).name)
-        if group is None and _module_scoped_fixtures(item):
-            group = module
-        if group is not None:
+        if _prefix_index(item.nodeid, HEAVY) is not None:
+            item.add_marker("heavy")
+    if _WORKER is None:
+        return  # a plain run keeps the files' order
+    for item in items:
+        group = _xdist_group(item)
+        if group is not None and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(group))
+
+    def rank(item: pytest.Item) -> int:
+        i = _prefix_index(item.nodeid, HEAVY)
+        return len(HEAVY) if i is None else i
+
+    # a group starts where its heaviest test ranks, its tests kept in their order
+    first = {}
+    for item in items:
+        m = item.get_closest_marker("xdist_group")
+        key = m.args[0] if m else item.nodeid
+        first[key] = min(first.get(key, len(HEAVY)), rank(item))
+    items.sort(key=lambda it: first[m.args[0] if (m := it.get_closest_marker("xdist_group")) else it.nodeid])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -201,22 +202,48 @@ def _xdist_group(item: pytest.Item) -> str | None:
     return shared or (module if _module_scoped_fixtures(item, module) else None)
 
 
+_GROUPS_FILE = _SESSION_TMP / "xdist-groups.json"  # test id -> group, written by the workers for the controller
+
+
 def pytest_configure(config):
     if getattr(config.option, "dist", "no") == "loadgroup":
         config.option.loadscopereorder = False  # keep the heavy-first order of the workers' collection
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook appends the group to each test id
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` by the groups of _xdist_group. xdist 3.8 marks a group by appending it to the test
+    id, which pytest 9 ignores (ids are no longer stored as a string), so its loadgroup would split groups:
+    the workers write each grouped test's group into _GROUPS_FILE and this scheduler reads them."""
+    if getattr(config.option, "dist", "no") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:  # first called once every worker has collected (and written the file)
+                self.groups = json.loads(_GROUPS_FILE.read_text())
+            if nodeid.rfind("@") > nodeid.rfind("]"):  # an xdist that can append the group to the id
+                return nodeid.rsplit("@", 1)[1]
+            return self.groups.get(nodeid, nodeid)
+
+    return GroupScheduling(config, log)
+
+
+def pytest_itemcollected(item):
+    # marks set as each test is collected: before xdist's collection_modifyitems appends the group to test ids
+    if _prefix_index(item.nodeid, HEAVY) is not None:
+        item.add_marker("heavy")
+    if _WORKER is not None and item.get_closest_marker("xdist_group") is None:
+        group = _xdist_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if _prefix_index(item.nodeid, HEAVY) is not None:
-            item.add_marker("heavy")
     if _WORKER is None:
         return  # a plain run keeps the files' order
-    for item in items:
-        group = _xdist_group(item)
-        if group is not None and item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(group))
 
     def rank(item: pytest.Item) -> int:
         i = _prefix_index(item.nodeid, HEAVY)
@@ -229,3 +256,8 @@ def pytest_collection_modifyitems(config, items):
         key = m.args[0] if m else item.nodeid
         first[key] = min(first.get(key, len(HEAVY)), rank(item))
     items.sort(key=lambda it: first[m.args[0] if (m := it.get_closest_marker("xdist_group")) else it.nodeid])
+    groups = {it.nodeid: m.args[0] for it in items if (m := it.get_closest_marker("xdist_group"))}
+    tmp = _GROUPS_FILE.with_name(f"{_GROUPS_FILE.name}.{_WORKER}")
+    _SESSION_TMP.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps(groups))
+    os.replace(tmp, _GROUPS_FILE)  # every worker writes the same groups

@@ -210,6 +210,7 @@ def pytest_configure(config):
         config.option.loadscopereorder = False  # keep the heavy-first order of the workers' collection
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: unknown when it is not installed
 def pytest_xdist_make_scheduler(config, log):
     """``--dist loadgroup`` by the groups of _xdist_group. xdist 3.8 marks a group by appending it to the test
     id, which pytest 9 ignores (ids are no longer stored as a string), so its loadgroup would split groups:
@@ -232,7 +233,7 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_itemcollected(item):
-    # marks set as each test is collected: before xdist's collection_modifyitems appends the group to test ids
+    # marks set as each test is collected, before any collection_modifyitems reads them
     if _prefix_index(item.nodeid, HEAVY) is not None:
         item.add_marker("heavy")
     if _WORKER is not None and item.get_closest_marker("xdist_group") is None:

@@ -155,6 +155,9 @@ HEAVY = (
     "tests/test_config_keys.py::test_every_documented_command_composes",
     "tests/test_text_only.py::test_greedy_batch_size_one_and_n_identical_and_pinned",
     "tests/test_text_only.py::test_default_sampling_is_recorded_and_seeded_by_sample_ids",
+    "tests/test_text_only.py::test_prompt_has_history_and_title_in_the_chat_template",  # these 3 load SmolLM2 too
+    "tests/test_text_only.py::test_hydra_config",
+    "tests/test_text_only.py::test_over_long_history_is_cut_to_max_input_tokens",
     "tests/test_ranking.py::test_ranking_history_experiment_is_one_command",
     "tests/test_experiments.py::test_table5_and_appA_print_the_run_summaries",
     "tests/test_hf_video_generator.py::test_every_family_reads_the_same_histories_in_one_multirun",

@@ -67,7 +67,7 @@ def one_torch_thread():
 def cache_dir() -> Path:
     # the session's cache (PVLLM_CACHE, tests/conftest.py): SmolLM2 is dequantized once for this module and
     # the other tests that load it (text_only, the real-danmaku run), on whichever xdist worker comes first
-    return smollm2.default_cache_dir()
+    return weights.default_cache_dir()
 
 
 @pytest.fixture(scope="session")

@@ -228,7 +228,8 @@ def test_gradient_checkpointing_keeps_the_samples_apart(dirs):
     for ckpt in (False, True):
         bundle = build_pvllm(str(dirs["qwen2_5_vl"]), gradient_checkpointing=ckpt)
         model = bundle.model.train()
-        PVLLMModule(model, optim={})(PVLLMCollator(ModelTransform(bundle.processor), packing=True)(_items("qwen2_5_vl"))).backward()
+        batch = PVLLMCollator(ModelTransform(bundle.processor), packing=True)(_items("qwen2_5_vl"))
+        PVLLMModule(model, optim={})(batch).backward()
         grads.append([p.grad for p in model.parameters() if p.requires_grad])
     for x, y in zip(*grads):
         torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)

@@ -347,7 +347,8 @@ def test_missing_feature_file_is_a_counted_bad_video_and_the_rerun_completes(mob
         if e["video_id"] in gone:
             (cache / e["object"]).unlink()
     args = [a for a in EVAL if a != "stage=generate"] + [
-        f"generator.pretrained={mobilenet_run}", f"data.feature_cache={cache}", f"histories_file={tmp_path / 'h.jsonl'}"]
+        f"generator.pretrained={mobilenet_run}", f"data.feature_cache={cache}",
+        f"histories_file={tmp_path / 'h.jsonl'}"]
     run = tmp_path / "run"
     run_evaluate(args, run)
     preds = load_jsonl(run / "predictions.jsonl")

@@ -346,7 +346,8 @@ class PVLLMDataModule(L.LightningDataModule):
             raise ValueError("data.packing=true packs video (or video.mode=none text) samples; it does not support "
                              "data.text_instructions or data.feature_cache yet: unset them or data.packing")
         if feature_cache and fps is not None:
-            raise ValueError("data.feature_cache holds num_frames uniformly spaced frames' tower outputs: unset data.fps")
+            raise ValueError("data.feature_cache holds num_frames uniformly spaced frames' tower outputs: "
+                             "unset data.fps")
         if not require_video_files and not (frame_cache or feature_cache):
             raise ValueError("data.require_video_files=false reads every video from a cache: set data.frame_cache or "
                              "data.feature_cache")

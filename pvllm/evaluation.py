@@ -22,7 +22,6 @@ from pvllm.identity import (
 )
 from pvllm.metrics.ranking import (
     SCORES,
-    file_sha256,
     history_overlap,
     load_or_build_candidates,
     rank_resumable,
@@ -30,6 +29,7 @@ from pvllm.metrics.ranking import (
 )
 from pvllm.metrics.scoring import apply_failure_rule
 from pvllm.prompt import VIDEO_MODES, build_instruction
+from pvllm.utils.hashing import file_sha256
 from pvllm.utils.jsonl import append_jsonl, load_jsonl, read_jsonl_tolerant, write_jsonl
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from pvllm.data.datamodule import PVLLMCollator
+    from pvllm.data.collate import PVLLMCollator
     from pvllm.data.feature_cache import FeatureCache, build_cache
     from pvllm.data.video_io import read_frames
     from pvllm.models.builder import build_pvllm

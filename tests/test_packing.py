@@ -13,7 +13,7 @@ import copy
 import pytest
 import torch
 
-from pvllm.data.datamodule import PVLLMCollator, SampleDataset
+from pvllm.data.collate import PVLLMCollator, SampleDataset
 from pvllm.data.histories import draw_training_samples
 from pvllm.data.packing import PackSampler, plan_packs, sample_lengths
 from pvllm.data.video_io import read_clip
@@ -50,8 +50,8 @@ def test_every_rank_gets_the_same_number_of_packs():
 
 
 def test_resumed_loader_skips_the_packs_already_trained():
-    from pvllm.data.datamodule import ResumableLoader
     from pvllm.data.packing import PackView
+    from pvllm.data.sampler import ResumableLoader
 
     packs = [[0, 1], [2], [3, 4, 5], [6]]
     data = list(range(10, 17))  # item i is 10 + i

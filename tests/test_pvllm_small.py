@@ -16,7 +16,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from pvllm.data.datamodule import PVLLMCollator
+from pvllm.data.collate import PVLLMCollator
 from pvllm.models import smollm2
 from pvllm.models.transform import ModelTransform
 from pvllm.prompt import build_instruction, build_prompt

@@ -212,7 +212,7 @@ def cache_dir(mobilenet_model, tmp_path_factory):
 
 
 def test_cached_features_give_the_same_loss_and_generations(mobilenet_model, mobilenet_run, cache_dir, tmp_path):
-    from pvllm.data.datamodule import PVLLMCollator
+    from pvllm.data.collate import PVLLMCollator
     from pvllm.data.feature_cache import FeatureCache
     from pvllm.data.video_io import read_frames
     from pvllm.models.module import PVLLMModule

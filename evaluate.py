@@ -182,7 +182,8 @@ def evaluate(cfg: DictConfig) -> dict | None:
             from pvllm.metrics.ranking import format_ranking
 
             name = HydraConfig.get().runtime.choices.get("generator", "?")
-            title = f"\nranking, {cfg.split} split, history {h.mode} k={h.k}, score {cfg.ranking.score} ({cfg.run_name})"
+            title = (f"\nranking, {cfg.split} split, history {h.mode} k={h.k}, "
+                     f"score {cfg.ranking.score} ({cfg.run_name})")
             print(format_ranking([(name, ranking if ranking["status"] == "ok" else None)], title=title))
             if cfg.get("report"):
                 run_report(cfg)

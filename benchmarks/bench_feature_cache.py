@@ -3,7 +3,8 @@
 Same model, same batch, same optimizer step (forward + backward + AdamW), side by side in one process,
 alternating rounds. "encoder" = decode the 8 frames, preprocess, run the frozen encoder, then the LLM;
 "cached" = replay the encoder's recorded output from ``pvllm.data.feature_cache`` (the cache store's
-verified entry; ``pvllm.models.tower_cache``), then the LLM. The two losses are checked equal first (or the timing means nothing).
+verified entry; ``pvllm.models.tower_cache``), then the LLM. The two losses are checked equal first
+(or the timing means nothing).
 
     python benchmarks/bench_feature_cache.py [--model tiny|small] [--rounds 5]
 
@@ -33,7 +34,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from pvllm.data.datamodule import PVLLMCollator
+    from pvllm.data.collate import PVLLMCollator
     from pvllm.data.feature_cache import FeatureCache, build_cache
     from pvllm.data.video_io import read_frames
     from pvllm.models.builder import build_pvllm

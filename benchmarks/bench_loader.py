@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from pvllm.data.datamodule import SampleDataset  # noqa: E402
+from pvllm.data.collate import SampleDataset  # noqa: E402
 from pvllm.data.dataset import load_pervidcom  # noqa: E402
 from pvllm.data.frame_cache import FrameCache, FrameSource, Sampling  # noqa: E402
 from pvllm.data.histories import draw_training_samples  # noqa: E402

@@ -60,7 +60,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from pvllm.data.datamodule import PVLLMCollator, SampleDataset
+    from pvllm.data.collate import PVLLMCollator, SampleDataset
     from pvllm.data.dataset import load_pervidcom
     from pvllm.data.histories import draw_training_samples
     from pvllm.data.packing import plan_packs, sample_lengths

@@ -35,7 +35,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
 
-    from pvllm.data.datamodule import PVLLMCollator, SampleDataset
+    from pvllm.data.collate import PVLLMCollator, SampleDataset
     from pvllm.data.dataset import load_pervidcom
     from pvllm.data.feature_cache import FeatureCache, build_cache
     from pvllm.data.frame_cache import FrameCache, FrameSource, Sampling

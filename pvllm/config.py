@@ -124,7 +124,8 @@ def check_global_files(cfg: DictConfig, errors: list[str]) -> None:
     hc = _hydra_node(cfg)
     if hc is None or not hc.runtime.get("config_sources"):
         return
-    files = [f for g in _GLOBAL_GROUPS if hc.runtime.choices.get(g) for f in _global_files(hc, g, hc.runtime.choices[g])]
+    files = [f for g in _GLOBAL_GROUPS if hc.runtime.choices.get(g)
+             for f in _global_files(hc, g, hc.runtime.choices[g])]
     if not files:
         return
     base = _base_config(hc, hc.job.config_name)

@@ -158,7 +158,8 @@ def main() -> None:
         print(f"  with history      : {pk['text'] if pk['error'] is None else 'FAILED: ' + pk['error']}")
         print(f"  without history   : {pn['text'] if pn['error'] is None else 'FAILED: ' + pn['error']}")
         pm = preds["k_video_mismatched"][sid]
-        print(f"  other video ({pm['shown_video_id']}): {pm['text'] if pm['error'] is None else 'FAILED: ' + pm['error']}")
+        other = pm['text'] if pm['error'] is None else 'FAILED: ' + pm['error']
+        print(f"  other video ({pm['shown_video_id']}): {other}")
     times["total (this command, after install)"] = time.perf_counter() - t_start
     print("\n## Time per stage")
     for k, v in times.items():

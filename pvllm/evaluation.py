@@ -163,7 +163,8 @@ def scoring_identity(summary: dict[str, Any], rater: Any, cfg: Any, pool_info: d
     n = summary.get("n_requested")  # max_samples: a run of fewer samples is another run
     if rater is None:
         return {"rater": None, "n_samples": n}
-    return {"rater": summary.get("rater"), "n_samples": n, "rater_params": json.loads(json.dumps(rater.params, default=str)),
+    return {"rater": summary.get("rater"), "n_samples": n,
+            "rater_params": json.loads(json.dumps(rater.params, default=str)),
             "k_shots": int(cfg.ficl.k_shots), "ficl_seed": int(cfg.seed),
             "fewshot_pool": {k: pool_info.get(k) for k in ("dir", "digest", "bundled_sample")}}
 

@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from pvllm.data.datamodule import IGNORE_INDEX, PVLLMCollator
+from pvllm.data.collate import IGNORE_INDEX, PVLLMCollator
 from pvllm.data.video_io import read_clip
 from pvllm.models.builder import build_pvllm
 from pvllm.models.families import FAMILIES, get_family, model_parts, render_prompt

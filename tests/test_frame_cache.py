@@ -149,7 +149,7 @@ def test_reads_are_verified_against_the_manifest(tmp_path, sample_ds, caplog):
 
 
 def test_cli_build_and_dataset_reads_the_cache(tmp_path, sample_ds, capsys):
-    from pvllm.data.datamodule import SampleDataset
+    from pvllm.data.collate import SampleDataset
     from pvllm.data.histories import build_eval_histories
 
     main(["build", "--root", str(SAMPLE), "--cache", str(tmp_path), "--size", "32"])

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pvllm.data.datamodule import IGNORE_INDEX, PVLLMCollator
+from pvllm.data.collate import IGNORE_INDEX, PVLLMCollator
 from pvllm.data.video_io import read_frames
 from pvllm.models.builder import build_pvllm, model_parts
 from pvllm.models.transform import ModelTransform

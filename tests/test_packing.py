@@ -13,7 +13,7 @@ import copy
 import pytest
 import torch
 
-from pvllm.data.datamodule import PVLLMCollator, SampleDataset
+from pvllm.data.collate import PVLLMCollator, SampleDataset
 from pvllm.data.histories import draw_training_samples
 from pvllm.data.packing import PackSampler, plan_packs, sample_lengths
 from pvllm.data.video_io import read_clip
@@ -50,8 +50,8 @@ def test_every_rank_gets_the_same_number_of_packs():
 
 
 def test_resumed_loader_skips_the_packs_already_trained():
-    from pvllm.data.datamodule import ResumableLoader
     from pvllm.data.packing import PackView
+    from pvllm.data.sampler import ResumableLoader
 
     packs = [[0, 1], [2], [3, 4, 5], [6]]
     data = list(range(10, 17))  # item i is 10 + i
@@ -228,7 +228,8 @@ def test_gradient_checkpointing_keeps_the_samples_apart(dirs):
     for ckpt in (False, True):
         bundle = build_pvllm(str(dirs["qwen2_5_vl"]), gradient_checkpointing=ckpt)
         model = bundle.model.train()
-        PVLLMModule(model, optim={})(PVLLMCollator(ModelTransform(bundle.processor), packing=True)(_items("qwen2_5_vl"))).backward()
+        batch = PVLLMCollator(ModelTransform(bundle.processor), packing=True)(_items("qwen2_5_vl"))
+        PVLLMModule(model, optim={})(batch).backward()
         grads.append([p.grad for p in model.parameters() if p.requires_grad])
     for x, y in zip(*grads):
         torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)

@@ -16,7 +16,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from pvllm.data.datamodule import PVLLMCollator
+from pvllm.data.collate import PVLLMCollator
 from pvllm.models import smollm2
 from pvllm.models.transform import ModelTransform
 from pvllm.prompt import build_instruction, build_prompt
@@ -292,7 +292,8 @@ def test_parameter_table_freezes_vision_and_word_embeddings(built):
         rows["llm.word_embeddings"]["trainable"] == 0 and rows["llm.word_embeddings"]["params"] == 49154 * 576
     )
     assert (
-        rows["projector"]["trainable"] == rows["projector"]["params"] == 2 * 1280 + (1280 * 576 + 576) + (576 * 576 + 576)
+        rows["projector"]["trainable"] == rows["projector"]["params"]
+        == 2 * 1280 + (1280 * 576 + 576) + (576 * 576 + 576)
     )
     # 30 Llama blocks + final norm + the untied lm_head (49154 × 576)
     assert (

@@ -7,7 +7,8 @@ import lightning as L
 import pytest
 import torch
 
-from pvllm.data.datamodule import IGNORE_INDEX, PVLLMCollator, PVLLMDataModule
+from pvllm.data.collate import IGNORE_INDEX, PVLLMCollator
+from pvllm.data.datamodule import PVLLMDataModule
 from pvllm.data.text_instructions import MixedEpoch, encode_conversation, load_conversations, text_item
 from pvllm.data.video_io import read_frames
 from pvllm.models.builder import build_pvllm

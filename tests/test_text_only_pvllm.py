@@ -1,6 +1,6 @@
 """Text-only PV-LLM (video.mode=none): no frames read, no video token, for comments-only datasets."""
 
-from pvllm.data.datamodule import PVLLMCollator, SampleDataset
+from pvllm.data.collate import PVLLMCollator, SampleDataset
 from pvllm.data.histories import build_eval_histories
 from pvllm.evaluation import to_request
 from pvllm.models.transform import ModelTransform

@@ -41,7 +41,7 @@ def _no_decoder(monkeypatch):
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_cached_tower_equals_running_it(name, family_dirs, sample_ds, val_samples, tmp_path, monkeypatch):
-    from pvllm.data.datamodule import PVLLMCollator, SampleDataset
+    from pvllm.data.collate import PVLLMCollator, SampleDataset
     from pvllm.data.feature_cache import FeatureCache, build_cache
     from pvllm.models.builder import build_pvllm
     from pvllm.models.module import PVLLMModule

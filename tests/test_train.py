@@ -52,7 +52,7 @@ def test_step0_loss_recomputed_independently(full_run, tiny_model_dir):
     """Cross-entropy over the reply tokens, computed by hand from the HF logits of the first batch."""
     from transformers import VideoLlavaForConditionalGeneration, VideoLlavaProcessor
 
-    from pvllm.data.datamodule import PVLLMCollator
+    from pvllm.data.collate import PVLLMCollator
     from pvllm.data.dataset import load_pervidcom
     from pvllm.data.histories import draw_training_samples
     from pvllm.data.video_io import read_frames

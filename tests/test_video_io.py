@@ -64,7 +64,8 @@ def _dataset_with_bad_video(tmp_path):
 def test_loader_raise_or_skip_and_count(tmp_path, tiny_model_dir):
     from transformers import VideoLlavaProcessor
 
-    from pvllm.data.datamodule import IGNORE_INDEX, PVLLMCollator, PVLLMDataModule
+    from pvllm.data.collate import IGNORE_INDEX, PVLLMCollator
+    from pvllm.data.datamodule import PVLLMDataModule
     from pvllm.models.transform import ModelTransform
 
     root, bad, bad_val = _dataset_with_bad_video(tmp_path)

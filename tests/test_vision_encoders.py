@@ -212,7 +212,7 @@ def cache_dir(mobilenet_model, tmp_path_factory):
 
 
 def test_cached_features_give_the_same_loss_and_generations(mobilenet_model, mobilenet_run, cache_dir, tmp_path):
-    from pvllm.data.datamodule import PVLLMCollator
+    from pvllm.data.collate import PVLLMCollator
     from pvllm.data.feature_cache import FeatureCache
     from pvllm.data.video_io import read_frames
     from pvllm.models.module import PVLLMModule
@@ -347,7 +347,8 @@ def test_missing_feature_file_is_a_counted_bad_video_and_the_rerun_completes(mob
         if e["video_id"] in gone:
             (cache / e["object"]).unlink()
     args = [a for a in EVAL if a != "stage=generate"] + [
-        f"generator.pretrained={mobilenet_run}", f"data.feature_cache={cache}", f"histories_file={tmp_path / 'h.jsonl'}"]
+        f"generator.pretrained={mobilenet_run}", f"data.feature_cache={cache}",
+        f"histories_file={tmp_path / 'h.jsonl'}"]
     run = tmp_path / "run"
     run_evaluate(args, run)
     preds = load_jsonl(run / "predictions.jsonl")

@@ -192,7 +192,8 @@ class FrameSource:
                 self.counts["cache"] += 1
                 got = (frames, meta)
             elif not present:
-                raise CacheEntryError(f"video {vid}: {status} in the frame cache {self.cache.dir} ({self.sampling.key}) "
+                raise CacheEntryError(f"video {vid}: {status} in the frame cache {self.cache.dir} "
+                                      f"({self.sampling.key}) "
                                       f"and its file {key} is absent (data.require_video_files=false reads videos "
                                       "from the cache only): build the cache where the videos are")
             else:

@@ -98,7 +98,8 @@ def load_lightning_weights(model: torch.nn.Module, ckpt_path: str) -> None:
     state = {k.removeprefix("model."): v for k, v in state.items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or missing:
-        raise RuntimeError(f"{ckpt_path}: does not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise RuntimeError(f"{ckpt_path}: does not match the model "
+                           f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
 
 
 @GENERATORS.register("hf_video")

@@ -250,7 +250,8 @@ def _readme(provenance: dict, image_size: int, per_frame: int, num_frames: int) 
         first + "Written by pvllm.models.smollm2.make_pvllm_small.\n\n"
         f"- Language model: {provenance['llm']} (real weights).\n" + tower +
         f"- Frames: {num_frames} × {image_size}px → {num_frames} × {per_frame} video tokens.\n"
-        f"- Tokens added: {provenance['added_tokens']} (embedding rows = mean embedding); pad = {provenance['pad_token']}.\n"
+        f"- Tokens added: {provenance['added_tokens']} (embedding rows = mean embedding); "
+        f"pad = {provenance['pad_token']}.\n"
         f"- {provenance['lm_head']}.\n"
         f"- Seed: {provenance['seed']}. Checksums: {MANIFEST}.\n"
     )

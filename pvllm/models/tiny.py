@@ -53,13 +53,15 @@ LLAVA_ONEVISION_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + ' ' }}"
     "{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}{{ '<video>' }}"
     "{% endfor %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
-    "{{ '\n' + content['text'] }}{% endfor %}{{ '<|im_end|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
+    "{{ '\n' + content['text'] }}{% endfor %}{{ '<|im_end|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
     "{% endif %}"
 )
 SMOLVLM_TEMPLATE = (  # transformers.models.smolvlm.processing_smolvlm.DEFAULT_CHAT_TEMPLATE (SmolVLM2's)
     "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}"
     "{% if message['content'] is string %}{{': ' + message['content']}}{% else %}"
-    "{% if message['content'][0]['type'] == 'image' %}{{':'}}{% else %}{{': '}}{% endif %}{% for line in message['content'] %}{% if line['type'] == 'text' %}{{line['text']}}"
+    "{% if message['content'][0]['type'] == 'image' %}{{':'}}{% else %}{{': '}}{% endif %}"
+    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{line['text']}}"
     "{% elif line['type'] == 'image' %}{{ '<image>' }}{% elif line['type'] == 'video' %}{{ '<video>' }}"
     "{% endif %}{% endfor %}{% endif %}<end_of_utterance>\n{% endfor %}"
     "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
@@ -205,8 +207,12 @@ def _text(tok, **kw) -> dict:
                 **kw)
 
 
-def _save(model, processor, tok, out_dir, name: str) -> Path:
-    return save_tiny(model, processor, tok, out_dir,
+def _save(model_cls, config, seed: int, processor, tok, out_dir, name: str) -> Path:
+    """``model_cls(config)`` with random weights drawn from ``seed``, saved with its processor and tokenizer."""
+    import torch
+
+    torch.manual_seed(seed)
+    return save_tiny(model_cls(config), processor, tok, out_dir,
                      f"Tiny RANDOM {name} written by pvllm.models.tiny: real classes, random weights, for "
                      "tests. Its outputs are not meaningful.\n")
 
@@ -218,7 +224,6 @@ def _qwen_vision(**kw) -> dict:
 
 def _make_tiny_qwen(out_dir: str | os.PathLike, seed: int = 0, v3: bool = False) -> Path:
     """Qwen2.5-VL (``v3=False``) or Qwen3-VL: the same layout, the differences spelled out below."""
-    import torch
     import transformers as tf
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
@@ -235,8 +240,6 @@ def _make_tiny_qwen(out_dir: str | os.PathLike, seed: int = 0, v3: bool = False)
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
     )
-    torch.manual_seed(seed)
-    model = getattr(tf, f"{name}ForConditionalGeneration")(config)
     # 32-px frames: 2×2 merged tokens per 2 frames
     size = {"shortest_edge": 16 * 16, "longest_edge": 32 * 32 * (8 if v3 else 1)}
     pp = dict(size=size, patch_size=8, merge_size=2, temporal_patch_size=2)
@@ -244,7 +247,8 @@ def _make_tiny_qwen(out_dir: str | os.PathLike, seed: int = 0, v3: bool = False)
     processor = getattr(tf, f"{name}Processor")(
         image_processor=Qwen2VLImageProcessor(**pp), video_processor=video, tokenizer=tok,
         chat_template=QWEN3_VL_TEMPLATE if v3 else QWEN2_5_VL_TEMPLATE)
-    return _save(model, processor, tok, out_dir, "Qwen3-VL" if v3 else "Qwen2.5-VL")
+    return _save(getattr(tf, f"{name}ForConditionalGeneration"), config, seed, processor, tok, out_dir,
+                 "Qwen3-VL" if v3 else "Qwen2.5-VL")
 
 
 make_tiny_qwen2_5_vl = partial(_make_tiny_qwen, v3=False)
@@ -252,7 +256,6 @@ make_tiny_qwen3_vl = partial(_make_tiny_qwen, v3=True)
 
 
 def make_tiny_llava_onevision(out_dir: str | os.PathLike, seed: int = 0) -> Path:
-    import torch
     from transformers import (
         LlavaOnevisionConfig,
         LlavaOnevisionForConditionalGeneration,
@@ -271,19 +274,16 @@ def make_tiny_llava_onevision(out_dir: str | os.PathLike, seed: int = 0) -> Path
         video_token_index=tok.convert_tokens_to_ids("<video>"),
         vision_feature_layer=-1, vision_feature_select_strategy="full", image_grid_pinpoints=[[32, 32]],
     )
-    torch.manual_seed(seed)
-    model = LlavaOnevisionForConditionalGeneration(config)
     size = {"height": 32, "width": 32}  # 16 patches per frame, pooled 2×2 -> 4 tokens per frame (+1 newline)
     processor = LlavaOnevisionProcessor(
         image_processor=LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=[[32, 32]]),
         video_processor=LlavaOnevisionVideoProcessor(size=size), tokenizer=tok, num_image_tokens=16,
         vision_feature_select_strategy="full", chat_template=LLAVA_ONEVISION_TEMPLATE,
     )
-    return _save(model, processor, tok, out_dir, "LLaVA-OneVision")
+    return _save(LlavaOnevisionForConditionalGeneration, config, seed, processor, tok, out_dir, "LLaVA-OneVision")
 
 
 def make_tiny_smolvlm(out_dir: str | os.PathLike, seed: int = 0) -> Path:
-    import torch
     from transformers import (
         SmolVLMConfig,
         SmolVLMForConditionalGeneration,
@@ -302,19 +302,16 @@ def make_tiny_smolvlm(out_dir: str | os.PathLike, seed: int = 0) -> Path:
         text_config=dict(model_type="llama", **_text(tok)), scale_factor=2,
         image_token_id=tok.convert_tokens_to_ids("<image>"),
     )
-    torch.manual_seed(seed)
-    model = SmolVLMForConditionalGeneration(config)
     edge = {"longest_edge": 32}  # one 32-px tile per frame: 16 patches, pixel-shuffled 2×2 -> 4 tokens
     processor = SmolVLMProcessor(
         image_processor=SmolVLMImageProcessor(size=edge, max_image_size=edge),
         video_processor=SmolVLMVideoProcessor(size=edge, max_image_size=edge), tokenizer=tok, image_seq_len=4,
         chat_template=SMOLVLM_TEMPLATE,
     )
-    return _save(model, processor, tok, out_dir, "SmolVLM2")
+    return _save(SmolVLMForConditionalGeneration, config, seed, processor, tok, out_dir, "SmolVLM2")
 
 
 def make_tiny_llava_next_video(out_dir: str | os.PathLike, seed: int = 0) -> Path:
-    import torch
     from transformers import (
         LlavaNextImageProcessor,
         LlavaNextVideoConfig,
@@ -336,8 +333,6 @@ def make_tiny_llava_next_video(out_dir: str | os.PathLike, seed: int = 0) -> Pat
         video_token_index=tok.convert_tokens_to_ids("<video>"), image_grid_pinpoints=[[32, 32]],
         vision_feature_select_strategy="default", vision_feature_layer=-2, spatial_pool_stride=2,
     )
-    torch.manual_seed(seed)
-    model = LlavaNextVideoForConditionalGeneration(config)
     size, crop = {"shortest_edge": 32}, {"height": 32, "width": 32}  # 4×4 patches pooled to 2×2 per frame
     processor = LlavaNextVideoProcessor(
         video_processor=LlavaNextVideoVideoProcessor(size=size, crop_size=crop),
@@ -345,11 +340,10 @@ def make_tiny_llava_next_video(out_dir: str | os.PathLike, seed: int = 0) -> Pat
         tokenizer=tok, patch_size=8, vision_feature_select_strategy="default", num_additional_image_tokens=1,
         chat_template=LLAVA_NEXT_VIDEO_TEMPLATE,
     )
-    return _save(model, processor, tok, out_dir, "LLaVA-NeXT-Video")
+    return _save(LlavaNextVideoForConditionalGeneration, config, seed, processor, tok, out_dir, "LLaVA-NeXT-Video")
 
 
 def make_tiny_internvl(out_dir: str | os.PathLike, seed: int = 0) -> Path:
-    import torch
     from transformers import (
         GotOcr2ImageProcessor,
         InternVLConfig,
@@ -369,19 +363,18 @@ def make_tiny_internvl(out_dir: str | os.PathLike, seed: int = 0) -> Path:
         image_token_id=tok.context_image_token_id, image_seq_length=4, downsample_ratio=0.5,
         tie_word_embeddings=False,  # as InternVL3-8B (the 1B ties them; then the head stays frozen too)
     )
-    torch.manual_seed(seed)
-    model = InternVLForConditionalGeneration(config)
     size = {"height": 32, "width": 32}  # 4×4 patches per frame, pixel-shuffled (ratio 0.5) to 4 tokens
     processor = InternVLProcessor(
         image_processor=GotOcr2ImageProcessor(size=size, crop_to_patches=False),
         video_processor=InternVLVideoProcessor(size=size), tokenizer=tok, image_seq_length=4,
         chat_template=INTERNVL_TEMPLATE,
     )
-    return _save(model, processor, tok, out_dir, "InternVL")
+    return _save(InternVLForConditionalGeneration, config, seed, processor, tok, out_dir, "InternVL")
 
 
 CHATML_TEMPLATE = (  # SmolLM2-Instruct's ChatML (text only)
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
@@ -389,15 +382,13 @@ CHATML_TEMPLATE = (  # SmolLM2-Instruct's ChatML (text only)
 def make_tiny_causal_lm(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     """A tiny random LLaMA-architecture chat LM (SmolLM2's classes and ChatML template): the text-only
     generator's code path (``generator=text_only generator.model_path=DIR``)."""
-    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = tiny_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>"], eos_token="<|im_end|>",
                          pad_token="<|endoftext|>", bos_token="<|im_start|>")
     tok.chat_template = CHATML_TEMPLATE
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(LlamaConfig(**_text(tok), tie_word_embeddings=True))
-    return _save(model, tok, tok, out_dir, "LLaMA chat LM")
+    config = LlamaConfig(**_text(tok), tie_word_embeddings=True)
+    return _save(LlamaForCausalLM, config, seed, tok, tok, out_dir, "LLaMA chat LM")
 
 
 def make_tiny_video_chatgpt(out_dir: str | os.PathLike, seed: int = 0) -> dict[str, Path]:

@@ -2,7 +2,7 @@
 by the entry point (torchtune's way: the dataset receives a transform, and never imports a model).
 
 ``train.py`` builds it from the model's processor and passes it to ``PVLLMDataModule.attach_transform``; the
-collator (``pvllm.data.datamodule.PVLLMCollator``) encodes every sample through it, and packing plans its rows with
+collator (``pvllm.data.collate.PVLLMCollator``) encodes every sample through it, and packing plans its rows with
 its text-token counter. So ``pvllm/data/`` imports nothing from ``pvllm.models`` (docs/architecture.md).
 """
 

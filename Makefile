@@ -1,12 +1,12 @@
 # make demo: install into .venv (if missing) and run the demo on the bundled sample (CPU, minutes)
-# make test: install into .venv (if missing) and run the test suite (2 pytest-xdist workers; TEST_WORKERS=N)
+# make test: install into .venv (if missing) and run the test suite (3 pytest-xdist workers; TEST_WORKERS=N)
 # make test-quick: the suite without the tests marked heavy or slow (minutes less; for iteration)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 # pytest-xdist; tests/conftest.py groups the tests that must share a worker
 XDIST := -n $(TEST_WORKERS) --dist loadgroup
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -63,13 +62,10 @@ def requires_shared_data(*parts: str) -> pytest.MarkDecorator:
 def built_once(name: str) -> Iterator[None]:
     """Hold the session's lock ``name`` while checking for and writing a shared directory: xdist workers
     share the session directory, so the first builds it and the others wait, then reuse it."""
-    _SESSION_TMP.mkdir(parents=True, exist_ok=True)
-    with open(_SESSION_TMP / f".{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    from pvllm.utils.locks import file_lock
+
+    with file_lock(_SESSION_TMP / f".{name}.lock"):
+        yield
 
 
 @pytest.fixture(scope="session")

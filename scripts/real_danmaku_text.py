@@ -80,39 +80,40 @@ class Plan:
         self.dataset, self.raw, self.train_dir = out / "dataset", out / "raw", out / "train"
         self.sets = {"all": "all", "models": str(args.model_samples_per_user)}
 
-    def rank_dir(self, tset: str, system: str, mode: str) -> Path:
-        return self.out / "rank" / tset / f"{system}_{mode}"
-
     def common(self, tset: str, mode: str) -> list[str]:
         n = self.args.n_candidates
         return [
             f"data.root={self.dataset}", "data.name=danmaku_text", "video.mode=none", "data.include_title=true",
             "split=test", f"samples_per_user={self.sets[tset]}", "history.k=5", f"history.mode={mode}",
             "stage=rank", "~rater", f"ranking.n_candidates={n}", f"paths.output_root={self.out.parent}",
-            f"histories_file={self.out / 'histories' / f'test_{tset}_{mode}.jsonl'}",
+            f"histories_file={self.out / 'histories' / f'test_{tset}_${{history.mode}}.jsonl'}",
             f"ranking.candidates_file={self.out / 'candidates' / f'test_{tset}_N{n}.jsonl'}",
         ]
 
 
+# One multirun per target set and system, over the history modes (own first: its run draws the candidates
+# file the others read): one process start instead of one per mode; each job writes rank/SET/SYSTEM_MODE/.
+ALL_MODES = ",".join(m for m, _ in MODES)
+
+
 def stage_baselines(plan: Plan, env: dict, times: dict) -> None:
     for tset in plan.sets:
-        for mode, _ in MODES:
-            run(["evaluate.py", "-m", "generator=baseline_ranker", f"generator.ranker={','.join(RANKERS)}",
-                 *plan.common(tset, mode), "ranking.batch_size=512",  # cheap scorers: one fsync per 512
-                 f"hydra.sweep.dir={plan.out / 'rank' / tset}",
-                 f"hydra.sweep.subdir=baseline-${{generator.ranker}}_{mode}"], env, times, "baselines")
+        run(["evaluate.py", "-m", "generator=baseline_ranker", f"generator.ranker={','.join(RANKERS)}",
+             *plan.common(tset, ALL_MODES), "ranking.batch_size=512",  # cheap scorers: one fsync per 512
+             f"hydra.sweep.dir={plan.out / 'rank' / tset}",
+             "hydra.sweep.subdir=baseline-${generator.ranker}_${history.mode}"], env, times, "baselines")
 
 
 def stage_model(plan: Plan, env: dict, times: dict, system: str) -> None:
-    for mode, _ in MODES:
-        if system == "zeroshot":
-            gen = ["generator=text_only", "generator.greedy=true", f"generator.batch_size={plan.args.batch_size}"]
-            if plan.args.zeroshot_model:
-                gen.append(f"generator.model_path={plan.args.zeroshot_model}")
-        else:
-            gen = ["experiment=real_danmaku_text_eval", f"generator.pretrained={plan.train_dir / 'hf_model'}"]
-        run(["evaluate.py", *gen, *plan.common("models", mode),
-             f"hydra.run.dir={plan.rank_dir('models', system, mode)}"], env, times, system)
+    if system == "zeroshot":
+        gen = ["generator=text_only", "generator.greedy=true", f"generator.batch_size={plan.args.batch_size}"]
+        if plan.args.zeroshot_model:
+            gen.append(f"generator.model_path={plan.args.zeroshot_model}")
+    else:
+        gen = ["experiment=real_danmaku_text_eval", f"generator.pretrained={plan.train_dir / 'hf_model'}"]
+    run(["evaluate.py", "-m", *gen, *plan.common("models", ALL_MODES),
+         f"hydra.sweep.dir={plan.out / 'rank' / 'models'}", f"hydra.sweep.subdir={system}_${{history.mode}}"],
+        env, times, system)
 
 
 def main(argv: list[str] | None = None) -> int:

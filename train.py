@@ -57,7 +57,7 @@ def train(cfg: DictConfig) -> float | None:
 
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.attach_processor(bundle.processor, bundle.model)  # + the feature cache, if configured
-    module = PVLLMModule(bundle.model, optim=cfg.optim, scheduler=cfg.scheduler)
+    module = PVLLMModule(bundle.model, optim=cfg.optim, scheduler=cfg.scheduler, loss=cfg.get("loss"))
 
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = instantiate_loggers(cfg)

@@ -12,9 +12,13 @@ import torch
 class PVLLMModule(L.LightningModule):
     """Wraps a model of any family (from pvllm.models.builder); the loss is over reply tokens only."""
 
-    def __init__(self, model: torch.nn.Module, optim: dict[str, Any], scheduler: dict[str, Any] | None = None):
+    def __init__(self, model: torch.nn.Module, optim: dict[str, Any], scheduler: dict[str, Any] | None = None,
+                 loss: dict[str, Any] | None = None):
         super().__init__()
         self.model = model
+        # loss.video_contrast > 0: also penalize ignoring the video (training_step, video_contrast_loss)
+        self.loss_cfg = dict(loss or {})
+        self._last_video: torch.Tensor | None = None
         # from_pretrained returns eval mode and Lightning keeps submodule modes: train explicitly
         self.model.train()
         self.optim_cfg = dict(optim)
@@ -28,6 +32,10 @@ class PVLLMModule(L.LightningModule):
         the prompt (history + 136..2056 video tokens) needs no logits, which saves most of the head's
         time and memory on a 49k..32k vocabulary. Same value as the model's own loss over all positions.
         """
+        return self._reply_nll(batch, per_sample=False)
+
+    def _reply_nll(self, batch: dict[str, Any], per_sample: bool) -> torch.Tensor:
+        """The mean reply cross-entropy of the batch, or (``per_sample``) one mean per item (B,)."""
         labels = batch["labels"]
         supervised = (labels != -100).any(dim=0).nonzero()
         seq_len = labels.shape[1]
@@ -39,8 +47,39 @@ class PVLLMModule(L.LightningModule):
         targets = labels[:, seq_len - keep + 1:]
         if not len(supervised):  # only skipped-video placeholders: zero loss that still reaches every weight,
             return logits.sum() * 0.0  # so DDP's gradient all-reduce runs on this rank like on the others
+        if per_sample:
+            tok = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100,
+                                                    reduction="none")  # (B, keep - 1)
+            n = (targets != -100).sum(1)
+            return tok.sum(1) / n.clamp(min=1)
         return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                                  ignore_index=-100)
+
+    def video_contrast_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """A loss for ignoring the video: the reply must be likelier with its own video than with another
+        one by ``loss.video_margin`` nats per token (hinge on the per-sample gap of mean cross-entropies).
+
+        The other video is the previous item's in the batch (rolled), or with a batch of one the previous
+        batch's video (kept, detached); items whose other video is identical to their own are left out.
+        Returns (loss, mean gap) or None when the batch has no video or no other video yet."""
+        video = batch.get("pixel_values_videos")
+        if video is None:
+            return None
+        prev, self._last_video = self._last_video, video.detach()
+        if video.shape[0] > 1:
+            other = torch.roll(video, 1, dims=0)
+        elif prev is not None and prev.shape == video.shape:
+            other = prev
+        else:
+            return None
+        differs = (other != video).flatten(1).any(1) & (batch["labels"] != -100).any(1)
+        if not differs.any():
+            return None
+        own = self._reply_nll(batch, per_sample=True)
+        mismatched = self._reply_nll(dict(batch, pixel_values_videos=other), per_sample=True)
+        gap = (mismatched - own)[differs]
+        margin = float(self.loss_cfg.get("video_margin", 1.0))
+        return torch.relu(margin - gap).mean(), gap.detach().mean()
 
     @staticmethod
     def _n_supervised(batch: dict[str, Any]) -> int:
@@ -54,6 +93,11 @@ class PVLLMModule(L.LightningModule):
         if n == 0 and self.trainer.world_size == 1:
             return None  # one process: nothing to learn from this batch, skip the step (counted)
         loss = self(batch)  # under DDP a placeholder-only batch is a zero loss: every rank steps together
+        weight = float(self.loss_cfg.get("video_contrast", 0.0))
+        contrast = self.video_contrast_loss(batch) if weight > 0 and n else None
+        if contrast is not None:
+            self.log("train/video_gap", contrast[1], on_step=True, batch_size=n)
+            loss = loss + weight * contrast[0]
         n_tok = int(batch["attention_mask"].sum())
         now = time.perf_counter()
         if self._t_last is not None:

@@ -221,6 +221,7 @@ def print_examples(k_preds: dict[str, dict], none_preds: dict[str, dict], vt: Pa
 
 def main() -> None:
     t_start = time.perf_counter()
+    made = provenance()  # the code that runs: before anything else (a later commit would not be it)
     times: dict[str, float] = {}
     shutil.rmtree(OUT, ignore_errors=True)  # the demo's own directory: always a fresh run
     model_dir = OUT / "train" / "hf_model"
@@ -271,7 +272,7 @@ def main() -> None:
     report = build_report(summaries, others,
                           format_video_test(json.loads((vt / "video_test.json").read_text()), title="Video test"),
                           format_video_test(json.loads((vt_re / "video_test.json").read_text()), title="Re-encoded"))
-    (OUT / "report.md").write_text(provenance() + "\n\n" + report, encoding="utf-8")
+    (OUT / "report.md").write_text(made + "\n\n" + report, encoding="utf-8")
     print("\n" + "=" * 100 + f"\n# Results (also in {OUT / 'report.md'})\n\n" + report)
     preds = {m: {p["sample_id"]: p for p in load_jsonl(OUT / f"eval_{m}" / "predictions.jsonl")} for m in ("k", "none")}
     print("\n## Examples")

@@ -117,3 +117,36 @@ def test_sample_content_words_cover_every_video():
     assert {v["source"] for v in words["videos"].values()} == set(words["sources"]) == {"bunny", "bikes"}
     for v in words["videos"].values():  # each clip's words are content words of its source
         assert all(content_hits(w, words["sources"][v["source"]]) for w in v["words"] if " " not in w), v
+
+
+def test_video_test_command_end_to_end(tiny_model_dir, sample_ds, tmp_path, capsys):
+    """python -m pvllm.video_test on the tiny random model: per-sample records, generations, statistics,
+    tables; a rerun resumes (nothing rescored)."""
+    from pvllm.evaluation import load_or_build_histories
+    from pvllm.utils.jsonl import load_jsonl
+    from pvllm.video_test import main
+
+    hist = tmp_path / "h.jsonl"
+    load_or_build_histories(hist, sample_ds, "val", 5, "k", 0, None, 16, "random", None)
+    args = ["--model", str(tiny_model_dir), "--data", str(ROOT / "data/sample"), "--histories", str(hist),
+            "--out", str(tmp_path / "vt"), "--max-samples", "3", "--n-videos", "3", "--max-new-tokens", "4",
+            "--with-none", "--resamples", "200"]
+    assert main(args) == 0
+    rows = load_jsonl(tmp_path / "vt" / "video_test.jsonl")
+    assert len(rows) == 3 and all(len(r["video_scores"]) == 3 and r["logp_none"] is not None for r in rows)
+    for r in rows:  # the scores of the own / mismatched videos are the candidates' scores
+        assert r["logp_own"] == r["video_scores"][r["truth_index"]]
+        assert r["logp_across"] == r["video_scores"][r["candidates"].index(r["across"])]
+    stats = json.loads((tmp_path / "vt" / "video_test.json").read_text())
+    assert stats["n_samples"] == 3 and set(stats["a"]) == {"across", "within", "none"} and set(stats["c"]) == {
+        "across", "within"}
+    diffs = [r["logp_own"] - r["logp_across"] for r in rows]
+    assert stats["a"]["across"]["mean"] == pytest.approx(sum(diffs) / 3)
+    for kind in ("own", "across", "within"):
+        assert len(load_jsonl(tmp_path / "vt" / f"generations_{kind}.jsonl")) == 3
+    out = capsys.readouterr().out
+    assert "Video test (a)" in out and "Video test (c)" in out
+    (tmp_path / "vt" / "video_test.json").unlink()
+    assert main(args) == 0  # resumed: the same records, the same statistics
+    assert load_jsonl(tmp_path / "vt" / "video_test.jsonl") == rows
+    assert json.loads((tmp_path / "vt" / "video_test.json").read_text())["a"] == stats["a"]

@@ -62,3 +62,22 @@ def test_report_tables_readable(tmp_path, monkeypatch):
     assert "rater `embedding/all-MiniLM-L6-v2`" in report and "(47 samples of 2 users)" in report
     titles = [x for x in lines if x.startswith("#")]
     assert len(titles) == len(set(titles)) == 4
+
+
+def test_reencode_dataset(tmp_path):
+    """The re-encoding check's copy of the data: other size and frame rate, same files otherwise."""
+    import decord
+
+    src = demo.ROOT / "data" / "sample"
+    mini = tmp_path / "mini"
+    (mini / "videos").mkdir(parents=True)
+    first = (src / "videos.jsonl").read_text().splitlines()[2]  # bunny_01: 1.2 s, 128 px high, 24 fps
+    (mini / "videos.jsonl").write_text(first + "\n")
+    for name in ("comments.jsonl", "users.jsonl", "content_words.json", "videos/bunny_01.mp4"):
+        (mini / name).write_bytes((src / name).read_bytes())
+    demo.reencode_dataset(mini, tmp_path / "re", height=96, fps=12)
+    before = decord.VideoReader(str(mini / "videos" / "bunny_01.mp4"))
+    after = decord.VideoReader(str(tmp_path / "re" / "videos" / "bunny_01.mp4"))
+    assert before[0].shape[0] == 128 and after[0].shape[0] == 96
+    assert after.get_avg_fps() == 12 and before.get_avg_fps() != 12
+    assert (tmp_path / "re" / "videos.jsonl").read_text() == first + "\n"

@@ -1,6 +1,7 @@
 """Check that the README's demo section is the report `make demo` just wrote, within stated tolerances.
 
     python scripts/check_readme_demo.py [--readme README.md] [--report outputs/demo/report.md]
+    python scripts/check_readme_demo.py --update    # after a full `make demo`: quote its report in the README
 
 The README quotes outputs/demo/report.md between ``<!-- demo-report:begin -->`` and ``<!-- demo-report:end -->``
 (its first line, the date and commit of the quoted run, is not compared). Line by line:
@@ -78,14 +79,32 @@ def compare(readme: list[str], report: list[str]) -> list[str]:
     return errors
 
 
+def quoted(report_text: str) -> str:
+    """The README block for a report: every line quoted, provenance line included."""
+    return "\n".join(f"> {x}".rstrip() for x in report_text.strip("\n").splitlines())
+
+
+def update(readme_text: str, report_text: str) -> str:
+    """``readme_text`` with the section between the markers replaced by the quoted report."""
+    readme_block(readme_text)  # the markers must be there
+    head, rest = readme_text.split(BEGIN, 1)
+    return head + BEGIN + "\n" + quoted(report_text) + "\n" + END + rest.split(END, 1)[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
     ap.add_argument("--report", type=Path, default=ROOT / "outputs" / "demo" / "report.md")
+    ap.add_argument("--update", action="store_true", help="write the report into the README instead of checking")
     args = ap.parse_args(argv)
     if not args.report.is_file():
         print(f"error: {args.report} does not exist: run `make demo` first", file=sys.stderr)
         return 1
+    if args.update:
+        text = update(args.readme.read_text(encoding="utf-8"), args.report.read_text(encoding="utf-8"))
+        args.readme.write_text(text, encoding="utf-8")
+        print(f"{args.readme}: demo section = {args.report}")
+        return 0
     try:
         quoted = readme_block(args.readme.read_text(encoding="utf-8"))
     except ValueError as e:

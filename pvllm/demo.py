@@ -35,6 +35,7 @@ REENCODE_HEIGHT, REENCODE_FPS = 96, 12
 BANNER = re.compile(
     r"^(wandb:|GPU available|TPU available|HPU available|LOCAL_RANK|Trainer\(|You are using|`Trainer\.fit` stopped"
     r"|[┏┃┡│└]|Trainable params|Non-trainable params|Total params|Total estimated|Modules in|Total FLOPs"
+    r"|💡 Tip|Loading `|Seed set to|\[transformers\] Requested torchvision backend|Epoch \d+/\d+ |[\w/]+: [\d.]+$"
     r"|.*(Warning|warnings\.warn|it/s\]|s/it\]|\[WARNING\]|UserWarning|FutureWarning|DeprecationWarning))")
 
 

@@ -19,8 +19,11 @@ import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from pvllm.config import validate_eval_config  # noqa: E402
-from pvllm.data.dataset import load_pervidcom  # noqa: E402
+from pvllm.clients.credentials import MissingCredentialsError  # noqa: E402
+from pvllm.clients.retry import AuthError  # noqa: E402
+from pvllm.config import ConfigError, validate_eval_config  # noqa: E402
+from pvllm.data.dataset import DatasetFormatError, load_pervidcom  # noqa: E402
+from pvllm.debug import apply_debug  # noqa: E402
 from pvllm.evaluation import (  # noqa: E402
     apply_video_mode,
     check_video_files,
@@ -45,25 +48,44 @@ from pvllm.identity import (  # noqa: E402
     stored_run_identity,
     write_json,
 )
-from pvllm.utils.jsonl import load_jsonl, write_jsonl  # noqa: E402
+from pvllm.utils.atomic import WriteFailed  # noqa: E402
+from pvllm.utils.cli import clear_errors  # noqa: E402
+from pvllm.utils.jsonl import JsonlError, load_jsonl, write_jsonl  # noqa: E402
 from pvllm.utils.lightning import RankedLogger, loggable_config  # noqa: E402
-from pvllm.utils.secrets import install_log_redaction  # noqa: E402
+from pvllm.utils.registry import UnknownNameError  # noqa: E402
+from pvllm.utils.secrets import (  # noqa: E402
+    install_redaction,
+    protect_argv,
+    redact_obj,
+    redact_values,
+    register_config_secrets,
+)
 
 log = RankedLogger(__name__)
+# errors whose message tells the user what to fix: printed alone, without a traceback (HYDRA_FULL_ERROR=1 shows it)
+CLEAR_ERRORS = (ConfigError, MissingCredentialsError, AuthError, DatasetFormatError, IdentityConflict, JsonlError,
+                UnknownNameError, WriteFailed)
 
 
 def log_to_wandb(cfg: DictConfig, run_dir: Path, summary: dict, preds: list[dict]) -> None:
-    """Summary metrics and a table of generations with their scores (offline unless configured)."""
+    """Summary metrics and a table of generations with their scores (offline unless configured; nothing with
+    WANDB_MODE=disabled); every value passes the secrets' redaction."""
     wcfg = (cfg.get("logger") or {}).get("wandb")
     if wcfg is None:
+        return
+    # the user's WANDB_MODE wins over the config's offline flag (W&B reads it when mode is None)
+    env_mode = os.environ.get("WANDB_MODE", "").strip().lower() or None
+    if env_mode == "disabled":
+        log.info("W&B: not logged (WANDB_MODE=disabled)")
         return
     import wandb
 
     hc = HydraConfig.get()
     group = wcfg.get("group") or (Path(hc.sweep.dir).name if hc.mode.name == "MULTIRUN" else None)
     run = wandb.init(project=wcfg.project, group=group, name=cfg.run_name, dir=str(run_dir), job_type="evaluate",
-                     mode="offline" if wcfg.offline else "online", config=loggable_config(cfg), reinit="finish_previous")
-    run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
+                     mode=None if env_mode else ("offline" if wcfg.offline else "online"), config=loggable_config(cfg),
+                     reinit="finish_previous")
+    run.summary.update(redact_obj({k: v for k, v in summary.items() if isinstance(v, (int, float, str))}))
     per_item: dict[str, dict] = {}
     scores_file = run_dir / "scores.jsonl"
     for s in load_jsonl(scores_file) if scores_file.is_file() else []:
@@ -72,8 +94,8 @@ def log_to_wandb(cfg: DictConfig, run_dir: Path, summary: dict, preds: list[dict
     table = wandb.Table(columns=["sample_id", "user_id", "history", "reference", "generated", "error", *metrics])
     for p in preds:
         sc = per_item.get(p["sample_id"], {})
-        table.add_data(p["sample_id"], p["user_id"], "\n".join(p["history"]), p["reference"], p["text"], p["error"],
-                       *[sc.get(m) for m in metrics])
+        row = [p["sample_id"], p["user_id"], "\n".join(p["history"]), p["reference"], p["text"], p["error"]]
+        table.add_data(*[redact_values(v) if isinstance(v, str) else v for v in row], *[sc.get(m) for m in metrics])
     run.log({"generations": table})
     run.finish()
 
@@ -101,7 +123,9 @@ def run_report(cfg: DictConfig):
 
 
 def evaluate(cfg: DictConfig) -> dict | None:
-    install_log_redaction()  # no API key in any log line or logged traceback
+    install_redaction()  # no secret value in any log line, stream or traceback (also in a submitit job)
+    apply_debug(cfg, "evaluate")  # debug=smoke: swaps what a CPU cannot run (prints each swap)
+    register_config_secrets(cfg)  # the keys the config names (api_key_env, URL credentials), by value
     validate_eval_config(cfg)  # before any model is loaded or any request sent
     if cfg.stage == "report":  # tables from earlier runs only (Table 3, Table 4)
         return run_report(cfg)
@@ -122,21 +146,21 @@ def evaluate(cfg: DictConfig) -> dict | None:
         rater.check_ready()  # e.g. a missing API key fails here, before generation
     fewshot, pool_info = fewshot_pool(cfg, rater)  # before generation: a wrong pool fails early
 
-    ranking = None
+    ranking, gen_counts = None, {}
     if cfg.stage in ("all", "generate", "rank"):
         generator = hydra.utils.instantiate(cfg.generator)
         generator.name = HydraConfig.get().runtime.choices.get("generator") or generator.registry_name
         try:
             if generator.reads_video and cfg.data.get("video", True):
                 check_video_files(rows, ds)
+            # of every sample of the histories file: max_samples/shards do not change a run's identity;
+            # stage=rank too: ranking.json never joins another model's or dataset's predictions
+            ident = run_identity(hist_ident,
+                                 generation_identity(generator, all_rows, ds, cfg.data.include_title, video))
+            check_run_generation(run_dir, ident)  # a run directory never mixes two models/datasets
+            if stored_run_identity(run_dir) is None:
+                write_json(run_dir / "identity.json", ident)
             if cfg.stage != "rank":
-                # of every sample of the histories file: max_samples/shards do not change a run's identity
-                ident = run_identity(hist_ident,
-                                     generation_identity(generator, all_rows, ds, cfg.data.include_title,
-                                                         video))
-                check_run_generation(run_dir, ident)  # a run directory never mixes two models/datasets
-                if stored_run_identity(run_dir) is None:
-                    write_json(run_dir / "identity.json", ident)
                 mine = shard_rows(rows, cfg.shard, cfg.num_shards)
                 out = predictions_path(run_dir, cfg.shard, cfg.num_shards)
                 counts = generate_resumable(generator, mine, ds, out, batch_size=max(1, generator.batch_size),
@@ -144,20 +168,22 @@ def evaluate(cfg: DictConfig) -> dict | None:
                                             retry_failed=cfg.retry_failed, window=cfg.generation.window,
                                             by_video=cfg.generation.group_by_video)
                 log.info("generation %s: %s", out.name, counts)
+                gen_counts = counts
             if cfg.stage == "rank" or (cfg.stage == "all" and cfg.ranking.enabled):
                 from pvllm.metrics.ranking import rank_run
 
                 r = cfg.ranking
                 ranking = rank_run(generator, rows, ds, run_dir, candidates_file=Path(r.candidates_file),
                                    n=r.n_candidates, seed=r.seed, batch_size=r.batch_size,
-                                   include_title=cfg.data.include_title)
+                                   include_title=cfg.data.include_title, score=r.score,
+                                   protocol=r.get("protocol", "same_video"), livebot=r.get("livebot"))
         finally:
             generator.close()
         if cfg.stage == "rank":
             from pvllm.metrics.ranking import format_ranking
 
             name = HydraConfig.get().runtime.choices.get("generator", "?")
-            title = f"\nranking, {cfg.split} split, history {h.mode} k={h.k} ({cfg.run_name})"
+            title = f"\nranking, {cfg.split} split, history {h.mode} k={h.k}, score {cfg.ranking.score} ({cfg.run_name})"
             print(format_ranking([(name, ranking if ranking["status"] == "ok" else None)], title=title))
             if cfg.get("report"):
                 run_report(cfg)
@@ -183,7 +209,7 @@ def evaluate(cfg: DictConfig) -> dict | None:
         preds, {r["sample_id"]: r["reference"] for r in rows}, rater=rater,
         fewshot=fewshot, k_shots=cfg.ficl.k_shots,
         scores_path=run_dir / "scores.jsonl", cache_path=Path(cfg.paths.cache_dir) / "rater_cache.sqlite",
-        seed=cfg.seed,
+        seed=cfg.seed, tokenize=(cfg.get("metrics") or {}).get("tokenize", "coco"),
     )
     add_copy_and_intervals(cfg, summary, preds, ds, run_dir)
     if ranking is not None:
@@ -196,12 +222,14 @@ def evaluate(cfg: DictConfig) -> dict | None:
                                f"records {gen['name']!r}")
     ident = run_identity(hist_ident, stored["generation"], scoring_identity(summary, rater, cfg, pool_info))
     summary.update(history_stats(rows, h.k))
+    if gen_counts:  # a killed run's torn last predictions line: dropped, generated again, counted here
+        summary["n_torn_last_line"] = gen_counts["torn_last_line"]
     summary.update(generator=gen["name"], model=gen["model"], split=cfg.split, history_mode=h.mode,
                    history_selection=h.get("selection", "random"), k=h.k, seed=h.seed, video_mode=video["mode"],
                    history_seed=h.history_seed, samples_per_user=cfg.samples_per_user,
                    histories_file=str(cfg.histories_file), ficl_pool=pool_info.get("label") if rater else None,
                    schema_version=SCHEMA_VERSION, run_id=ident["run_id"], identity=ident)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    (run_dir / "summary.json").write_text(redact_values(json.dumps(summary, indent=2, ensure_ascii=False)) + "\n")
     write_jsonl(run_dir / "config.resolved.jsonl", [loggable_config(cfg)])
     print(format_table([(gen["name"], summary)],
                        title=f"\n{cfg.split} split, history {h.mode} k={h.k} ({cfg.run_name})"))
@@ -214,7 +242,8 @@ def evaluate(cfg: DictConfig) -> dict | None:
 @hydra.main(version_base=None, config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     try:
-        evaluate(cfg)
+        with clear_errors(*CLEAR_ERRORS):
+            evaluate(cfg)
     finally:
         import wandb
 
@@ -227,5 +256,7 @@ if __name__ == "__main__":
 
     from pvllm.config import check_group_overrides
 
+    install_redaction()  # before Hydra binds its log handlers to sys.stdout/sys.stderr
+    sys.argv[1:] = protect_argv(sys.argv[1:])  # a key inside a URL never reaches Hydra's saved configs
     check_group_overrides(sys.argv[1:], Path(__file__).resolve().parent / "conf")
     main()

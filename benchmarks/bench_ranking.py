@@ -1,7 +1,8 @@
 """P9: ranking N candidates by likelihood: one full sequence per candidate (the anchor way: prompt, video
-tokens and reply, ``score_batch_size`` sequences per forward pass) vs ours (the prompt and its video once
-per sample, its key/value cache repeated for the candidates, which run alone), side by side in one process
-on the same candidates file. Checks that both give the same scores first.
+tokens and reply, ``--score-batch`` sequences per forward pass) vs ours (the prompt and its video once
+per sample, the candidates packed after it: pvllm.generators.likelihood.score_prompt_replies; until issue 23
+the cache was repeated per right-padded candidate), side by side in one process on the same candidates file.
+Checks that both give the same scores first.
 
     python benchmarks/bench_ranking.py [--model small|tiny] [--samples 6] [--candidates 20] [--threads 2]
 
@@ -44,7 +45,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ranking-"))
     creator(args.model)(tmp / "model")
-    gen = PVLLMGenerator(pretrained=str(tmp / "model"), greedy=True, score_batch_size=args.score_batch)
+    gen = PVLLMGenerator(pretrained=str(tmp / "model"), greedy=True)
     ds = load_pervidcom(ROOT / "data" / "sample")
     rows = [s.to_row() for s in build_eval_histories(ds, "val", k=5, seed=0, samples_per_user=3)][: args.samples]
     reqs = [to_request(r, ds) for r in rows]

@@ -30,7 +30,131 @@ def _get(cfg: DictConfig, key: str):
     return OmegaConf.select(cfg, key, default=None)
 
 
+# Where a `_global_` file (conf/experiment/, conf/debug/) may add keys that the base config lacks: the places a
+# group is meant to be extended (a new callback or logger, a report node, a LoRA or text-instruction spec, a
+# sweep). Anywhere else a key the base config lacks is a typo that Hydra would merge silently.
+EXTENSIBLE = (
+    "callbacks",                # more Lightning callbacks (each with _target_)
+    "logger",                   # more loggers (each with _target_)
+    "report",                   # evaluate.py's report node (null in conf/evaluate.yaml)
+    "data.text_instructions",   # Table 6's text conversations (null in conf/data/)
+    "model.lora",               # LoRA spec (null in conf/model/)
+    "generator.sampling",       # generate() kwargs ({} for API generators: the model's defaults)
+    "hydra.sweeper.params",     # the sweep of a multirun experiment
+)
+_GLOBAL_GROUPS = ("experiment", "debug")  # groups whose files are `# @package _global_`
+
+
+def _hydra_node(cfg: DictConfig):
+    if "hydra" in cfg:
+        return cfg.hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def _global_files(hc, group: str, name: str) -> list[tuple[Path, dict]]:
+    """The YAML file of ``group/name`` and the files of its own group it includes (table6 -> the 8xA100 file),
+    each with the values it sets (its defaults list removed), includes first."""
+    dirs = [Path(s.path) for s in hc.runtime.config_sources if s.schema == "file"]
+    path = next((d / group / f"{name}.yaml" for d in dirs if (d / group / f"{name}.yaml").is_file()), None)
+    if path is None:
+        return []
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
+    out = []
+    for entry in raw.pop("defaults", None) or []:
+        if isinstance(entry, str) and entry != "_self_":  # another file of the same group (relative name)
+            out += _global_files(hc, group, entry.removeprefix(f"/{group}/"))
+    return out + [(path, raw)]
+
+
+def _base_config(hc, config_name: str) -> DictConfig:
+    """The config with the same group choices but no experiment/debug file: what those files may change."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.types import RunMode
+
+    main = next(s for s in hc.runtime.config_sources if s.provider == "main")
+    csp = create_config_search_path(main.path if main.schema == "file" else f"{main.schema}://{main.path}")
+    choices = [f"{g}={c}" for g, c in hc.runtime.choices.items()
+               if c is not None and g not in _GLOBAL_GROUPS and not g.startswith("hydra/")]
+    if hc.searchpath:  # extra config dirs (hydra.searchpath=[...]) hold group options too
+        choices.append(f"hydra.searchpath=[{','.join(hc.searchpath)}]")
+    loader = ConfigLoaderImpl(config_search_path=csp)
+    return loader.load_configuration(config_name, choices, run_mode=RunMode.RUN)
+
+
+def _is_ref(v) -> bool:
+    """A plain reference to another config key, e.g. ``${history.train_k_min}`` (not a resolver call)."""
+    return isinstance(v, str) and v.startswith("${") and v.endswith("}") and v.count("${") == 1 and ":" not in v
+
+
+def _check_keys(path: Path, own: dict, base, where: str, errors: list[str], rel: str) -> None:
+    for k, v in own.items():
+        key = f"{where}.{k}" if where else str(k)
+        if any(key == e or key.startswith(e + ".") for e in EXTENSIBLE):
+            continue
+        if not isinstance(base, DictConfig) or k not in base:
+            errors.append(f"{key}: set in {rel}, but the base config has no such key (a typo? keys can be added "
+                          f"only under {', '.join(EXTENSIBLE)}: pvllm.config.EXTENSIBLE)")
+            continue
+        node = base._get_node(k)
+        raw = node._value() if not isinstance(node, DictConfig) else None
+        if isinstance(node, DictConfig) and not node._is_none() and isinstance(v, dict):
+            _check_keys(path, v, node, key, errors, rel)
+        elif isinstance(v, dict) and not isinstance(node, DictConfig):
+            errors.append(f"{key}: set to a mapping in {rel}, but the base config has a value there ({raw!r})")
+        elif _is_ref(raw) and not (isinstance(v, str) and "${" in v):
+            ref = raw[2:-1]
+            errors.append(f"{key}: {rel} sets it to {v!r}, shadowing `{raw}`: a `{ref}=...` override would be "
+                          f"silently ignored; set {ref} instead")
+
+
+def check_global_files(cfg: DictConfig, errors: list[str]) -> None:
+    """Keys set inside an experiment (or debug) file must exist in the base config, or be under EXTENSIBLE, and
+    may not replace a reference to another key with a literal. Hydra's struct mode catches a command-line
+    typo, but a `_global_` file merges freely: `history.train_k_mx: 7` would train with the typo ignored."""
+    hc = _hydra_node(cfg)
+    if hc is None or not hc.runtime.get("config_sources"):
+        return
+    files = [f for g in _GLOBAL_GROUPS if hc.runtime.choices.get(g) for f in _global_files(hc, g, hc.runtime.choices[g])]
+    if not files:
+        return
+    base = _base_config(hc, hc.job.config_name)
+    root = Path(next(s.path for s in hc.runtime.config_sources if s.provider == "main")).parent
+    for path, own in files:
+        rel = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+        _check_keys(path, own, base, "", errors, rel)
+
+
+def _setting_files(cfg: DictConfig, group: str, name: str) -> list[str]:
+    """The experiment/debug files (repo-relative) that set ``group.name``."""
+    hc = _hydra_node(cfg)
+    if hc is None or not hc.runtime.get("config_sources"):
+        return []
+    root = Path(next(s.path for s in hc.runtime.config_sources if s.provider == "main")).parent
+    return [str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+            for g in _GLOBAL_GROUPS if hc.runtime.choices.get(g)
+            for p, own in _global_files(hc, g, hc.runtime.choices[g]) if name in (own.get(group) or {})]
+
+
+def _check_targets(cfg: DictConfig, errors: list[str]) -> None:
+    """Every callbacks/logger entry is instantiated: one without `_target_` fails here, not at step 0."""
+    for group in ("callbacks", "logger"):
+        for name, entry in (_get(cfg, group) or {}).items():
+            if entry is None:
+                continue
+            if not isinstance(entry, DictConfig) or "_target_" not in entry:
+                known = ", ".join(k for k, v in cfg[group].items() if isinstance(v, DictConfig) and "_target_" in v)
+                where = _setting_files(cfg, group, name)
+                errors.append(f"{group}.{name}: no `_target_`{' (set in ' + ', '.join(where) + ')' if where else ''}: "
+                              f"every {group} entry is instantiated; a setting of an existing one goes under its "
+                              f"name: {known or 'none defined'}")
+
+
 def _common(cfg: DictConfig, errors: list[str]) -> None:
+    check_global_files(cfg, errors)
+    _check_targets(cfg, errors)
     root = _get(cfg, "data.root")
     if root is None or not Path(str(root)).is_dir():
         errors.append(f"data.root: no such directory {root!r} (build one with `python -m pvllm.data.build`)")
@@ -115,14 +239,17 @@ def validate_eval_config(cfg: DictConfig) -> None:
     nc = _get(cfg, "ranking.n_candidates")
     if ranking_on and (not isinstance(nc, int) or nc < 2):
         errors.append(f"ranking.n_candidates: must be an integer >= 2, got {nc!r}")
+    score = _get(cfg, "ranking.score")
+    if ranking_on and score not in ("mean", "sum", "pmi"):
+        errors.append(f"ranking.score: mean | sum | pmi, got {score!r}")
     thr = _get(cfg, "diversity.copy_threshold")
     if thr is not None and not (isinstance(thr, (int, float)) and 0 < thr <= 1):
         errors.append(f"diversity.copy_threshold: must be in (0, 1], got {thr!r}")
     if stage == "report" and _get(cfg, "report") is None:
         errors.append("stage=report needs a `report` node (e.g. experiment=table4)")
     spu = _get(cfg, "samples_per_user")
-    if not isinstance(spu, int) or spu < 1:
-        errors.append(f"samples_per_user: must be >= 1, got {spu!r}")
+    if spu != "all" and (not isinstance(spu, int) or spu < 1):
+        errors.append(f"samples_per_user: must be >= 1 or all (every comment a target), got {spu!r}")
     vmode = _get(cfg, "video.mode")
     if vmode is not None and vmode not in ("own", "mismatched", "none"):
         errors.append(f"video.mode: own | mismatched | none, got {vmode!r}")

@@ -360,7 +360,10 @@ def format_table(rows: Iterable[tuple[str, dict[str, Any]]], title: str = "") ->
     rows = list(rows)
     head = ("| method | " + " | ".join((*TABLE_COLUMNS, *COPY_COLUMNS))
             + " | scored/requested | FICL scored/requested | rater | FICL pool |")
-    lines = ([title] if title else []) + [f"({FAILURE_RULE})", head,
+    toks = sorted({s.get("caption_tokenize", "coco") for _, s in rows})
+    tok_note = ([] if toks == ["coco"] else  # coco-exact: the default, as every earlier table
+                [f"(caption metrics tokenized: {', '.join(f'{n}: {t}' for n, t in _tokenizations(rows))})"])
+    lines = ([title] if title else []) + [f"({FAILURE_RULE})", *tok_note, head,
                                           "|" + "---|" * (len(TABLE_COLUMNS) + len(COPY_COLUMNS) + 5)]
     for name, s in rows:
         vals = [_cell(s.get(c)) for c in TABLE_COLUMNS] + [_cell(s.get(k), 1) for k in COPY_COLUMNS.values()]
@@ -376,6 +379,12 @@ def format_table(rows: Iterable[tuple[str, dict[str, Any]]], title: str = "") ->
                      for c in cols]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _tokenizations(rows: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, str]]:
+    from pvllm.metrics.caption import TOKENIZATIONS
+
+    return [(name, TOKENIZATIONS.get(s.get("caption_tokenize", "coco"), "?")) for name, s in rows]
 
 
 def scored_of(s: dict[str, Any]) -> str:

@@ -23,6 +23,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pvllm.utils.secrets import redact_values
+
 SCHEMA_VERSION = 2  # summary.json / predictions.jsonl; 2 = identity recorded, `generator` = config name
 _CHUNK = 1 << 16  # bytes hashed at each end of a large file (weights, videos)
 
@@ -132,7 +134,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
+    tmp.write_text(redact_values(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True)) + "\n")
     os.replace(tmp, path)
 
 
@@ -149,6 +151,11 @@ def check_run_generation(run_dir: str | os.PathLike, current: dict[str, Any]) ->
     """A run directory that already holds predictions must have been made by the same generation identity."""
     path = Path(run_dir) / "identity.json"
     if not path.is_file():
+        done = [p.name for pat in ("predictions*.jsonl", "ranking.jsonl") for p in Path(run_dir).glob(pat)]
+        if done:
+            raise IdentityConflict(
+                f"{run_dir} holds {', '.join(sorted(done))} but no identity.json, so nothing says what made them: "
+                "use another run directory (hydra.run.dir=...) or delete the old one")
         return
     stored = json.loads(path.read_text())
     if stored.get("generation_id") != current["generation_id"]:
@@ -211,3 +218,58 @@ def check_joinable(runs: list[dict[str, Any]], ignore: Iterable[str], what: str)
                 f"{s.get('run_dir')} (run {s['identity']['run_id']}) were produced differently "
                 f"({'; '.join(diff[:6])}); they cannot be averaged or put in one table: select one with "
                 "report.runs_dir or move the other away")
+
+
+def baseline_generation(name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The generation part of a run identity for a method without a model (a baseline ranker, a rule):
+    its name and parameters; no weights, no videos read."""
+    return {"generator": {"name": name, "class": "baseline", "model": None, "weights": None,
+                          "generation": json.loads(json.dumps(params or {}, default=str))},
+            "include_title": False, "videos": None}
+
+
+def record_run_identity(run_dir: str | os.PathLike, histories_file: str | os.PathLike,
+                        generation: dict[str, Any]) -> dict[str, Any]:
+    """Write ``run_dir/identity.json`` for results made from ``histories_file`` by ``generation`` (e.g.
+    :func:`baseline_generation`), as evaluate.py does for a generator: a run directory that already holds
+    another identity, or results without one, is an IdentityConflict. Returns the identity."""
+    side = sidecar(histories_file)
+    if not side.is_file():
+        raise IdentityConflict(f"{histories_file} has no identity record ({side.name}): draw it with evaluate.py")
+    ident = run_identity(json.loads(side.read_text()), generation)
+    check_run_generation(run_dir, ident)
+    if stored_run_identity(run_dir) is None:
+        write_json(Path(run_dir) / "identity.json", ident)
+    return ident
+
+
+# What makes two runs' sample ids the same samples (joined by pvllm.reports.compare), and what two
+# compared runs may differ in by design (the comparison is about them).
+SAMPLE_DEFINING = ("histories.dataset_records", "histories.split", "histories.seed", "histories.samples_per_user")
+
+
+def check_same_samples(run_a: str | os.PathLike, run_b: str | os.PathLike) -> list[str]:
+    """Two runs may be joined by sample id only if their samples are the same: dataset records, split and
+    target draw (seed, samples per user) agree, and so do their ranking candidates files when both ranked.
+    Returns the fields that differ by design (history mode/k/seed, model, decoding, video); raises
+    IdentityConflict naming both runs for a sample-defining difference or a run without identity.json."""
+    idents = []
+    for run in (run_a, run_b):
+        ident = stored_run_identity(run)
+        if ident is None:
+            raise IdentityConflict(f"{run} has no identity.json: nothing says which samples it holds, so it "
+                                   "cannot be joined by sample id (regenerate it with evaluate.py)")
+        idents.append(ident)
+    a, b = ({"histories": i.get("histories", {}), "generation": i.get("generation", {})} for i in idents)
+    diff = differing(a, b)
+    bad = [d for d in diff if d.split(":")[0] in SAMPLE_DEFINING]
+    cands = [Path(r) / "ranking_summary.json" for r in (run_a, run_b)]
+    if all(c.is_file() for c in cands):
+        sha = [json.loads(c.read_text()).get("candidates_sha256") for c in cands]
+        if sha[0] != sha[1]:
+            bad.append(f"ranking candidates file: sha256 {sha[0]} vs {sha[1]}")
+    if bad:
+        raise IdentityConflict(
+            f"runs {run_a} (run {idents[0].get('generation_id')}) and {run_b} (run {idents[1].get('generation_id')}) "
+            f"hold different samples under the same ids ({'; '.join(bad)}): they cannot be joined by sample id")
+    return [d for d in diff if d.split(":")[0] not in SAMPLE_DEFINING]

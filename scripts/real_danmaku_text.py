@@ -1,17 +1,25 @@
 """pvllm on real people: the danmaku comments of ../shared/data (comments only), text-only PV-LLM-small.
 
-    python scripts/real_danmaku_text.py [--max-steps 150] [--out outputs/real_danmaku_text]
-        [--doc docs/real_danmaku_text.md]
+    python scripts/real_danmaku_text.py [--stages all] [--max-steps 600] [--model-samples-per-user 15]
+        [--out outputs/real_danmaku_text] [--doc docs/real_danmaku_text.md]
 
-1. import the 300 pseudonymized users' comments (one-tap preset "easy" comments dropped) and build a
-   dataset directory (the paper's >= 11 videos per user; no likes, and ψ skipped: danmaku score ψ
-   0.05-0.31, see docs/pervidcom_danmaku/README.md), user split 60/15/25;
-2. `python train.py experiment=real_danmaku_text` (text-only: no frames, no video token);
-3. `python evaluate.py experiment=real_danmaku_text_eval history.mode=k|none|others` on the validation
-   users: caption metrics, copy rate, and ranking among N candidates (chance beside it);
-4. writes the result table with the date and the time of each stage to ``--doc``.
-Every stage is the real entry point run as a subprocess. A shrunk run (``--users 12 --model tiny
---max-steps 2``) is tests/test_real_danmaku.py.
+Stages (each is the real entry point run as a subprocess; a finished stage is recorded in
+``OUT/stages.json`` and skipped on a rerun, and an interrupted ranking run continues where it stopped):
+1. ``import``, ``build``: the 300 pseudonymized users' comments (one-tap preset "easy" comments dropped) ->
+   a dataset directory (>= 11 videos per user, ψ skipped, user split 60/15/25);
+2. ``baselines``: the no-training rankers (``generator=baseline_ranker``: random, length, tfidf, bm25,
+   popularity) on the TEST users, history own / none / others, on two target sets: every comment of
+   every test user (``samples_per_user=all``) and the model target set (``samples_per_user=M``);
+3. ``zeroshot``: SmolLM2-135M-Instruct (the LLM inside PV-LLM-small, untrained here; ``generator=text_only``)
+   ranks the model target set, history own / none / others;
+4. ``train``: ``python train.py experiment=real_danmaku_text`` for ``--max-steps`` (the training budget;
+   ``--train-override`` adds Hydra overrides, e.g. ``data.train_samples_per_user=4``);
+5. ``trained``: the trained model ranks the model target set, own / none / others;
+6. ``report``: writes ``--doc``: every row (raw log-likelihood and PMI = own - none per candidate), 95%
+   intervals over users (bootstrap by user), paired permutation tests (own vs none, own vs others, model vs
+   the best baseline). Rows of stages not run yet are marked pending, with the command.
+Every choice was made on validation users; the test users are ranked once, here.
+A shrunk run (``--users 12 --model tiny --max-steps 2``) is tests/test_real_danmaku.py.
 """
 
 from __future__ import annotations
@@ -28,15 +36,26 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
 SHARED = ROOT.parent / "shared" / "data" / "comments"
-MODES = (("k", "history k=5"), ("none", "no history"), ("others", "others' history (k=5)"))
+STAGES = ("import", "build", "baselines", "zeroshot", "train", "trained", "report")
+MODES = (("k", "own (k=5)"), ("none", "none"), ("others", "another user's (k=5)"))
+RANKERS = ("random", "length", "tfidf", "bm25", "popularity")
+RANKER_LABELS = {
+    "random": "random",
+    "length": "length closest to the history's median",
+    "tfidf": "char 1-3-gram TF-IDF cosine to the history",
+    "bm25": "char 1-3-gram BM25 to the history",
+    "popularity": "popularity in training comments",
+}
 
 
 def run(args: list[str], env: dict, times: dict, stage: str) -> None:
     print(f"\n=== {stage}: {' '.join(args)}", flush=True)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env)
-    times[stage] = time.perf_counter() - t0
+    times[stage] = times.get(stage, 0.0) + time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"stage {stage!r} failed (exit {proc.returncode})")
 
@@ -53,185 +72,255 @@ def subset(src: Path, dst: Path, users: int) -> Path:
     return dst
 
 
+class Plan:
+    """Where every stage writes, and the evaluate.py arguments shared by every ranking run."""
+
+    def __init__(self, args: argparse.Namespace, out: Path):
+        self.args, self.out = args, out
+        self.dataset, self.raw, self.train_dir = out / "dataset", out / "raw", out / "train"
+        self.sets = {"all": "all", "models": str(args.model_samples_per_user)}
+
+    def rank_dir(self, tset: str, system: str, mode: str) -> Path:
+        return self.out / "rank" / tset / f"{system}_{mode}"
+
+    def common(self, tset: str, mode: str) -> list[str]:
+        n = self.args.n_candidates
+        return [
+            f"data.root={self.dataset}", "data.name=danmaku_text", "data.video=false", "data.include_title=true",
+            "split=test", f"samples_per_user={self.sets[tset]}", "history.k=5", f"history.mode={mode}",
+            "stage=rank", "~rater", f"ranking.n_candidates={n}", f"paths.output_root={self.out.parent}",
+            f"histories_file={self.out / 'histories' / f'test_{tset}_{mode}.jsonl'}",
+            f"ranking.candidates_file={self.out / 'candidates' / f'test_{tset}_N{n}.jsonl'}",
+        ]
+
+
+def stage_baselines(plan: Plan, env: dict, times: dict) -> None:
+    for tset in plan.sets:
+        for mode, _ in MODES:
+            run(["evaluate.py", "-m", "generator=baseline_ranker", f"generator.ranker={','.join(RANKERS)}",
+                 *plan.common(tset, mode), "ranking.batch_size=512",  # cheap scorers: one fsync per 512
+                 f"hydra.sweep.dir={plan.out / 'rank' / tset}",
+                 f"hydra.sweep.subdir=baseline-${{generator.ranker}}_{mode}"], env, times, "baselines")
+
+
+def stage_model(plan: Plan, env: dict, times: dict, system: str) -> None:
+    for mode, _ in MODES:
+        if system == "zeroshot":
+            gen = ["generator=text_only", "generator.greedy=true", f"generator.batch_size={plan.args.batch_size}"]
+            if plan.args.zeroshot_model:
+                gen.append(f"generator.model_path={plan.args.zeroshot_model}")
+        else:
+            gen = ["experiment=real_danmaku_text_eval", f"generator.pretrained={plan.train_dir / 'hf_model'}"]
+        run(["evaluate.py", *gen, *plan.common("models", mode),
+             f"hydra.run.dir={plan.rank_dir('models', system, mode)}"], env, times, system)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--out", type=Path, default=None, help="default: $PVLLM_OUTPUTS or outputs/, /real_danmaku_text"
-    )
+    p.add_argument("--out", type=Path, default=None,
+                   help="default: $PVLLM_OUTPUTS or outputs/, /real_danmaku_text")
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "real_danmaku_text.md")
-    p.add_argument("--max-steps", type=int, default=150)
+    p.add_argument("--stages", default="all", help=f"comma list of {', '.join(STAGES)}, or all")
+    p.add_argument("--redo", default="", help="comma list of stages to run again even if recorded done")
+    p.add_argument("--comments", type=Path, default=SHARED,
+                   help="directory of danmaku_sample.jsonl (default ../shared/data/comments)")
+    p.add_argument("--max-steps", type=int, default=600, help="the training budget (optimizer steps)")
+    p.add_argument("--train-override", action="append", default=[], help="extra train.py override")
     p.add_argument("--model", default="pvllm_small", help="conf/model/ option (tiny for the shrunk test)")
+    p.add_argument("--zeroshot-model", default=None, help="text_only model_path (default: SmolLM2)")
     p.add_argument("--users", type=int, default=None, help="only the first N users (shrunk test run)")
     p.add_argument("--n-candidates", type=int, default=20)
-    p.add_argument(
-        "--rater", default="embedding", help="FICL rater (conf/rater/); none = caption metrics only"
-    )
+    p.add_argument("--model-samples-per-user", type=int, default=15,
+                   help="targets per test user (distinct episodes) that the models rank")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples and permutations")
     args = p.parse_args(argv)
+    stages = STAGES if args.stages == "all" else tuple(s.strip() for s in args.stages.split(","))
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        sys.exit(f"unknown stage(s) {bad}; valid: {', '.join(STAGES)}")
     out_root = Path(os.environ.get("PVLLM_OUTPUTS", ROOT / "outputs"))
     out = (args.out or out_root / "real_danmaku_text").resolve()
-    env = dict(os.environ, WANDB_MODE=os.environ.get("WANDB_MODE", "offline"), PYTHONWARNINGS="ignore")
+    out.mkdir(parents=True, exist_ok=True)
+    plan = Plan(args, out)
+    env = dict(os.environ, WANDB_MODE=os.environ.get("WANDB_MODE", "offline"), PYTHONWARNINGS="ignore",
+               PVLLM_ROOT=str(ROOT))
     # pseudonyms are re-keyed at import; a fresh random key when none is set (never written anywhere)
     env.setdefault("PVLLM_PSEUDONYM_KEY", secrets.token_hex(16))
-    times: dict[str, float] = {}
-    t_start = time.perf_counter()
-    comments = SHARED / "danmaku_sample.jsonl"
+    state_file = out / "stages.json"
+    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    redo = {s.strip() for s in args.redo.split(",") if s.strip()}
+    comments = args.comments / "danmaku_sample.jsonl"
     if not comments.is_file():
-        sys.exit(f"{comments} is absent: the danmaku comments live in ../shared/data beside the repo")
-    if args.users:
-        comments = subset(comments, out / "subset" / "danmaku_sample.jsonl", args.users)
-    raw, dataset = out / "raw", out / "dataset"
-    run(
-        [
-            "-m",
-            "pvllm.data.collect",
-            "import",
-            "--comments",
-            str(comments),
-            "--videos",
-            str(SHARED / "danmaku_sample_videos.jsonl"),
-            "--exclude",
-            "fork=easy",
-            "--out",
-            str(raw),
-        ],
-        env,
-        times,
-        "import",
-    )
-    run(
-        [
-            "-m",
-            "pvllm.data.build",
-            "--raw",
-            str(raw),
-            "--out",
-            str(dataset),
-            "--unknown-likes",
-            "keep",
-            "--psi-threshold",
-            "-1",
-            "--undefined-psi",
-            "keep",
-            "--skip-psi",
-            "--name",
-            "danmaku comments (text-only run)",
-            "--source",
-            "../shared/data/comments/danmaku_sample.jsonl",
-        ],
-        env,
-        times,
-        "build",
-    )
-    common = [f"data.root={dataset}", f"paths.output_root={out.parent}"]
-    train_dir = out / "train"
-    run(
-        [
-            "train.py",
-            "experiment=real_danmaku_text",
-            f"model={args.model}",
-            f"trainer.max_steps={args.max_steps}",
-            f"hydra.run.dir={train_dir}",
-            *common,
-        ],
-        env,
-        times,
-        "train",
-    )
-    summaries = {}
-    for mode, _ in MODES:
-        d = out / f"eval_{mode}"
-        run(
-            [
-                "evaluate.py",
-                "experiment=real_danmaku_text_eval",
-                f"history.mode={mode}",
-                f"generator.pretrained={train_dir / 'hf_model'}",
-                f"ranking.n_candidates={args.n_candidates}",
-                "~rater" if args.rater == "none" else f"rater={args.rater}",
-                f"hydra.run.dir={d}",
-                f"histories_file={out / 'histories' / f'val_{mode}.jsonl'}",
-                f"ranking.candidates_file={out / 'candidates_val.jsonl'}",
-                *common,
-            ],
-            env,
-            times,
-            f"evaluate ({mode})",
-        )
-        summaries[mode] = json.loads((d / "summary.json").read_text())
-    times["total"] = time.perf_counter() - t_start
-    text = render(summaries, times, args, dataset)
-    print("\n" + text)
-    args.doc.parent.mkdir(parents=True, exist_ok=True)
-    args.doc.write_text(text)
-    print(f"\nwritten: {args.doc}")
+        sys.exit(f"{comments} is absent: the danmaku comments live in ../shared/data beside the repo "
+                 "(or pass --comments DIR)")
+    for stage in stages:
+        if stage in state and stage not in redo and stage != "report":
+            print(f"=== {stage}: done {state[stage]['finished']} ({state[stage]['seconds']:.0f} s), skipped")
+            continue
+        times: dict[str, float] = {}
+        t0 = time.perf_counter()
+        if stage == "import":
+            src = subset(comments, out / "subset" / "danmaku_sample.jsonl", args.users) if args.users else comments
+            run(["-m", "pvllm.data.collect", "import", "--comments", str(src), "--videos",
+                 str(args.comments / "danmaku_sample_videos.jsonl"), "--exclude", "fork=easy", "--out",
+                 str(plan.raw)], env, times, stage)
+        elif stage == "build":
+            run(["-m", "pvllm.data.build", "--raw", str(plan.raw), "--out", str(plan.dataset), "--unknown-likes",
+                 "keep", "--psi-threshold", "-1", "--undefined-psi", "keep", "--skip-psi", "--name",
+                 "danmaku comments (text-only run)", "--source", "../shared/data/comments/danmaku_sample.jsonl"],
+                env, times, stage)
+        elif stage == "baselines":
+            stage_baselines(plan, env, times)
+        elif stage in ("zeroshot", "trained"):
+            stage_model(plan, env, times, stage)
+        elif stage == "train":
+            run(["train.py", "experiment=real_danmaku_text", f"model={args.model}",
+                 f"trainer.max_steps={args.max_steps}", f"hydra.run.dir={plan.train_dir}",
+                 f"data.root={plan.dataset}", f"paths.output_root={out.parent}", *args.train_override],
+                env, times, stage)
+        elif stage == "report":
+            text = render(plan, state)
+            args.doc.parent.mkdir(parents=True, exist_ok=True)
+            args.doc.write_text(text)
+            print("\n" + text + f"\n\nwritten: {args.doc}")
+        if stage != "report":
+            state[stage] = {"finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                            "seconds": round(time.perf_counter() - t0, 1),
+                            **({"max_steps": args.max_steps, "model": args.model,
+                                "overrides": args.train_override} if stage == "train" else {})}
+            state_file.write_text(json.dumps(state, indent=2) + "\n")
     return 0
 
 
-def _f(v, d: int = 1) -> str:
-    return f"{v:.{d}f}" if isinstance(v, (int, float)) else "-"
+def command(args: argparse.Namespace, stages: str) -> str:
+    extra = "".join(f" --{k.replace('_', '-')} {v}" for k, v in (
+        ("users", args.users), ("model", None if args.model == "pvllm_small" else args.model),
+        ("n_candidates", None if args.n_candidates == 20 else args.n_candidates),
+        ("model_samples_per_user", None if args.model_samples_per_user == 15 else args.model_samples_per_user))
+        if v is not None)
+    return f"python scripts/real_danmaku_text.py --stages {stages}{extra}"
 
 
-def render(summaries: dict, times: dict, args: argparse.Namespace, dataset: Path) -> str:
-    build = json.loads((dataset / "build_summary.json").read_text())
-    k = summaries["k"]
-    r0 = k["ranking"]
+def render(plan: Plan, state: dict) -> str:
+    """docs/real_danmaku_text.md from the run directories (pvllm.reports.real_people)."""
+    from pvllm.reports.real_people import systems, table, tests
+
+    args = plan.args
+    build = json.loads((plan.dataset / "build_summary.json").read_text())
+    labels = {f"baseline-{r}": f"{RANKER_LABELS[r]} (no training)" for r in RANKERS}
+    labels_models = {**labels, "zeroshot": "SmolLM2-135M-Instruct zero-shot (PV-LLM-small's LLM, untrained)",
+                     "trained": f"PV-LLM-small trained text-only ({args.max_steps} steps)"}
+    pending = {"zeroshot": command(args, "zeroshot,report"),
+               "trained": command(args, f"train,trained,report --max-steps {args.max_steps}")}
+    tr = state.get("train")
+    budget = (f"trained for {tr['max_steps']} steps in {tr['seconds'] / 60:.0f} min ({tr['finished']}; "
+              f"overrides {tr['overrides'] or 'none'})" if tr else
+              f"not trained yet: the budget is {args.max_steps} optimizer steps at batch 1 (experiment="
+              "real_danmaku_text: lr 1e-4, history k ~ U[5, 15], one target per user and epoch; ~6.5 s per "
+              f"step on 2 busy cores in the last run of 150 steps, so ~{args.max_steps * 6.5 / 60:.0f} min), then "
+              f"ranking {len(MODES)} history modes of the model target set; the whole run is estimated at about "
+              "three hours on this 2-core machine, not measured yet")
     lines = [
-        "# pvllm on real people: danmaku comments, text-only PV-LLM-small",
+        "# pvllm on real people: danmaku comments, the trained model against no-training baselines",
         "",
-        f"Run {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} on this machine's CPUs; "
-        f"{times['total'] / 60:.1f} min in all. Command: `python scripts/real_danmaku_text.py "
-        f"--max-steps {args.max_steps}"
-        + (f" --model {args.model}" if args.model != "pvllm_small" else "")
-        + (f" --users {args.users}" if args.users else "")
-        + "`.",
+        f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `{command(args, 'all')}` "
+        "(stages done: " + ", ".join(f"{k} {v['finished']} ({v['seconds']:.0f} s)" for k, v in state.items())
+        + "). Each stage resumes where it stopped; `--stages` runs some of them.",
         "",
-        f"Data: {build['final']['users']} real users (pseudonymized), {build['final']['comments']} "
-        f"comments on {build['final']['videos']} anime episodes (niconico danmaku, "
-        "`../shared/data/comments`; one-tap preset comments dropped; no video files). Users split "
-        f"{build['split_users']}. Model: {args.model}, trained text-only for {args.max_steps} steps (the "
-        f"episode title stands in for the video). Evaluated: {k['n']} validation users (unseen in "
-        "training), one target each.",
+        f"Data: {build['final']['users']} real users (pseudonymized), {build['final']['comments']} comments on "
+        f"{build['final']['videos']} anime episodes (niconico danmaku, `../shared/data/comments`; one-tap preset "
+        f"comments dropped; no video files; ψ not computed). Users split {build['split_users']}. Every row ranks "
+        "TEST users' comments (unseen in training; no setting was tuned on them): the true "
+        f"comment among N={args.n_candidates} candidates (the truth and {args.n_candidates - 1} other users' "
+        "comments on the same episode, one candidates file per target set that every system ranks). History: "
+        "5 of the user's comments on other episodes (own), none, or 5 of another user's (others). Recall/MRR "
+        "x100; 95% intervals: percentile bootstrap over users. Ties count in expectation (a scorer that cannot "
+        "tell the candidates apart gets exactly chance).",
         "",
-        f"Ranking: the true comment among N={r0['n_candidates']} candidates (other users' comments on "
-        "the same episode), by the model's length-normalized log-likelihood; Recall/MRR x100, mean rank "
-        "of the truth.",
-        "",
-        "| history | R@1 | R@5 | R@10 | MRR | mean rank | BLEU-4 | METEOR | ROUGE-L | CIDEr | FICL-E | "
-        "FICL-S | FICL-R | copy-H | dist-1 | len (ref) |",
-        "|---|" + "---|" * 15,
-    ]
-    for mode, label in MODES:
-        s = summaries[mode]
-        r = s["ranking"]
-        lines.append(
-            f"| {label} | {_f(r['R@1'])} | {_f(r['R@5'])} | {_f(r['R@10'])} | {_f(r['MRR'])} | "
-            f"{_f(r['mean_rank'])} | "
-            + " | ".join(
-                _f(s.get(c), 2)
-                for c in ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "FICL-E", "FICL-S", "FICL-R")
-            )
-            + f" | {_f(s.get('copy_history'))} | {_f(s.get('distinct-1'))} | "
-            f"{_f(s.get('mean_len'))} ({_f(s.get('ref_mean_len'))}) |"
-        )
-    ch = r0["chance"]
-    lines.append(
-        f"| *chance* | {_f(ch['R@1'])} | {_f(ch['R@5'])} | {_f(ch['R@10'])} | {_f(ch['MRR'])} | "
-        f"{_f(ch['mean_rank'])} |" + " |" * 10
-    )
-    lines += [
-        "",
-        "Caption metrics tokenize with the PTB tokenizer, which does not split Japanese: a danmaku line"
-        " is mostly one token, so BLEU/METEOR/CIDEr are near 0 here and ranking is the informative "
-        f"measure. FICL uses the `{k.get('rater', '-')}` rater (an offline floor). copy-H: share of "
-        "generations copying a history comment (edit similarity >= 0.9); dist-1: distinct unigrams x100; "
-        "len: tokens (CJK characters). "
-        f"Candidates file sha256 {r0['candidates_sha256'][:16]}; "
-        f"{r0['n_samples_filled_from_other_videos']} samples needed candidates from other episodes.",
-        "",
-        "Time per stage: " + ", ".join(f"{k_} {v:.0f} s" for k_, v in times.items()) + ".",
+        f"Model: {args.model}, {budget}. PMI: each candidate's score with the history minus its score "
+        "with no history (log p(c | history) - log p(c | none), per token): removes the pull of generic lines.",
         "",
     ]
-    return "\n".join(line if line.startswith("|") else textwrap.fill(line, 110) for line in lines)
+    found_stats: dict[str, dict] = {}
+    for tset, title, lab in (
+        ("all", "Every comment of every test user (`samples_per_user=all`): the no-training baselines", labels),
+        ("models", f"The model target set (`samples_per_user={args.model_samples_per_user}`: up to "
+         f"{args.model_samples_per_user} comments per test user, on distinct episodes)", labels_models),
+    ):
+        found = systems(plan.out, tset)
+        rows, stats = table(found, lab, pending, args.resamples)
+        found_stats[tset] = stats
+        lines += [f"## {title}", "", *rows, "", "Paired permutation tests on MRR over users (A vs B; p two-sided):",
+                  "", *tests(stats, lab, args.resamples), ""]
+        cand = plan.out / "candidates" / f"test_{tset}_N{args.n_candidates}.jsonl"
+        summ = next(iter(sorted((plan.out / "rank" / tset).glob("*_k/ranking_summary.json"))), None)
+        if summ is not None:
+            s = json.loads(summ.read_text())
+            lines += [f"Candidates file `{cand.name}` sha256 {s['candidates_sha256'][:16]}; "
+                      f"{s['n_samples_filled_from_other_videos']} targets needed candidates from other episodes; "
+                      f"{s.get('n_distractors_equal_history', '-')} distractors (in "
+                      f"{s.get('n_samples_with_distractor_equal_history', '-')} targets) equal a comment of the "
+                      f"own history and {s.get('n_truths_equal_history', '-')} truths do (danmaku repeat short "
+                      "lines such as www).", ""]
+    lines += ["## What it shows", "", findings(found_stats, labels_models, args), ""]
+    return wrap(lines)
+
+
+def findings(stats: dict[str, dict], labels: dict[str, str], args: argparse.Namespace) -> str:
+    """The paragraph under the tables, every number read from ``stats``."""
+    from pvllm.metrics.bootstrap import paired_test
+    from pvllm.metrics.ranking import chance_levels
+    from pvllm.reports.real_people import per_item
+
+    out = []
+    a = stats.get("all", {})
+    base = {k[0]: v for k, v in a.items() if k[1] == "raw" and k[2] == "k" and k[0].startswith("baseline-")}
+    if base:
+        best, b = max(base.items(), key=lambda kv: kv[1]["MRR"])
+        ch = chance_levels(args.n_candidates)["MRR"]
+        out.append(f"On every comment of the {b['users']} test users ({b['n']} targets), the best no-training "
+                   f"scorer is the {labels[best].replace(' (no training)', '')}: MRR {b['MRR']:.1f} "
+                   f"[{b['lo']:.1f}, {b['hi']:.1f}] with the user's own five comments, against chance "
+                   f"{ch:.1f}.")
+        oth = a.get((best, "raw", "others"))
+        if oth:
+            users = {sid: r["user_id"] for sid, r in b["rows"].items()}
+            t = paired_test(per_item(oth["rows"])["MRR"], per_item(b["rows"])["MRR"], users,
+                            resamples=args.resamples)
+            out.append(f"Another user's five comments give {oth['MRR']:.1f} [{oth['lo']:.1f}, {oth['hi']:.1f}] "
+                       f"(own - others {t['diff']:.1f}, p {t['p_permutation']:.4f}): the signal is this "
+                       "person's, not danmaku in general.")
+        pop = a.get(("baseline-popularity", "raw", "k"))
+        popm = stats.get("models", {}).get(("baseline-popularity", "raw", "k"))
+        if pop:
+            out.append(f"Popularity in the training comments ignores the history: MRR {pop['MRR']:.1f} "
+                       f"[{pop['lo']:.1f}, {pop['hi']:.1f}] on every comment"
+                       + (f", {popm['MRR']:.1f} on the model target set." if popm else "."))
+        ln = a.get(("baseline-length", "raw", "k"))
+        tf = a.get(("baseline-tfidf", "raw", "k"))
+        if ln and tf:
+            out.append("The issue's independent recomputation (69 test users drawn under another pseudonym key, "
+                       "8,899 targets) found TF-IDF 29.1 [25.1, 35.3], length 23.3 [22.1, 24.6] and chance 18.0; "
+                       f"here TF-IDF {tf['MRR']:.1f} falls {'inside' if 25.1 <= tf['MRR'] <= 35.3 else 'outside'} "
+                       f"its interval and length {ln['MRR']:.1f} "
+                       f"{'inside' if 22.1 <= ln['MRR'] <= 24.6 else 'outside'} it. The test users differ (the "
+                       "split follows the pseudonyms, re-keyed at every import; the issue does not say how its "
+                       "length scorer measured or broke ties). tests/test_real_danmaku.py recomputes the length "
+                       "and TF-IDF rows of a shrunk run of this script independently (scikit-learn) and checks "
+                       "this TF-IDF row against the issue's interval.")
+        out.append(f"p = {1 / (args.resamples + 1):.4f} is the smallest value {args.resamples} random sign "
+                   "patterns can give (exact tests enumerate all patterns up to 16 users).")
+    m = stats.get("models", {})
+    if not any(k[0] in ("zeroshot", "trained") for k in m):
+        out.append("The model rows are pending: the zero-shot and training stages have not run yet on this "
+                   "build (the commands are in the table). A model that reads a person's history must beat the "
+                   "best baseline's row on the same targets, and own must beat none and others at p < 0.01.")
+    return " ".join(out)
+
+
+def wrap(lines: list[str]) -> str:
+    return "\n".join(x if x.startswith("|") else textwrap.fill(x, 110) for x in lines)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,25 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def require_java() -> None:
+    """Caption metrics (METEOR, the PTB tokenizer) run Java: without it a test skips (counted), but under CI
+    (``CI=true`` or ``PVLLM_REQUIRE_JAVA=1``, which ``.ci/run`` sets) it fails, as the browser tests do."""
+    import shutil
+
+    if shutil.which("java") is not None:
+        return
+    problem = "java is not on PATH (pycocoevalcap needs it: apt-get install default-jre-headless)"
+    if os.environ.get("CI", "").lower() in ("true", "1") or os.environ.get("PVLLM_REQUIRE_JAVA") == "1":
+        pytest.fail(f"caption-metric tests are required here (CI / PVLLM_REQUIRE_JAVA=1) but {problem}")
+    pytest.skip(problem)
+
+
+@pytest.fixture()
+def java():
+    """Use in a test (or ``pytestmark = pytest.mark.usefixtures("java")``) that computes caption metrics."""
+    require_java()
+
+
 def requires_shared_data(*parts: str) -> pytest.MarkDecorator:
     path = SHARED_DATA.joinpath(*parts)
     return pytest.mark.skipif(not path.exists(), reason=f"real test data {path} is absent (it lives beside the repo)")

@@ -201,3 +201,52 @@ def test_cli_on_real_danmaku_subset_with_real_model(tmp_path):
         needle = author.encode()
         assert not any(needle in b for b in blobs), author
         assert not any(author[2:].encode() in b for b in blobs), author  # the bare hex part either
+
+
+def _short_dump(tmp_path: Path) -> Path:
+    """No user reaches 11 videos: uA 10 liked videos + v12 (5 likes), uB 5, uC only v12; one comment of uA
+    sent twice (a duplicate id)."""
+    pseudo = Pseudonymizer(KEY.encode())
+    raw = tmp_path / "raw"
+    videos = [{"video_id": f"v{i:02d}", "title": f"title {i}", "likes": 1000} for i in range(12)]
+    videos.append({"video_id": "v12", "title": "t", "likes": 5})
+    plan = {"A": [*range(10), 12], "B": list(range(5)), "C": [12]}
+    comments = [{"comment_id": f"c{u}{i}", "video_id": f"v{i:02d}", "user_id": pseudo(f"raw-{u}"),
+                 "text": f"comment {i} by {u}", "likes": 1, "published_at": None}
+                for u, vids in plan.items() for i in vids]
+    write_jsonl(raw / "videos.jsonl", videos)
+    write_jsonl(raw / "comments.jsonl", [*comments, comments[0]])
+    return raw
+
+
+def test_a_build_that_keeps_nothing_fails_naming_the_filter(tmp_path):
+    """Issue 25 items 8-9: exit 3 (not 0) with the filter that removed the last users and what every stage
+    removed; the card states the duplicate ids, that ψ was not computed and the license ("unknown" unless
+    --license); the rerun with a looser filter completes with every comment id once."""
+    import subprocess
+    import sys
+
+    from pvllm.data.build import EXIT_EMPTY
+
+    raw, out = _short_dump(tmp_path), tmp_path / "ds"
+    args = [sys.executable, "-m", "pvllm.data.build", "--raw", str(raw), "--out", str(out), "--skip-psi",
+            "--psi-threshold", "-1", "--undefined-psi", "keep"]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert p.returncode == EXIT_EMPTY == 3, p.stderr[-2000:]
+    err = p.stderr
+    assert "error: the build kept no user: filter 'users >= 11 videos (round 1)' removed the last 2 user(s)" in err
+    # likes > 400 removed v12 with uC and both comments on it; ψ (not computed, kept) nothing; users the rest
+    assert "likes > 400: -1 videos, -1 users, -2 comments" in err
+    assert "psi > -1.0: -0 videos, -0 users, -0 comments" in err
+    assert "users >= 11 videos (round 1): -12 videos, -2 users, -15 comments" in err
+    card = (out / "DATASET.md").read_text()
+    assert "Duplicate comment ids in the raw input: 1 " in card
+    assert "ψ is still computed" not in card and "ψ not computed (`--skip-psi`)" in card
+    assert "- Licenses: unknown (none was stated: pass `--license`)" in card and "YouTube" not in card
+
+    p = subprocess.run([*args, "--min-user-videos", "5", "--license", "CC BY 4.0 (test)"], capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    ids = [c["comment_id"] for c in load_jsonl(out / "comments.jsonl")]
+    assert sorted(ids) == sorted([f"cA{i}" for i in range(10)] + [f"cB{i}" for i in range(5)])
+    assert "- Licenses: CC BY 4.0 (test)\n" in (out / "DATASET.md").read_text()

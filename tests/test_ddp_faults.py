@@ -125,3 +125,33 @@ def test_item8_ddp_kill_and_resume_sees_the_uninterrupted_samples_on_every_rank(
     starts = [json.loads(line) for line in (run / "probe" / "rank1.jsonl").read_text().splitlines()
               if json.loads(line)["event"] == "start"]
     assert [s["global_step"] for s in starts] == [0, 2]
+
+
+def test_ddp_validation_counts_each_sample_once(tmp_path):
+    """Issue 25 item 6: 3 validation samples on 2 ranks. Lightning's default sampler pads rank 1 with a
+    repeat of sample 0; here each sample is validated exactly once per validation, and the logged val/loss is
+    the mean of the 3 per-sample losses the ranks computed (batch size 1)."""
+    from pvllm.data.dataset import load_pervidcom
+    from pvllm.data.histories import build_eval_histories
+
+    root = tmp_path / "data"
+    shutil.copytree(SAMPLE, root)
+    ds = load_pervidcom(root)
+    val = build_eval_histories(ds, "val", k=5, seed=0)
+    drop = val[-1].video_id  # leave 3 of the 4 validation samples: an odd number for 2 ranks
+    (tmp_path / "exclude.jsonl").write_text(json.dumps({"video_id": drop, "file": ds.videos[drop].file,
+                                                        "error": "test"}) + "\n")
+    want = sorted(s.sample_id for s in val if s.video_id != drop)
+    assert len(want) == 3
+    run = tmp_path / "run"
+    _train(tmp_path, run, root, f"data.exclude_videos={tmp_path / 'exclude.jsonl'}", "+trainer.val_check_interval=2")
+    recs = [json.loads(line) for r in (0, 1) for line in (run / "probe" / f"rank{r}.jsonl").read_text().splitlines()]
+    vals = [r for r in recs if r["event"] == "val"]
+    (metrics,) = (run / "csv").glob("version_*/metrics.csv")
+    logged = [float(row["val/loss"]) for row in csv.DictReader(metrics.open()) if row.get("val/loss")]
+    assert len(logged) == 2  # validations after steps 2 and 4
+    for step, loss in zip((2, 4), logged):
+        at = [r for r in vals if r["step"] == step]
+        assert sorted(i for r in at for i in r["sample_ids"]) == want  # each once, none repeated
+        assert {r["rank"] for r in at} == {0, 1} and all(r["supervised"] == 1 for r in at)
+        assert loss == pytest.approx(sum(r["loss"] for r in at) / 3, rel=1e-5)  # rank 0 has 2, rank 1 has 1

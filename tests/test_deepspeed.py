@@ -21,6 +21,7 @@ pytest.importorskip("deepspeed", reason="deepspeed not installed (pip install -e
 from pvllm.distributed import consolidate_zero_checkpoint, find_zero_tag  # noqa: E402
 from pvllm.distributed.consolidate import _match_prefix  # noqa: E402
 from pvllm.distributed.ds_cpu import launch, load_strategy_config, reference_losses  # noqa: E402
+from pvllm.utils.atomic import partial_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, LR, SEED = 2, 1e-3, 0
@@ -96,7 +97,7 @@ def test_zero_trains_two_cpu_processes_and_consolidates(
     assert tag == f"global_step{STEPS}"
     assert len(list((root / tag).glob("*optim_states.pt"))) == 2
 
-    hf = consolidate_zero_checkpoint(run_dir / "ckpt", tmp_path / "hf", tiny_dir)
+    hf = consolidate_zero_checkpoint(run_dir / "ckpt", tmp_path / "hf", tiny_dir, dtype=torch.float32)
     got, base = _load_state(hf), _load_state(tiny_dir)
     assert set(got) == set(ref_state)
     worst = max((got[k] - ref_state[k]).abs().max().item() for k in ref_state)
@@ -161,6 +162,10 @@ def test_consolidated_checkpoint_evaluates(tiny_dir, zero_run, tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    from safetensors import safe_open
+
+    with safe_open(str(hf / "model.safetensors"), "pt") as f:  # the CLI writes bf16 by default
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
     (run_dir,) = (tmp_path / "out" / "eval").iterdir()
     preds = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 3
@@ -236,3 +241,104 @@ def test_gpu_checks_plumbing_on_cpu(capsys):
     cfg7b = build_config(tiny=False, layers=None)  # the 7B shape the GPU run uses
     assert (cfg7b.text_config.hidden_size, cfg7b.text_config.num_hidden_layers) == (4096, 32)
     assert (cfg7b.vision_config.image_size // cfg7b.vision_config.patch_size) ** 2 + 1 == 257
+
+
+def _digests(d: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.slow  # two 2-process launches (~1-2 min)
+def test_kill_during_sharded_save_keeps_last_complete_checkpoint(tiny_dir, zero_run, tmp_path):
+    """Issue 25 item 4b: both ranks SIGKILLed while their shards are half on disk (the test hook of
+    pvllm.utils.atomic) leave ckpt/ byte-identical (the step-2 checkpoint); the rerun resumes from it and
+    trains steps 3-4 exactly as an uninterrupted 4-step run does."""
+    import shutil
+
+    strategy = ROOT / "conf" / "strategy" / "deepspeed_zero2.yaml"
+    src, _ = zero_run("deepspeed_zero2")  # a complete checkpoint after 2 steps
+    out = tmp_path / "run"
+    shutil.copytree(src / "ckpt", out / "ckpt")
+    before = _digests(out / "ckpt")
+    with pytest.raises(RuntimeError, match="DeepSpeed CPU run failed"):
+        launch(strategy, tiny_dir, out, nproc=2, steps=4, lr=LR, seed=SEED, resume=True,
+               env={"PVLLM_TEST_KILL_AT": "deepspeed_checkpoint"})
+    assert partial_path(out / "ckpt").is_dir()  # the torn save, under its temporary name
+    assert _digests(out / "ckpt") == before  # the last complete checkpoint, untouched
+    assert find_zero_tag(out / "ckpt")[1] == "global_step2"
+
+    records = launch(strategy, tiny_dir, out, nproc=2, steps=4, lr=LR, seed=SEED, resume=True)
+    assert [r["resumed_from"] for r in records] == [2, 2] and [r["steps"] for r in records] == [4, 4]
+    ref_losses, _ = reference_losses(str(tiny_dir), nproc=2, steps=4, lr=LR, seed=SEED)
+    for r in records:  # steps 3 and 4 of the uninterrupted run: model and optimizer state came back
+        assert r["losses"] == pytest.approx(ref_losses[r["rank"]][2:], abs=1e-5)
+    assert find_zero_tag(out / "ckpt")[1] == "global_step4"
+    assert not list(out.glob(".partial-*")) and not list(out.glob(".previous-*"))
+
+
+_LIGHTNING_SAVE = """
+import json, os, sys
+import deepspeed, torch
+from pvllm.distributed.checkpoint_io import AtomicDeepSpeedStrategy
+from pvllm.distributed.ds_cpu import _build, load_strategy_config
+from pvllm.distributed.optim import make_adamw
+from types import SimpleNamespace
+
+deepspeed.init_distributed(dist_backend="gloo")
+strategy_yaml, model_dir, out, steps = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+config = load_strategy_config(strategy_yaml)
+model = _build(model_dir).model
+params = [p for p in model.parameters() if p.requires_grad]
+opt = make_adamw(params, lr=1e-3, weight_decay=0.0, strategy=SimpleNamespace(config=config))
+engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=params, optimizer=opt, config=config)
+strategy = AtomicDeepSpeedStrategy(config=config)
+strategy.model = engine  # what Lightning's DeepSpeedStrategy holds after its own deepspeed.initialize
+for step in steps:  # one save per step number, in order
+    strategy.save_checkpoint({"global_step": int(step), "state_dict": {}, "optimizer_states": []}, out)
+print(json.dumps(sorted(os.listdir(os.path.dirname(out)))))
+sys.stdout.flush()
+os._exit(0)
+"""
+
+
+@pytest.mark.slow  # two single-process DeepSpeed starts (~1-3 min)
+def test_lightning_deepspeed_strategy_checkpoint_dir_is_renamed_into_place(tiny_dir, tmp_path):
+    """Issue 25 item 4b, the GPU path's writer: AtomicDeepSpeedStrategy.save_checkpoint (Lightning's
+    DeepSpeedStrategy.save_checkpoint into a partial dir, then one rename) on a real DeepSpeed engine, 1 CPU
+    process. Killed mid-write, last.ckpt/ stays the previous complete directory."""
+    import os
+    import subprocess
+    import sys
+
+    from pvllm.distributed.ds_cpu import _free_port, ds_env
+
+    script = tmp_path / "save.py"
+    script.write_text(_LIGHTNING_SAVE)
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir()
+
+    def save(*steps: int, kill_at: str | None = None) -> subprocess.CompletedProcess:
+        env = ds_env({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                      "MASTER_PORT": str(_free_port()), "PYTHONPATH": str(ROOT)})
+        env.pop("PVLLM_TEST_KILL_AT", None)
+        if kill_at:
+            env["PVLLM_TEST_KILL_AT"] = kill_at
+        strategy = ROOT / "conf" / "strategy" / "deepspeed_zero2.yaml"
+        return subprocess.run([sys.executable, str(script), str(strategy), str(tiny_dir), str(ckpt),
+                               *map(str, steps)], env=env, capture_output=True, text=True, timeout=600)
+
+    def saved_step() -> int:
+        client = torch.load(ckpt / "checkpoint" / "mp_rank_00_model_states.pt", map_location="cpu",
+                            weights_only=False)
+        return client["global_step"]
+
+    killed = save(1, 2, kill_at="deepspeed_checkpoint:2")  # the first save completes, the second is cut
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert saved_step() == 1 and partial_path(ckpt).is_dir()
+    assert find_zero_tag(ckpt) == (ckpt, "checkpoint")
+    again = save(2)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.strip().splitlines()[-1] == '["last.ckpt"]'  # no partial / previous dir left
+    assert saved_step() == 2 and os.path.isfile(ckpt / "latest")

@@ -82,9 +82,13 @@ def test_paired_test_detects_a_shift_and_not_noise():
 
 
 def test_compare_cli_on_two_run_directories(tmp_path, capsys):
+    from pvllm.identity import write_json
+    from tests.run_summaries import identity
+
     for name, bump in (("A", 0.0), ("B", 10.0)):
         d = tmp_path / name
         d.mkdir()
+        write_json(d / "identity.json", identity(model=f"weights-{name}"))  # same samples, two models
         write_jsonl(d / "predictions.jsonl", _preds(["nice clip", "worst edit ever. 2/10", "meh", "ok"]))
         write_jsonl(
             d / "scores.jsonl",
@@ -113,6 +117,7 @@ def test_compare_cli_on_two_run_directories(tmp_path, capsys):
         == 0
     )
     out = capsys.readouterr().out
+    assert "differing by design: generation.generator.model: 'weights-A' vs 'weights-B'" in out
     assert "| BLEU-4 | 4 | 3 | 15.00 | 25.00 | 10.00 |" in out
     assert not math.isnan(json.loads((tmp_path / "c.json").read_text())[0]["p_permutation"])
 

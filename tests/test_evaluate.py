@@ -71,6 +71,7 @@ def test_interrupted_evaluate_resumes_without_regenerating(tmp_path, base_args):
     assert strip(again) == strip(full)  # greedy: regenerated rows identical, each id once
     summary = json.loads((d / "summary.json").read_text())
     assert summary["n"] == 8 and summary["n_generation_failed"] == 0
+    assert summary["n_torn_last_line"] == 1  # in summary.json too, not only the log (issue 25 item 9)
     assert {"BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "FICL-E", "FICL-S", "FICL-R"} <= set(summary)
     # a third run generates nothing; another decoding setting is refused instead of mixed in
     assert "8 done, 0 to generate" in (lambda p: p.stdout + p.stderr)(_run(base_args + [f"hydra.run.dir={d}"]))

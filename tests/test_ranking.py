@@ -177,7 +177,7 @@ def test_real_video_llava_scores_follow_candidate_order(sample_ds, rows, tiny_mo
     from pvllm.evaluation import to_request
     from pvllm.generators.video_llava import PVLLMGenerator
 
-    gen = PVLLMGenerator(pretrained=str(tiny_model_dir), greedy=True, score_batch_size=7)
+    gen = PVLLMGenerator(pretrained=str(tiny_model_dir), greedy=True, score_tokens=300)
     cand = build_candidates(rows[:3], sample_ds, n=10, seed=0)
     reqs = [to_request(r, sample_ds) for r in rows[:3]]
     texts = [[x["text"] for x in c["candidates"]] for c in cand]
@@ -190,7 +190,9 @@ def test_real_video_llava_scores_follow_candidate_order(sample_ds, rows, tiny_mo
         assert sh == pytest.approx([s[i] for i in perm], abs=1e-5)
     items = [{"scores": s, "truth_index": c["truth_index"]} for s, c in zip(scores, cand)]
     items_sh = [{"scores": sh, "truth_index": perm.index(c["truth_index"])} for sh, c in zip(shuffled, cand)]
-    assert ranking_metrics(items) == ranking_metrics(items_sh)
+    m, m_sh = ranking_metrics(items), ranking_metrics(items_sh)
+    # ranks equal exactly; the truth's mean log-prob to rounding (candidates packed in another order)
+    assert m.pop("truth_logprob") == pytest.approx(m_sh.pop("truth_logprob"), abs=1e-6) and m == m_sh
     # the score is the mean log-prob of " candidate" + EOS after the chat prompt: check one by hand
     import torch
 
@@ -267,8 +269,11 @@ def test_evaluate_ranks_and_every_model_reads_one_candidates_file(tmp_path, tiny
     assert {"copy_history", "distinct-1", "ci95"} <= set(s_all)
     f = tmp_path / "candidates" / "sample_val_s0_n1_N8_c0.jsonl"
     before = f.read_bytes()
-    s_none = run_evaluate(common + ["stage=rank", "history.mode=none"], output_dir=tmp_path / "none")
+    s_none = run_evaluate(common + ["stage=rank", "history.mode=none", "ranking.score=pmi"],
+                          output_dir=tmp_path / "none")
     assert s_none["candidates_sha256"] == s_all["ranking"]["candidates_sha256"] and f.read_bytes() == before
+    # PMI without a history compares a prompt with itself: every score 0, exactly chance (mean rank (8+1)/2)
+    assert s_none["score"] == "pmi" and s_all["ranking"]["score"] == "mean" and s_none["mean_rank"] == 4.5
     assert not (tmp_path / "none" / "predictions.jsonl").exists()  # rank only: nothing generated
     assert len(load_jsonl(tmp_path / "none" / "ranking.jsonl")) == 4
     s_text = run_evaluate(

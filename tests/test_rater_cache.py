@@ -199,3 +199,50 @@ def test_works_inside_a_running_event_loop(tmp_path):
         "reply to b",
     ]
     assert r.calls == []
+
+
+def test_a_full_disk_names_the_cache_and_the_rerun_asks_only_the_rest(tmp_path):
+    """Issue 25 item 5: SQLite's own "database or disk is full" (its page limit set low: a real SQLITE_FULL)
+    stops the run naming the cache file; the answers stored before it stay, the rerun asks only the others."""
+    from pvllm.utils.atomic import WriteFailed
+
+    path = tmp_path / "cache.sqlite"
+    prompts = [f"p{i}-" + "x" * 3000 for i in range(6)]
+    c = CachedRater(CountingRater(), path, progress=False)
+    pages = c._db.execute("PRAGMA page_count").fetchone()[0]
+    c._db.execute(f"PRAGMA max_page_count = {pages + 4}")  # room for about two replies
+    with pytest.raises(WriteFailed, match=rf"could not write {path}: no space left on device"):
+        c.complete(prompts)
+    c.close()
+    c2 = CachedRater(counting := CountingRater(), path, progress=False)
+    stored = sum(c2.lookup(p) is not None for p in prompts)
+    assert 0 < stored < len(prompts)
+    assert c2.complete(prompts) == [f"reply to {p}" for p in prompts]
+    assert len(counting.calls) == len(prompts) - stored  # each prompt answered once over both runs
+
+
+def test_same_model_on_another_server_is_another_request(tmp_path):
+    """Issue 25 item 10: the server (base_url) is part of the key, so one model name served by two servers never
+    returns the first server's cached replies; credentials inside the URL are not part of it."""
+    from pvllm.raters.openai_compatible import OpenAICompatibleRater
+    from tests.fakes.openai_server import FakeOpenAIServer
+
+    def ask(url: str) -> tuple[list, int]:
+        rater = OpenAICompatibleRater("judge", base_url=url, api_key_env=None, retry={"attempts": 1})
+        cached = CachedRater(rater, tmp_path / "c.sqlite", progress=False)
+        try:
+            return cached.complete(["the same prompt"]), cached.hits
+        finally:
+            cached.close()
+            rater.close()
+
+    with FakeOpenAIServer(default_text="from A") as a, FakeOpenAIServer(default_text="from B") as b:
+        assert ask(f"{a.url}/v1") == (["from A"], 0)
+        assert ask(f"{b.url}/v1") == (["from B"], 0)  # same backend, model, prompt, parameters: B is asked
+        assert ask(f"{a.url}/v1") == (["from A"], 1)  # A's reply is still cached
+        # the same server reached with credentials in its URL: the same requests (the key never enters the key)
+        assert ask(a.url.replace("http://", "http://me:pw-123456789@") + "/v1") == (["from A"], 1)
+        assert len(a.chat_calls()) == 1 and len(b.chat_calls()) == 1
+    rater = OpenAICompatibleRater("judge", base_url="http://me:pw-123456789@127.0.0.1:9/v1", api_key_env=None)
+    assert rater.server == "http://127.0.0.1:9/v1/"
+    rater.close()

@@ -132,7 +132,8 @@ def test_paper_experiment_8xa100(monkeypatch):
     strategy = instantiate(cfg.strategy)
     assert isinstance(strategy, DeepSpeedStrategy)
     zero = strategy.config["zero_optimization"]
-    assert zero["stage"] == 2 and zero["offload_optimizer"]["device"] == "cpu"
+    # the paper names no DeepSpeed setting: ZeRO-2 without offload is the fastest that fits (test_memory.py)
+    assert zero["stage"] == 2 and "offload_optimizer" not in zero
 
 
 def test_paper_experiment_command_line_composes():

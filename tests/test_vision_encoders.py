@@ -310,7 +310,7 @@ def test_ranking_prompt_once_equals_full_sequences_on_the_composite(mobilenet_ru
 
     ds = load_pervidcom(SAMPLE)
     req = to_request(build_eval_histories(ds, "val", k=5, seed=0)[0].to_row(), ds)
-    gen = PVLLMGenerator(pretrained=str(mobilenet_run), greedy=True, score_batch_size=3)
+    gen = PVLLMGenerator(pretrained=str(mobilenet_run), greedy=True, score_tokens=300)
     cands = ["nice.", "OMG the rabbit is SO GOOD 🔥🔥🔥", "Where was this filmed? Is the taxi real?", "ok"]
     got = gen.score_candidates([req], [cands])[0]
     enc = gen._encode([req.prompt], [gen._frames(req)])
@@ -320,3 +320,45 @@ def test_ranking_prompt_once_equals_full_sequences_on_the_composite(mobilenet_ru
                                gen.processor.tokenizer.pad_token_id,
                                extra={"pixel_values_videos": pix.expand(4, *pix.shape[1:])})
     assert got == pytest.approx(want, abs=1e-5) and len(set(got)) == 4
+
+
+def test_missing_feature_file_is_a_counted_bad_video_and_the_rerun_completes(mobilenet_model, mobilenet_run,
+                                                                              cache_dir, tmp_path):
+    """Issue 25 item 7: a cache entry whose .npy is gone fails only the samples of that video (named, counted
+    in summary.json), like an unreadable video; after the cache build re-encodes it, the rerun in the same
+    directory generates exactly those samples and every id is there once."""
+    import json
+    import shutil
+
+    from pvllm.data.dataset import load_pervidcom
+    from pvllm.data.feature_cache import build_cache
+    from pvllm.utils.jsonl import load_jsonl
+
+    cache = tmp_path / "fcache"
+    shutil.copytree(cache_dir, cache)
+    entries = json.loads((cache / "manifest.json").read_text())["entries"]
+    gone = {e["source"].removesuffix(".mp4") for e in entries.values() if e["source"].startswith("bunny")}
+    for e in entries.values():
+        if e["source"].removesuffix(".mp4") in gone:
+            (cache / e["file"]).unlink()
+    args = [a for a in EVAL if a != "stage=generate"] + [
+        f"generator.pretrained={mobilenet_run}", f"data.feature_cache={cache}", f"histories_file={tmp_path / 'h.jsonl'}"]
+    run = tmp_path / "run"
+    run_evaluate(args, run)
+    preds = load_jsonl(run / "predictions.jsonl")
+    failed = {p["sample_id"] for p in preds if p.get("error")}
+    want_failed = {p["sample_id"] for p in preds if p["video_id"] in gone}
+    assert failed == want_failed and 0 < len(failed) < len(preds)
+    assert all("missing" in p["error"] and str(cache) in p["error"] for p in preds if p.get("error"))
+    assert json.loads((run / "summary.json").read_text())["n_generation_failed"] == len(failed)
+
+    ds = load_pervidcom(SAMPLE)
+    counts = build_cache(cache, mobilenet_model.model, mobilenet_model.processor,
+                         [ds.video_path(v) for v in ds.videos], 8, progress=False)
+    assert counts == {"encoded": len(gone), "reused": 18 - len(gone), "failed": 0}
+    run_evaluate(args + ["retry_failed=true"], run)
+    again = load_jsonl(run / "predictions.jsonl")
+    ids = [p["sample_id"] for p in again]
+    assert sorted(ids) == sorted(p["sample_id"] for p in preds) and len(set(ids)) == len(ids)
+    assert not any(p.get("error") for p in again)
+    assert json.loads((run / "summary.json").read_text())["n_generation_failed"] == 0

@@ -129,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["users"]:
         return users_main(argv[1:])
     args = parse_args(argv)
-    from pvllm.utils.secrets import install_log_redaction
+    from pvllm.utils.secrets import install_redaction
 
-    install_log_redaction()
+    install_redaction()
     from pvllm.annotate.app import build_app
 
     try:

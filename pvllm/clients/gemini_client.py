@@ -8,6 +8,7 @@ from typing import Any
 
 from pvllm.clients.credentials import MissingCredentialsError, require_env
 from pvllm.clients.retry import EmptyReplyError, Failure, MalformedReplyError
+from pvllm.utils.secrets import register_url_secrets
 
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
@@ -32,13 +33,14 @@ def make_gemini_client(
     from google import genai
     from google.genai import types
 
+    register_url_secrets(base_url or os.environ.get("GOOGLE_GEMINI_BASE_URL"))  # ?key= or user:KEY@ in it
     http = types.HttpOptions(
         base_url=base_url,
         api_version=api_version,
         timeout=int(timeout_s * 1000) if timeout_s else None,  # the SDK takes milliseconds
     )
     if vertexai:
-        project = project or require_env("GOOGLE_CLOUD_PROJECT", f"{purpose} on Vertex AI")
+        project = project or require_env("GOOGLE_CLOUD_PROJECT", f"{purpose} on Vertex AI", secret=False)
         location = location or os.environ.get("GOOGLE_CLOUD_LOCATION") or "us-central1"
         import google.auth
         from google.auth.exceptions import DefaultCredentialsError
@@ -56,6 +58,14 @@ def make_gemini_client(
         )
     key = require_env(api_key_env, purpose)
     return genai.Client(api_key=key, http_options=http)
+
+
+def gemini_server(client: Any) -> str:
+    """The base URL a ``genai.Client`` sends to (its default, $GOOGLE_GEMINI_BASE_URL or ``base_url``), with
+    the Vertex AI project when there is one."""
+    api = client._api_client  # the SDK keeps the resolved endpoint only here
+    url = str(api._http_options.base_url)
+    return f"{url} (vertexai project {getattr(api, 'project', None)})" if getattr(api, "vertexai", False) else url
 
 
 def _retry_after(exc: Any) -> float | None:

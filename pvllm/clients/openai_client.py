@@ -6,6 +6,7 @@ from typing import Any
 
 from pvllm.clients.credentials import require_env
 from pvllm.clients.retry import EmptyReplyError, Failure, MalformedReplyError
+from pvllm.utils.secrets import register_url_secrets
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 NO_KEY = "not-needed"  # sent when api_key_env is null: local servers (vLLM without --api-key) ignore it
@@ -26,7 +27,9 @@ def make_openai_client(
     from openai import OpenAI
 
     key = require_env(api_key_env, purpose) if api_key_env else NO_KEY
-    return OpenAI(api_key=key, base_url=base_url, timeout=timeout_s, max_retries=0)
+    client = OpenAI(api_key=key, base_url=base_url, timeout=timeout_s, max_retries=0)
+    register_url_secrets(str(client.base_url))  # ?key= or user:KEY@ in base_url or $OPENAI_BASE_URL
+    return client
 
 
 def _retry_after(exc: Any) -> float | None:

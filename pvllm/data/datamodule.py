@@ -16,6 +16,15 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from pvllm.data.dataset import PerVidCom, load_pervidcom
 from pvllm.data.frame_cache import FrameSource, Sampling
 from pvllm.data.histories import Sample, build_eval_histories, draw_training_samples, title_samples
+from pvllm.data.packing import (
+    LOSS_REDUCTIONS,
+    PackSampler,
+    PackView,
+    collate_packed,
+    padded_loss_weights,
+    plan_packs,
+    sample_lengths,
+)
 from pvllm.data.video_io import VideoReadError, clip_metadata, read_clip
 from pvllm.models.families import encode_example, family_of, reply_token_ids, visual_token_count
 from pvllm.prompt import INSTRUCTION_TITLE, build_instruction, chat_prompt
@@ -50,22 +59,32 @@ class SampleDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def _instruction(self, s: Sample) -> str:
+        title = self.ds.videos[s.video_id].title if self.include_title else None
+        return (INSTRUCTION_TITLE if self.task == "title"
+                else build_instruction([h["text"] for h in s.history], title))
+
+    def text_item(self, i: int) -> dict[str, Any]:
+        """Sample ``i`` without its video (nothing read): what packing counts the text tokens of."""
+        s = self.samples[i]
+        instruction = self._instruction(s)
+        return {"sample_id": s.sample_id, "instruction": instruction, "prompt": chat_prompt(instruction),
+                "reply": s.reference}
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         s = self.samples[i]
         path = self.ds.video_path(s.video_id)
-        title = self.ds.videos[s.video_id].title if self.include_title else None
-        instruction = (INSTRUCTION_TITLE if self.task == "title"
-                       else build_instruction([h["text"] for h in s.history], title))
+        instruction = self._instruction(s)
         if not self.video:
             return {"sample_id": s.sample_id, "frames": None, "reply": s.reference,
                     "prompt": chat_prompt(instruction, video_token=None)}
         # `prompt`: the Video-LLaVA rendering; other families render `instruction` with their chat template
         item = {"sample_id": s.sample_id, "instruction": instruction, "prompt": chat_prompt(instruction),
                 "reply": s.reference}
-        if self.feature_cache is not None:  # the frozen encoder's cached output: no decoding, no encoder
-            item["features"] = self.feature_cache.features(path)
-            return item
         try:
+            if self.feature_cache is not None:  # the frozen encoder's cached output: no decoding, no encoder
+                item["features"] = self.feature_cache.features(path)  # a missing entry is a bad video
+                return item
             if self.fps is None:  # num_frames uniformly spaced: the frame cache / decoder, + timestamps
                 item["frames"] = self.frames.get(path, s.video_id)
                 item["video_metadata"] = clip_metadata(path, self.num_frames)
@@ -79,6 +98,11 @@ class SampleDataset(Dataset):
             # are all masked (zero loss weight), so every DDP rank still runs the same forward/backward
             log.warning("skipping sample %s (zero loss weight): %s", s.sample_id, e)
             self.skipped[str(path)] += 1
+            item["bad_video"] = str(path)
+            if self.feature_cache is not None:  # zero features of the cache's shape, labels masked
+                k = self.feature_cache.key
+                item["features"] = torch.zeros(k["num_frames"], k["tokens_per_frame"], k["width"])
+                return item
             item["frames"] = np.zeros((self.num_frames, _PLACEHOLDER_SIDE, _PLACEHOLDER_SIDE, 3), np.uint8)
             # what a processor needs to timestamp frames (SmolVLM2, Qwen3-VL): one frame per second
             n = self.num_frames
@@ -100,6 +124,9 @@ class PVLLMCollator:
     padding_side: str = "right"
     text_instructions: dict | None = None  # encoding limits of text-only items (pvllm.data.text_instructions)
     max_visual_tokens: int | None = None  # per-sample visual-token budget: more is an error naming the sample
+    packing: bool = False  # one row of the samples back to back (pvllm.data.packing), no padding
+    pack_tokens: int | None = None  # the packed row's token budget (checked)
+    loss_reduction: str = "token"  # token | sample: "sample" adds loss_weights (pvllm.data.packing)
     _logged: bool = False
 
     def encode(self, item: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -125,8 +152,9 @@ class PVLLMCollator:
             prompt_ids = tok([text], return_tensors="pt")["input_ids"][0]
             reply = torch.tensor(reply_token_ids(self.processor, item.get("instruction") or "", item["reply"],
                                                  self.max_reply_tokens), dtype=torch.long)
+            masked = torch.full_like(reply, IGNORE_INDEX) if item.get("bad_video") else reply  # a placeholder
             return {"input_ids": torch.cat([prompt_ids, reply]),
-                    "labels": torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), reply]),
+                    "labels": torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), masked]),
                     "pixel_values_videos": feats[None]}  # (1, T, N, C): batched by torch.cat
         if item["frames"] is None:  # text-only PV-LLM item (data.video=false): Video-LLaVA's chat format
             if family.template != "video_llava":
@@ -158,7 +186,19 @@ class PVLLMCollator:
         return enc
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.loss_reduction not in LOSS_REDUCTIONS:
+            raise ValueError(f"data.loss_reduction must be one of {', '.join(LOSS_REDUCTIONS)}, "
+                             f"got {self.loss_reduction!r}")
         encs = [self.encode(it) for it in items]
+        if self.packing:
+            batch = collate_packed(encs, loss_weights=self.loss_reduction == "sample")
+            n_tok = batch["input_ids"].shape[1]
+            if self.pack_tokens is not None and n_tok > self.pack_tokens:  # the planned lengths were wrong
+                raise RuntimeError(f"packed row of {n_tok} tokens > data.pack_tokens={self.pack_tokens} "
+                                   f"(samples {[it['sample_id'] for it in items]}): the length estimate missed")
+            batch["sample_id"] = [it["sample_id"] for it in items]
+            batch["skipped_videos"] = [it["bad_video"] for it in items if it.get("bad_video")]
+            return batch
         n = max(len(e["input_ids"]) for e in encs)
         pad = self.processor.tokenizer.pad_token_id
         ids = torch.full((len(encs), n), pad, dtype=torch.long)
@@ -185,6 +225,8 @@ class PVLLMCollator:
                 batch[k] = torch.cat(rows)
         # unreadable videos of this batch (placeholders with masked labels): counted in the main process
         batch["skipped_videos"] = [it["bad_video"] for it in items if it.get("bad_video")]
+        if self.loss_reduction == "sample":
+            batch["loss_weights"] = padded_loss_weights(labels)
         return batch
 
 
@@ -219,6 +261,14 @@ class ResumableLoader(DataLoader):
         skip = self.completed_batches()
         if not skip:
             yield from super().__iter__()
+            return
+        if isinstance(self.sampler, PackSampler):  # packed: one pack per batch
+            log.info("resuming mid-epoch: skipping the %d pack(s) already trained in this epoch", skip)
+            self.sampler.skip = skip
+            try:
+                yield from super().__iter__()
+            finally:
+                self.sampler.skip = 0
             return
         sampler = self.batch_sampler.sampler
         log.info("resuming mid-epoch: skipping the %d batch(es) already trained in this epoch", skip)
@@ -284,8 +334,25 @@ class PVLLMDataModule(L.LightningDataModule):
         # comment: PV-LLM (history -> the user's comment); title: projector alignment before it (LLaVA's
         # stage 1 on the videos' titles: video -> its title, no history), e.g. a fresh projector on CPU
         task: str = "comment",
+        # packed training (pvllm.data.packing): samples back to back in one row of <= pack_tokens tokens,
+        # attention and positions per sample; the sampler fills the token budget (batch_size unused)
+        packing: bool = False,
+        pack_tokens: int = 4096,
+        loss_reduction: str = "token",  # token: mean over reply tokens | sample: mean of each sample's mean
+        # training draws per user and epoch (targets on distinct videos); 1 = the paper
+        train_samples_per_user: int = 1,
+        # training histories: random (the paper) | retrieved_bm25 (LaMP-style: the user's past comments most
+        # similar to the target video's title, BM25; only comments published before the target)
+        train_history_selection: str = "random",
     ):
         super().__init__()
+        if loss_reduction not in LOSS_REDUCTIONS:
+            raise ValueError(f"data.loss_reduction must be one of {', '.join(LOSS_REDUCTIONS)}, got {loss_reduction!r}")
+        if packing and (text_instructions or feature_cache):
+            raise ValueError("data.packing=true packs video (or data.video=false text) samples; it does not support "
+                             "data.text_instructions or data.feature_cache yet: unset them or data.packing")
+        if packing and int(pack_tokens) < 1:
+            raise ValueError(f"data.pack_tokens must be a positive token budget, got {pack_tokens}")
         if task not in TASKS:
             raise ValueError(f"data.task must be one of {', '.join(TASKS)}, got {task!r}")
         if task == "title" and not video:
@@ -295,14 +362,22 @@ class PVLLMDataModule(L.LightningDataModule):
         self.ds: PerVidCom | None = None
         # bad video path -> times skipped in the loop (train and val), counted in this (the main) process
         self.skipped: Counter[str] = Counter()
+        self.skipped_by_split: dict[str, Counter[str]] = {}  # the same, per split ("train", "val")
         self.excluded: Counter[str] = Counter()  # "train"/"val" -> samples left out (exclude_videos)
         self._exclude: dict[str, str] = {}  # video_id -> why (from the exclude_videos list)
         self.cache = None
+        self._length_memo: dict[str, tuple[int, int]] = {}  # packing: video id -> (encoded, text tokens)
+        self.text_tokens = None
 
-    def attach_processor(self, processor: Any, model: Any = None) -> None:
+    def attach_processor(self, processor: Any, model: Any = None, text_tokens: Any = None) -> None:
         """The model's own processor does the preprocessing (set by train.py after building the model);
-        with ``feature_cache`` set, the cache is opened for ``model`` (an error if built for another)."""
+        with ``feature_cache`` set, the cache is opened for ``model`` (an error if built for another).
+        ``text_tokens``: the family's text-token counter (``pvllm.models.packing.TextTokens``), needed by
+        ``packing`` to plan packs."""
         self.processor = processor
+        self.text_tokens = text_tokens
+        if self.hparams.get("packing") and text_tokens is None:
+            raise RuntimeError("data.packing=true: attach_processor(processor, model, text_tokens=TextTokens(...))")
         if self.hparams.feature_cache:
             from pvllm.data.feature_cache import FeatureCache
 
@@ -338,7 +413,9 @@ class PVLLMDataModule(L.LightningDataModule):
 
         def draw(epoch: int) -> SampleDataset:
             samples = (title_samples(self.ds, hp.train_split, hp.seed, epoch) if task == "title" else
-                       draw_training_samples(self.ds, hp.train_split, epoch, hp.seed, hp.k_min, hp.k_max))
+                       draw_training_samples(self.ds, hp.train_split, epoch, hp.seed, hp.k_min, hp.k_max,
+                                             per_user=hp.get("train_samples_per_user", 1),
+                                             selection=hp.get("train_history_selection", "random")))
             return SampleDataset(self.ds, self._keep(samples, f"train epoch {epoch}"), hp.num_frames,
                                  hp.include_title, hp.on_bad_video, fps=hp.fps, max_frames=hp.max_frames,
                                  video=hp.video, frames=self.frames, feature_cache=self.cache, task=task)
@@ -370,10 +447,40 @@ class PVLLMDataModule(L.LightningDataModule):
                 "pass data.exclude_videos=..., or set data.on_bad_video=skip):\n  "
                 + "\n  ".join(why for _, why in sorted(bad.items())))
 
+    def _identity(self) -> dict[str, Any]:
+        """What defines the training draws: the dataset's records, the training split and the seed."""
+        if getattr(self, "_ident", None) is None:
+            from pvllm.identity import dataset_records_digest
+
+            hp = self.hparams
+            self._ident = {"dataset_records": dataset_records_digest(hp.root), "train_split": hp.train_split,
+                           "seed": hp.seed}
+        return self._ident
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint (Lightning): the identity a resumed run must share."""
+        return {"identity": self._identity()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resuming a checkpoint of another dataset, split or seed would continue other draws: refused."""
+        from pvllm.identity import IdentityConflict, differing
+
+        stored, current = state.get("identity"), self._identity()
+        if stored != current:
+            ckpt = getattr(getattr(self, "trainer", None), "ckpt_path", None) or "the checkpoint"
+            raise IdentityConflict(
+                f"{ckpt} was trained on {stored} but this run is {current} "
+                f"({'; '.join(differing(stored or {}, current))}): resume it with the same data.root, "
+                "split and seed, or start a new run without ckpt_path")
+
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Count the batch's skipped videos here, in the main process (workers' counters are copies)."""
         if isinstance(batch, dict):
-            self.skipped.update(batch.pop("skipped_videos", None) or [])
+            bad = batch.pop("skipped_videos", None) or []
+            self.skipped.update(bad)
+            t = getattr(self, "trainer", None)
+            split = "val" if t is not None and (t.validating or t.sanity_checking) else "train"
+            self.skipped_by_split.setdefault(split, Counter()).update(bad)
         return batch
 
     def gather_skipped(self) -> Counter[str]:
@@ -393,13 +500,35 @@ class PVLLMDataModule(L.LightningDataModule):
         if frames is not None and frames.cache is not None and frames.counts:
             log.info("frames (%s): %s", stage, frames.summary())
 
+    def _collator(self, packing: bool = False) -> PVLLMCollator:
+        hp = self.hparams
+        return PVLLMCollator(self.processor, hp.max_reply_tokens, max_visual_tokens=hp.max_visual_tokens,
+                             text_instructions=hp.text_instructions, packing=packing,
+                             pack_tokens=hp.get("pack_tokens") if packing else None,
+                             loss_reduction=hp.get("loss_reduction", "token"))
+
     def _loader(self, dataset: Dataset, cls: type = DataLoader, **kwargs) -> DataLoader:
         if self.processor is None:
             raise RuntimeError("attach_processor(model_processor) before creating dataloaders")
         return cls(dataset, batch_size=self.hparams.batch_size, shuffle=False, num_workers=self.hparams.num_workers,
-                   collate_fn=PVLLMCollator(self.processor, self.hparams.max_reply_tokens,
-                                             max_visual_tokens=self.hparams.max_visual_tokens,
-                                             text_instructions=self.hparams.text_instructions), **kwargs)
+                   collate_fn=self._collator(), **kwargs)
+
+    def _packed_loader(self, world_size: int, rank: int) -> DataLoader:
+        """Packs of the epoch's draw filling ``pack_tokens`` (the same plan on every rank, ``PackSampler``)."""
+        hp = self.hparams
+        inner = self.train_set.inner
+        collator = self._collator(packing=True)
+        lengths = sample_lengths(inner, collator.encode, self.text_tokens, self._length_memo)
+        packs = plan_packs(lengths, int(hp.pack_tokens), [s.sample_id for s in inner.samples])
+        sampler = PackSampler(inner, packs, num_replicas=world_size, rank=rank)
+        used = sum(lengths)
+        log.info("packing: %d samples (%d tokens) in %d packs of <= %d tokens (%.1f%% of the budget used)%s",
+                 len(lengths), used, len(packs), hp.pack_tokens, 100 * used / (len(packs) * hp.pack_tokens),
+                 f"; {sampler.repeated} pack(s) repeated so the {world_size} ranks run the same number of steps"
+                 if sampler.repeated else "")
+        return ResumableLoader(PackView(self.train_set), batch_size=None, sampler=sampler,
+                               num_workers=hp.num_workers, collate_fn=collator,
+                               completed_batches=self._completed_batches)
 
     def _completed_batches(self) -> int:
         """Batches of the current epoch already trained (non-zero only when resuming mid-epoch)."""
@@ -415,6 +544,9 @@ class PVLLMDataModule(L.LightningDataModule):
             raise ValueError(
                 f"no training samples in epoch {epoch}: split {self.hparams.train_split!r} of {self.hparams.root} "
                 "has no user with comments on >= 2 videos" + (" left after exclude_videos" if self._exclude else ""))
+        if self.hparams.get("packing"):
+            world = self.trainer.world_size if self.trainer is not None else 1
+            return self._packed_loader(world, self.trainer.global_rank if self.trainer is not None else 0)
         sampler = None
         if self.trainer is not None and self.trainer.world_size > 1:
             # rank r takes draw items r, r+W, ... (no second shuffle); Lightning keeps a DistributedSampler
@@ -424,4 +556,13 @@ class PVLLMDataModule(L.LightningDataModule):
                             sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set)
+        sampler = None
+        if self.trainer is not None and self.trainer.world_size > 1:
+            # Lightning's default here pads the last shard with repeats of the first samples, which would count
+            # them twice in val/loss: each sample once instead (ranks may run one batch fewer; val/loss is
+            # synced once at the epoch's end)
+            from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+            sampler = UnrepeatedDistributedSampler(self.val_set, num_replicas=self.trainer.world_size,
+                                                   rank=self.trainer.global_rank, shuffle=False)
+        return self._loader(self.val_set, sampler=sampler)

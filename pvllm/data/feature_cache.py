@@ -20,15 +20,18 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from pvllm.data.video_io import VideoReadError
+from pvllm.utils.atomic import write_bytes_atomic
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -37,6 +40,11 @@ SAMPLING = "uniform linspace(0, n-1, num_frames).round() (pvllm.data.video_io.fr
 
 class FeatureCacheError(RuntimeError):
     """A cache that does not fit the model/sampling, a missing entry, or a corrupt file (named)."""
+
+
+class FeatureEntryError(FeatureCacheError, VideoReadError):
+    """One video's entry is absent, its file missing or altered: that video is bad, as an unreadable file is
+    (``data.on_bad_video=skip`` skips and counts its sample; evaluation fails that sample, counted)."""
 
 
 def _sha256_file(path: str | os.PathLike) -> str:
@@ -126,11 +134,12 @@ class FeatureCache:
         sha = self.video_sha256(video_path)
         entry = self.entries.get(sha)
         if entry is None:
-            raise FeatureCacheError(f"{video_path}: not in the feature cache {self.dir} (content sha256 "
+            raise FeatureEntryError(f"{video_path}: not in the feature cache {self.dir} (content sha256 "
                                     f"{sha[:12]}…); rerun the cache build to add it")
         f = self.dir / entry["file"]
         if not f.is_file() or _sha256_file(f) != entry["features_sha256"]:
-            raise FeatureCacheError(f"{f}: missing or altered (checksum); delete it and rerun the cache build")
+            raise FeatureEntryError(f"{f} (features of {video_path}): {'altered (checksum)' if f.is_file() else 'missing'}"
+                                    "; delete it and rerun the cache build")
         arr = np.load(f)
         want = (self.key["num_frames"], self.key["tokens_per_frame"], self.key["width"])
         if arr.shape != want:
@@ -140,12 +149,7 @@ class FeatureCache:
 
 def _write_manifest(directory: Path, key: dict, entries: dict) -> None:
     data = {"format": FORMAT, "key": key, "key_sha256": _key_sha(key), "entries": entries}
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".manifest.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, directory / MANIFEST)
+    write_bytes_atomic(directory / MANIFEST, json.dumps(data, indent=1, sort_keys=True).encode())
 
 
 @torch.inference_mode()
@@ -154,7 +158,7 @@ def build_cache(directory: str | os.PathLike, model, processor, video_paths: lis
     """Encode every video not in the cache yet; returns counts {encoded, reused, failed}."""
     from tqdm import tqdm
 
-    from pvllm.data.video_io import VideoReadError, read_frames
+    from pvllm.data.video_io import read_frames
 
     directory = Path(directory)
     key = cache_key(model, processor, num_frames)
@@ -184,10 +188,9 @@ def build_cache(directory: str | os.PathLike, model, processor, video_paths: lis
         dev = next(enc.parameters()).device
         feats = model.model.encode_video(pix.to(dev)).float().cpu().numpy()  # (T, N, C)
         rel = f"features/{sha}.npy"
-        tmp = directory / f"{rel}.tmp{os.getpid()}"
-        with open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(feats, dtype=np.float32))
-        os.replace(tmp, directory / rel)
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(feats, dtype=np.float32))
+        write_bytes_atomic(directory / rel, buf.getvalue())  # disk full: no partial file, the path named
         entries[sha] = {"file": rel, "features_sha256": _sha256_file(directory / rel), "source": Path(path).name}
         _write_manifest(directory, key, entries)
         counts["encoded"] += 1

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from pvllm.data.video_io import VideoReadError, read_frames
+from pvllm.utils.atomic import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 FORMAT = "pvllm-frame-cache/1"
@@ -86,12 +87,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_bytes_atomic(path, data)  # a failed write (disk full) leaves no partial file and names the path
 
 
 class FrameCache:

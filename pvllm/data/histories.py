@@ -9,9 +9,11 @@ History modes (Table 5): ``k`` (the user's own comments), ``none`` (no history t
 (the same number of comments from one different random user). Targets depend only on ``seed``;
 histories also on ``history_seed``, so App. A can resample histories for the same targets.
 
-History selection (LaMP-style, evaluation only): ``random`` (paper), ``recent`` (the k latest comments
+History selection (LaMP-style), evaluation: ``random`` (paper), ``recent`` (the k latest comments
 published before the target: a strict time order) or ``retrieved`` (the k comments most similar to the
-target video's title, cosine of sentence embeddings, e.g. all-MiniLM-L6-v2).
+target video's title, cosine of sentence embeddings, e.g. all-MiniLM-L6-v2). Training: ``random`` (paper)
+or ``retrieved_bm25`` (BM25 to the title, only comments published before the target), and optionally
+several targets per user and epoch (``draw_training_samples``).
 """
 
 from __future__ import annotations
@@ -120,22 +122,60 @@ def eligible_users(ds: PerVidCom, split: str, min_videos: int = 2) -> list[str]:
     return [u for u in ds.users(split) if len({c.video_id for c in ds.comments_of(u)}) >= min_videos]
 
 
+TRAIN_SELECTIONS = ("random", "retrieved_bm25")
+
+
+def retrieve_bm25_before(user_comments: Sequence[Comment], target: Comment, title: str | None,
+                         k: int) -> list[Comment]:
+    """The ``k`` comments of ``user_comments`` most similar to ``title`` (BM25 over character 1-3-grams),
+    among those on other videos than the target's and published strictly before it (ties: older first,
+    then comment id). Never the target video's comments (the ranking's distractors are there), never a
+    comment written after the target."""
+    from pvllm.utils.textsim import bm25, char_ngrams
+
+    if not title:
+        raise ValueError(f"training history selection 'retrieved_bm25': video {target.video_id} has no title")
+    t = _time(target)
+    pool = sorted((c for c in user_comments if c.video_id != target.video_id and _time(c) < t),
+                  key=lambda c: (_time(c), c.comment_id))
+    scores = bm25(char_ngrams(title), [char_ngrams(c.text) for c in pool])
+    order = sorted(range(len(pool)), key=lambda i: (-scores[i], i))
+    return [pool[i] for i in order[:k]]
+
+
 def draw_training_samples(
-    ds: PerVidCom, split: str, epoch: int, seed: int, k_min: int = 5, k_max: int = 15
+    ds: PerVidCom, split: str, epoch: int, seed: int, k_min: int = 5, k_max: int = 15, per_user: int = 1,
+    selection: str = "random",
 ) -> list[Sample]:
-    """One sample per user for this epoch, in a shuffled order; deterministic in (seed, epoch)."""
+    """``per_user`` samples per user for this epoch (targets on distinct videos; 1 = the paper), in a
+    shuffled order; deterministic in (seed, epoch). ``selection``: ``random`` (the paper) or
+    ``retrieved_bm25`` (``retrieve_bm25_before``)."""
+    if selection not in TRAIN_SELECTIONS:
+        raise ValueError(f"unknown training history selection {selection!r}; valid: {', '.join(TRAIN_SELECTIONS)}")
+    if not (isinstance(per_user, int) and per_user >= 1):
+        raise ValueError(f"train_samples_per_user must be an integer >= 1, got {per_user!r}")
     rng = random.Random(f"train:{seed}:{epoch}")
     out = []
     for user in eligible_users(ds, split):
         comments = _sorted_comments(ds, user)
-        target = _pick_target(comments, rng)
-        k = rng.randint(k_min, k_max)
-        hist = sample_history(comments, target.video_id, k, rng)
-        out.append(Sample(
-            sample_id=f"{split}:{user}:{target.comment_id}:e{epoch}", split=split, user_id=user,
-            video_id=target.video_id, target_comment_id=target.comment_id, reference=target.text,
-            history=_as_history(hist), history_mode="k", k=len(hist), seed=seed, history_seed=seed,
-        ))
+        if per_user == 1:  # the paper's draw (and its random stream) unchanged
+            targets = [_pick_target(comments, rng)]
+        else:
+            videos = sorted({c.video_id for c in comments})
+            targets = [rng.choice([c for c in comments if c.video_id == v])
+                       for v in rng.sample(videos, min(per_user, len(videos) - 1))]
+        for target in targets:
+            k = rng.randint(k_min, k_max)
+            if selection == "random":
+                hist = sample_history(comments, target.video_id, k, rng)
+            else:
+                hist = retrieve_bm25_before(comments, target, ds.videos[target.video_id].title, k)
+            out.append(Sample(
+                sample_id=f"{split}:{user}:{target.comment_id}:e{epoch}", split=split, user_id=user,
+                video_id=target.video_id, target_comment_id=target.comment_id, reference=target.text,
+                history=_as_history(hist), history_mode="k", history_selection=selection, k=len(hist),
+                seed=seed, history_seed=seed,
+            ))
     rng.shuffle(out)
     return out
 
@@ -162,11 +202,12 @@ def build_eval_histories(
     mode: str = "k",
     seed: int = 0,
     history_seed: int | None = None,
-    samples_per_user: int = 1,
+    samples_per_user: int | str = 1,
     selection: str = "random",
     embed: Embed | None = None,
 ) -> list[Sample]:
-    """Evaluation samples: per user ``samples_per_user`` targets on distinct videos, each with a history.
+    """Evaluation samples: per user ``samples_per_user`` targets on distinct videos, each with a history;
+    ``samples_per_user="all"``: every comment of every eligible user is a target (in comment order).
 
     Targets are drawn from ``seed`` only; the history from ``history_seed`` (defaults to ``seed``) and
     ``selection`` (``random`` = the paper; ``recent``, ``retrieved``: see ``select_history``).
@@ -177,6 +218,8 @@ def build_eval_histories(
         raise ValueError(f"unknown history selection {selection!r}; valid: {', '.join(HISTORY_SELECTIONS)}")
     if not 0 <= k <= 15:
         raise ValueError(f"history k must be in [0, 15] (paper), got {k}")
+    if samples_per_user != "all" and not (isinstance(samples_per_user, int) and samples_per_user >= 1):
+        raise ValueError(f"samples_per_user must be an integer >= 1 or 'all', got {samples_per_user!r}")
     history_seed = seed if history_seed is None else history_seed
     users = eligible_users(ds, split)
     all_users = sorted(ds.by_user)
@@ -185,8 +228,13 @@ def build_eval_histories(
         comments = _sorted_comments(ds, user)
         trng = random.Random(f"target:{seed}:{split}:{user}")
         videos = sorted({c.video_id for c in comments})
-        for video in trng.sample(videos, min(samples_per_user, len(videos) - 1)):
-            target = trng.choice([c for c in comments if c.video_id == video])
+        if samples_per_user == "all":  # every comment is a target (its history: the user's other videos)
+            targets = list(comments)
+        else:
+            targets = [trng.choice([c for c in comments if c.video_id == video])
+                       for video in trng.sample(videos, min(samples_per_user, len(videos) - 1))]
+        for target in targets:
+            video = target.video_id
             hrng = random.Random(f"history:{history_seed}:{split}:{user}:{target.comment_id}")
             title = ds.videos[video].title
             if mode == "none" or k == 0:

@@ -11,6 +11,8 @@ import hmac
 import os
 from typing import Any
 
+from pvllm.utils.secrets import register_secret
+
 KEY_ENV = "PVLLM_PSEUDONYM_KEY"
 PREFIX = "u_"
 # Fields of YouTube API resources that identify a commenter (or a channel); rewritten before storage.
@@ -31,6 +33,7 @@ def load_key(env_var: str = KEY_ENV) -> bytes:
             f"`export {env_var}=$(python -c 'import secrets; print(secrets.token_hex(32))')`, "
             f"and keep it private; the same key gives the same pseudonyms across runs."
         )
+    register_secret(key)  # never in a log, stream or file
     return key.encode("utf-8")
 
 

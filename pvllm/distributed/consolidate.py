@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from pvllm.utils.atomic import atomic_dir
+
 log = logging.getLogger(__name__)
 
 # Files of an HF model directory that are not weights: copied from the base so the result is self-contained.
@@ -71,10 +73,13 @@ def consolidate_zero_checkpoint(
     out_dir: str | os.PathLike,
     base_dir: str | os.PathLike,
     tag: str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype = torch.bfloat16,
     allow_missing: bool = False,
 ) -> Path:
     """Gather a ZeRO checkpoint into ``out_dir`` as an HF directory of the base model's family; returns ``out_dir``.
+
+    Written in bf16 by default (what a user loads, half the disk of fp32; the master weights are fp32, so
+    ``dtype=torch.float32`` / ``--dtype float32`` keeps them exactly).
 
     Every tensor of the model must be in the checkpoint (tied/aliased ones once): a missing one raises
     ``MissingTensorsError`` naming them, since the result would silently hold base (untrained) weights.
@@ -112,16 +117,16 @@ def consolidate_zero_checkpoint(
     assert not result.unexpected_keys, result.unexpected_keys  # excluded by _match_prefix
     model.to(dtype)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    base_dir = Path(base_dir)
-    for pattern in _PROCESSOR_GLOBS:
-        for f in base_dir.glob(pattern):
-            if f.is_file():
-                shutil.copy2(f, out_dir / f.name)
-    (out_dir / "CONSOLIDATED_FROM.txt").write_text(
-        f"{Path(ckpt_dir).resolve()} tag={tag}\nbase={base_dir}\n"
-        + (f"base weights kept (allow_missing) for {len(missing)} tensors: {missing}\n" if missing else ""))
+    with atomic_dir(out_dir, kill_name="hf_export") as tmp:  # complete, or the previous one
+        model.save_pretrained(tmp)
+        base_dir = Path(base_dir)
+        for pattern in _PROCESSOR_GLOBS:
+            for f in base_dir.glob(pattern):
+                if f.is_file():
+                    shutil.copy2(f, tmp / f.name)
+        (tmp / "CONSOLIDATED_FROM.txt").write_text(
+            f"{Path(ckpt_dir).resolve()} tag={tag}\nbase={base_dir}\n"
+            + (f"base weights kept (allow_missing) for {len(missing)} tensors: {missing}\n" if missing else ""))
     log.info("consolidated %s (tag %s, %d tensors) -> %s", ckpt_dir, tag, len(state), out_dir)
     return out_dir
 
@@ -134,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         "--base", required=True, help="HF directory of the trained model's architecture + processor"
     )
     p.add_argument("--tag", default=None, help="checkpoint tag (default: `latest`)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"],
+                   help="weights written (default bf16, what a user loads; float32 keeps the fp32 masters exactly)")
     p.add_argument("--allow-missing", action="store_true",
                    help="keep base weights for model tensors absent from the checkpoint (listed) instead of failing")
     a = p.parse_args(argv)

@@ -27,7 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from pvllm.distributed.checkpoint_io import save_zero_checkpoint
 from pvllm.distributed.optim import make_adamw
+from pvllm.utils.atomic import recover_dir
 
 COMMENTS = [
     "this clip really hops, some-bunny loves this",
@@ -103,32 +105,68 @@ def _build(model_dir: str):
     return build_pvllm(pretrained=model_dir)
 
 
-def train_rank(strategy: str, model_dir: str, out: str, steps: int, lr: float, seed: int) -> None:
-    """Body of one rank (started by ``launch``): DeepSpeed-initialize, train, save a ZeRO checkpoint."""
+def _build_in_configure_model(model_dir: str, config: dict):
+    """What Lightning does for ZeRO-3: ``PVLLMModule.configure_model`` (the build function train.py hands
+    it) inside ``deepspeed.zero.Init`` with the strategy's config. Returns the module's bundle."""
+    from functools import partial
+
+    import deepspeed
+
+    from pvllm.models.builder import build_under_zero3
+    from pvllm.models.module import PVLLMModule
+
+    module = PVLLMModule(None, optim={}, build=partial(build_under_zero3, partial(_build, model_dir), config))
+    with deepspeed.zero.Init(config_dict_or_path=config):  # Lightning: strategy.model_sharded_context()
+        module.configure_model()
+    return module.bundle
+
+
+def train_rank(strategy: str, model_dir: str, out: str, steps: int, lr: float, seed: int,
+               zero_init: bool = False, resume: bool = False) -> None:
+    """Body of one rank (started by ``launch``): DeepSpeed-initialize, train, save a ZeRO checkpoint.
+
+    ``zero_init``: build the model as ZeRO-3 training does (sharded as it loads, in configure_model).
+    ``resume``: continue from ``OUT/ckpt`` (the last complete checkpoint) up to ``steps`` in all.
+    """
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
 
     deepspeed.init_distributed(dist_backend="gloo")
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     torch.manual_seed(seed)
-    built = _build(model_dir)
-    model = built.model
-    params = [p for p in model.parameters() if p.requires_grad]
     config = load_strategy_config(strategy)
+    built = _build_in_configure_model(model_dir, config) if zero_init else _build(model_dir)
+    model = built.model
+    partitioned = None
+    if zero_init:  # what each rank holds right after the build: its shards only
+        partitioned = {"sharded": all(hasattr(p, "ds_id") for p in model.parameters()),
+                       "local": sum(p.ds_tensor.numel() for p in model.parameters()),
+                       "total": sum(p.ds_numel for p in model.parameters()),
+                       "table_total": sum(r["params"] for r in built.parameter_table)}
+    params = [p for p in model.parameters() if p.requires_grad]
     # The optimizer PVLLMModule would build under this strategy (DeepSpeedCPUAdam when offloading).
     optimizer = make_adamw(params, lr=lr, weight_decay=0.0, strategy=SimpleNamespace(config=config))
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=params, optimizer=optimizer, config=config
     )
-    batches = make_batches(built.processor, steps, seed + rank)
+    out_dir = Path(out)
+    resumed_from = 0
+    if resume:
+        if rank == 0:
+            recover_dir(out_dir / "ckpt")  # finish or undo a swap that a kill interrupted
+        torch.distributed.barrier()
+        if (out_dir / "ckpt").exists():
+            engine.load_checkpoint(str(out_dir / "ckpt"))
+            resumed_from = engine.global_steps
+    batches = make_batches(built.processor, steps, seed + rank)[resumed_from:]
     losses = []
     for batch in batches:
         loss = engine(**batch).loss
         engine.backward(loss)
         engine.step()
         losses.append(float(loss.detach()))
-    out_dir = Path(out)
-    engine.save_checkpoint(str(out_dir / "ckpt"), tag=f"global_step{steps}")
+    # into a partial dir, renamed over ckpt/ once every rank wrote its shards (a kill keeps the last complete one)
+    save_zero_checkpoint(engine, out_dir / "ckpt", tag=f"global_step{steps}", is_zero=rank == 0)
     stage = engine.zero_optimization_stage()
     record = {
         "rank": rank,
@@ -136,6 +174,8 @@ def train_rank(strategy: str, model_dir: str, out: str, steps: int, lr: float, s
         "zero_stage": stage,
         "losses": losses,
         "steps": engine.global_steps,
+        "partitioned": partitioned,
+        "resumed_from": resumed_from,
     }
     (out_dir / f"rank{rank}.json").write_text(json.dumps(record))
     torch.distributed.barrier()
@@ -180,6 +220,9 @@ def launch(
     lr: float = 1e-3,
     seed: int = 0,
     timeout: float = 600,
+    zero_init: bool = False,
+    resume: bool = False,
+    env: dict[str, str] | None = None,
 ) -> list[dict]:
     """Run ``train_rank`` on ``nproc`` CPU processes with torchrun; returns each rank's record."""
     out = Path(out)
@@ -189,10 +232,11 @@ def launch(
         "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
         "-m", "pvllm.distributed.ds_cpu", "--rank-main",
         "--strategy", str(strategy), "--model-dir", str(model_dir), "--out", str(out),
-        "--steps", str(steps), "--lr", str(lr), "--seed", str(seed),
+        "--steps", str(steps), "--lr", str(lr), "--seed", str(seed), *(["--zero-init"] if zero_init else []),
+        *(["--resume"] if resume else []),
     ]  # fmt: skip
     with open(out / "launch.log", "w") as logf:
-        proc = subprocess.run(cmd, env=ds_env(), stdout=logf, stderr=subprocess.STDOUT, timeout=timeout)
+        proc = subprocess.run(cmd, env=ds_env(env), stdout=logf, stderr=subprocess.STDOUT, timeout=timeout)
     if proc.returncode != 0:
         tail = (out / "launch.log").read_text()[-4000:]
         raise RuntimeError(f"DeepSpeed CPU run failed (exit {proc.returncode}); log tail:\n{tail}")
@@ -208,17 +252,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--zero-init", action="store_true",
+                   help="ZeRO-3: build the model in PVLLMModule.configure_model under deepspeed.zero.Init")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt (the last complete checkpoint)")
     p.add_argument("--rank-main", action="store_true", help=argparse.SUPPRESS)  # set by launch()
     a = p.parse_args(argv)
     if a.rank_main:
-        train_rank(a.strategy, a.model_dir, a.out, a.steps, a.lr, a.seed)
+        train_rank(a.strategy, a.model_dir, a.out, a.steps, a.lr, a.seed, a.zero_init, a.resume)
         # Everything is on disk (checkpoint, rank record). Skip interpreter teardown: on CPU, C++
         # destructors of DeepSpeed's comm threads sometimes abort ("terminate called without an
         # active exception", SIGABRT) after a run that succeeded.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
-    for rec in launch(a.strategy, a.model_dir, a.out, a.nproc, a.steps, a.lr, a.seed):
+    for rec in launch(a.strategy, a.model_dir, a.out, a.nproc, a.steps, a.lr, a.seed, zero_init=a.zero_init,
+                      resume=a.resume):
         print(json.dumps(rec))
 
 

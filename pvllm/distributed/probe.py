@@ -6,7 +6,7 @@ Added from the command line without touching train.py:
         '+callbacks.probe.out_dir=${paths.output_dir}/probe' [+callbacks.probe.pause_at_step=3]
 
 Each rank appends JSON lines to ``out_dir/rank{R}.jsonl``: a ``start`` record (world size, the step it
-resumed from, SLURM restart count), one ``step`` record per optimizer step (global step, loss, the batch's sample ids) and an
+resumed from, SLURM restart count), one ``micro`` record per micro-batch (loss, supervised items), one ``step`` record per optimizer step (global step, loss, the batch's sample ids) and an
 ``end`` record with a checksum of the trainable weights. ``pause_at_step`` holds the first run (SLURM
 restart count 0) after that step until a signal ends it, so a test can preempt it at a known point.
 """
@@ -57,6 +57,9 @@ class TrainProbe(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         step = trainer.global_step
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self._write(trainer, {"event": "micro", "step": step, "loss": None if loss is None else float(loss),
+                              "supervised": _n_supervised(batch)})  # every micro-batch (accumulation)
         if step == self._last_logged_step:  # accumulating: the optimizer has not stepped yet
             return
         self._last_logged_step = step
@@ -73,6 +76,15 @@ class TrainProbe(L.Callback):
             raise RuntimeError(
                 f"TrainProbe: paused at step {step} for {self.pause_timeout_s} s, no signal ended it"
             )
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int,
+                                dataloader_idx: int = 0) -> None:
+        if trainer.sanity_checking or not isinstance(batch, dict):
+            return
+        self._write(trainer, {"event": "val", "step": trainer.global_step, "batch_idx": batch_idx,
+                              "loss": None if outputs is None else float(outputs),
+                              "sample_ids": list(batch.get("sample_id", [])),
+                              "supervised": _n_supervised(batch)})  # fmt: skip
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         with torch.no_grad():

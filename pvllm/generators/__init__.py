@@ -3,6 +3,7 @@
 # Importing registers them (pvllm, video_llava, hf_video, gemini, openai_compatible, text_only, video_chatgpt);
 # SDKs and model weights load lazily, so this works without the optional extras.
 from pvllm.generators import (  # noqa: F401
+    baseline_ranker,
     gemini,
     hf_video,
     openai_compatible,

@@ -30,6 +30,28 @@ class GenerationRequest:
 
 
 @dataclass
+class CandidateLogprobs:
+    """The log-likelihood of one request's candidate replies (``Generator.candidate_logprobs``)."""
+
+    logprob: list[float]  # sum of log p(reply token | prompt, earlier reply tokens), end-of-turn included
+    n_tokens: list[int]  # tokens of each reply (end-of-turn included)
+    logprob_no_history: list[float] | None = None  # the same after the prompt without the history (PMI)
+
+    @property
+    def mean(self) -> list[float]:
+        return [s / n for s, n in zip(self.logprob, self.n_tokens)]
+
+
+def without_history(req: GenerationRequest) -> GenerationRequest:
+    """The same request (video, title) without the user's history: PMI's reference prompt."""
+    from pvllm.prompt import build_instruction
+
+    return GenerationRequest(req.sample_id, req.video_path, [],
+                             build_instruction([], req.title if req.include_title else None), req.title,
+                             dict(req.extra), req.include_title)
+
+
+@dataclass
 class GenerationResult:
     sample_id: str
     text: str | None  # None when generation failed; never "" standing in for a failure
@@ -78,6 +100,15 @@ class Generator(abc.ABC):
         ``supports_ranking = True``; the default raises ``RankingUnsupported`` (reported as "n/a")."""
         raise RankingUnsupported(f"generator {self.registry_name!r} gives no log-probabilities: "
                                  "ranking is n/a")
+
+    def candidate_logprobs(self, batch: list[GenerationRequest], candidates: list[list[str]],
+                           no_history: bool = False) -> list[CandidateLogprobs | None]:
+        """Per request (None where it failed, e.g. an unreadable video): the summed log-probability of each
+        candidate reply and its token count after ``request.prompt``, and with ``no_history`` also after the
+        same request without its history (PMI, ``ranking.score``). Local HF models implement it; the
+        default raises ``RankingUnsupported``."""
+        raise RankingUnsupported(f"generator {self.registry_name!r} gives no token log-probabilities: "
+                                 "ranking.score=sum|pmi is n/a")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients/servers."""

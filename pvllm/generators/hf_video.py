@@ -25,14 +25,16 @@ from pvllm.data.frame_cache import FrameSource, Sampling
 from pvllm.data.video_io import VideoReadError, clip_metadata, read_clip
 from pvllm.generators.base import (
     GENERATORS,
+    CandidateLogprobs,
     GenerationRequest,
     GenerationResult,
     Generator,
     decode_new_tokens,
     length_batches,
+    without_history,
 )
 from pvllm.models.builder import build_pvllm
-from pvllm.models.families import processor_inputs, render_prompt, reply_logprob, reply_token_ids, unwrap
+from pvllm.models.families import processor_inputs, render_prompt, reply_token_ids, unwrap
 from pvllm.prompt import build_instruction, chat_prompt, fit_history
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,13 @@ def read_checkpoint_state(ckpt_path: str) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu")
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as e:  # e.g. a pickle renamed .safetensors: never unpickled as a fallback
+            raise UnsafeCheckpointError(
+                f"{ckpt_path}: refused, not a safetensors file ({type(e).__name__}: {str(e)[:200]}); a file named "
+                ".safetensors is only ever read as safetensors. Give a real .safetensors file, an HF directory "
+                "(train.py's hf_model/) or a Lightning .ckpt written by train.py") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -98,7 +106,7 @@ class HFVideoGenerator(Generator):
         device: str = "auto",
         seed: int = 0,
         family: str | None = None,
-        score_batch_size: int = 20,
+        score_tokens: int = 2048,
         video: bool = True,
         frame_cache: str | None = None,
         frame_size: int | None = None,
@@ -117,7 +125,7 @@ class HFVideoGenerator(Generator):
         self.processor.tokenizer.padding_side = "left"
         self.batch_size, self.num_frames, self.seed = batch_size, num_frames, seed
         self.fps, self.max_frames = fps, max_frames
-        self.score_batch_size = int(score_batch_size)  # sequences per forward pass when ranking candidates
+        self.score_tokens = int(score_tokens)  # ranking: cached prompts + packed candidate tokens per forward pass
         self.video = bool(video)  # False: text-only PV-LLM (no frames read, prompt without the video token)
         if not self.video and self.family.template != "video_llava":
             raise ValueError(f"video=false (text-only) uses Video-LLaVA's chat format; family {self.family.name} "
@@ -270,33 +278,64 @@ class HFVideoGenerator(Generator):
                          candidates: list[list[str]]) -> list[list[float] | None]:
         """Mean log-probability of each candidate's reply tokens (+ end of turn) after the request's prompt,
         conditioned exactly as ``generate`` is (pvllm.generators.base.Generator.score_candidates)."""
-        from pvllm.generators.likelihood import shared_prompt_reply_logprobs
+        return [None if r is None else r.mean for r in self.candidate_logprobs(batch, candidates)]
 
-        tok = self.processor.tokenizer
-        out: list[list[float] | None] = []
-        for req, cands in zip(batch, candidates):
+    def candidate_logprobs(self, batch: list[GenerationRequest], candidates: list[list[str]],
+                           no_history: bool = False) -> list[CandidateLogprobs | None]:
+        """Summed log-probabilities of the candidates (pvllm.generators.base.Generator.candidate_logprobs):
+        each prompt and its video once, the candidates of the whole batch packed into forward passes of at
+        most ``score_tokens`` tokens (pvllm.generators.likelihood.score_prompt_replies). With ``no_history``
+        the two prompts share their common start (the video) and branch after it."""
+        from pvllm.generators.likelihood import PromptReplies, score_prompt_replies
+
+        out: list[CandidateLogprobs | None] = [None] * len(batch)
+        items: list[tuple[int, list[PromptReplies], list[list[int]]]] = []
+        for i, (req, cands) in enumerate(zip(batch, candidates)):
             try:
                 clip = self._frames(req)
             except VideoReadError as e:
                 log.warning("ranking: cannot read the video of %s: %s", req.sample_id, e)
-                out.append(None)
                 continue
-            if self.family.template != "video_llava":
-                # chat templates (Qwen's 3-D rope positions, per-token inputs): one sequence per candidate,
-                # the same (input_ids, labels) as training (pvllm.models.families.reply_logprob)
-                scores = []
-                for c in cands:
-                    n = len(reply_token_ids(self.processor, req.prompt, c, None))
-                    scores.append(reply_logprob(self.model, self.processor, req.prompt, clip, c, None) / n)
-                out.append(scores)
-                continue
-            enc = self._encode([req.prompt], [clip]).to("cpu")
-            prompt = enc["input_ids"][0].tolist()
-            pix = enc.get("pixel_values_videos")
             replies = [reply_token_ids(self.processor, req.prompt, c, None) for c in cands]  # untruncated
-            # the prompt (and the video) once per sample, then score_batch_size candidates per forward pass
-            scores = shared_prompt_reply_logprobs(self.model, prompt, replies, tok.pad_token_id, self.device,
-                                                  extra=None if pix is None else {"pixel_values_videos": pix},
-                                                  batch_size=self.score_batch_size)
-            out.append(scores)
+            prompts = [req] + ([without_history(req)] if no_history else [])
+            if no_history:
+                other = [reply_token_ids(self.processor, prompts[1].prompt, c, None) for c in cands]
+                if other != replies:
+                    raise ValueError(f"{req.sample_id}: family {self.family.name} writes the reply differently "
+                                     "without the history; PMI would compare other token sequences")
+            items.append((i, self._prompt_items(prompts, clip, replies), replies))
+        flat = [it for _, its, _ in items for it in its]
+        score_prompt_replies(self.model, flat, self.device, max_tokens=self.score_tokens)
+        for i, its, replies in items:
+            sums = torch.cat([it.sums for it in its])  # one row per prompt: own, then (PMI) none
+            out[i] = CandidateLogprobs(sums[0].tolist(), [len(r) for r in replies],
+                                       sums[1].tolist() if no_history else None)
         return out
+
+    def _prompt_items(self, prompts: list[GenerationRequest], clip: Any, replies: list[list[int]]) -> list:
+        """The model inputs of one or two prompts of the same sample as scoring items: one shared root (up to
+        where the prompts' token ids part, which must be after every visual token) with a text branch per
+        prompt; else one item per prompt."""
+        from pvllm.generators.likelihood import PromptReplies
+
+        encs = [self._encode([r.prompt], [clip]).to("cpu") for r in prompts]
+        ids = [e["input_ids"][0] for e in encs]
+
+        def root(enc: dict, n: int) -> dict:
+            per_token = enc["input_ids"].shape
+            return {k: (v[:, :n] if v.shape == per_token else v) for k, v in enc.items()
+                    if k != "attention_mask" and isinstance(v, torch.Tensor)}
+
+        if len(encs) == 1:
+            return [PromptReplies(root(encs[0], len(ids[0])), replies)]
+        n = min(len(x) for x in ids)
+        common = int(torch.nonzero(ids[0][:n] != ids[1][:n])[0]) if (ids[0][:n] != ids[1][:n]).any() else n
+        visual = [t for t in (getattr(self.processor, a, None) for a in ("video_token_id", "image_token_id"))
+                  if t is not None]
+        last_visual = max((int(torch.nonzero(ids[0] == t)[-1]) for t in visual if (ids[0] == t).any()), default=-1)
+        same_inputs = all(torch.equal(encs[0][k], encs[1][k]) for k in encs[0]
+                          if k not in ("input_ids", "attention_mask") and isinstance(encs[0][k], torch.Tensor)
+                          and encs[0][k].shape != encs[0]["input_ids"].shape)
+        if common > last_visual and common > 0 and same_inputs:
+            return [PromptReplies(root(encs[0], common), replies, [x[common:].tolist() for x in ids])]
+        return [PromptReplies(root(e, len(x)), replies) for e, x in zip(encs, ids)]

@@ -172,18 +172,36 @@ class TextOnlyGenerator(Generator):
     def score_candidates(self, batch: list[GenerationRequest],
                          candidates: list[list[str]]) -> list[list[float] | None]:
         """Mean log-prob of ``candidate + EOS`` as the assistant turn after ``prompt_text`` (the input
-        ``generate`` continues from); ``batch_size`` sequences per forward pass."""
-        from pvllm.generators.likelihood import shared_prompt_reply_logprobs
+        ``generate`` continues from)."""
+        return [r.mean for r in self.candidate_logprobs(batch, candidates)]
+
+    def candidate_logprobs(self, batch: list[GenerationRequest], candidates: list[list[str]],
+                           no_history: bool = False) -> list[Any]:
+        """Summed log-probs of ``candidate + EOS`` after ``prompt_text`` (and without the history for PMI):
+        each prompt once, the candidates of the batch packed (pvllm.generators.likelihood)."""
+        import torch
+
+        from pvllm.generators.base import CandidateLogprobs, without_history
+        from pvllm.generators.likelihood import PromptReplies, score_prompt_replies
 
         tok = self.tokenizer
-        out = []
+        items, out = [], []
         for req, cands in zip(batch, candidates):
-            prompt = tok(self.prompt_text(req), add_special_tokens=False)["input_ids"]
-            replies = [tok(c.strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-                       for c in cands]
-            out.append(shared_prompt_reply_logprobs(self.model, prompt, replies, tok.pad_token_id, self.device,
-                                                    batch_size=self.batch_size))
-        return out
+            replies = [tok(c.strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for c in cands]
+            prompts = [tok(self.prompt_text(r), add_special_tokens=False)["input_ids"]
+                       for r in [req] + ([without_history(req)] if no_history else [])]
+            n = min(map(len, prompts))
+            common = next((i for i in range(n) if len({p[i] for p in prompts}) > 1), n)
+            if common:  # one root, a branch per prompt
+                items.append([PromptReplies({"input_ids": torch.tensor([prompts[0][:common]])}, replies,
+                                            [p[common:] for p in prompts])])
+            else:
+                items.append([PromptReplies({"input_ids": torch.tensor([p])}, replies) for p in prompts])
+            out.append(replies)
+        score_prompt_replies(self.model, [it for its in items for it in its], self.device)
+        sums = [torch.cat([it.sums for it in its]) for its in items]
+        return [CandidateLogprobs(s[0].tolist(), [len(r) for r in reps], s[1].tolist() if no_history else None)
+                for s, reps in zip(sums, out)]
 
     def close(self) -> None:
         self.model = None

@@ -82,20 +82,29 @@ def paired_test(
     resamples: int = 10000,
     seed: int = 0,
     confidence: float = 0.95,
+    exact_max_users: int = 16,
 ) -> dict[str, Any]:
     """B - A on the sample ids both runs scored: mean difference, its bootstrap interval over users, and
-    the two-sided p-value of a paired permutation test (each user's differences flip sign together)."""
+    the two-sided p-value of a paired permutation test (each user's differences flip sign together):
+    exact (all 2^users sign patterns) up to ``exact_max_users`` users, else ``resamples`` random ones."""
     shared = sorted(set(a) & set(b))
     diffs = {s: b[s] - a[s] for s in shared if math.isfinite(a[s]) and math.isfinite(b[s])}
     ci = bootstrap_ci(diffs, users, resamples=resamples, seed=seed, confidence=confidence)
     sums, counts = _grouped(diffs, users)
-    p = math.nan
+    p, method = math.nan, None
     if counts.sum():
-        rng = np.random.default_rng(seed + 1)
-        signs = rng.choice([-1.0, 1.0], size=(resamples, len(sums)))
         observed = abs(sums.sum() / counts.sum())
-        perm = np.abs((signs * sums).sum(1) / counts.sum())
-        p = float((1 + np.sum(perm >= observed - 1e-12)) / (resamples + 1))
+        if len(sums) <= exact_max_users:  # every one of the 2^users sign patterns: the exact p-value
+            import itertools
+
+            signs = np.array(list(itertools.product([1.0, -1.0], repeat=len(sums))))
+            perm = np.abs((signs * sums).sum(1) / counts.sum())
+            p, method = float(np.mean(perm >= observed - 1e-12)), "exact"
+        else:
+            rng = np.random.default_rng(seed + 1)
+            signs = rng.choice([-1.0, 1.0], size=(resamples, len(sums)))
+            perm = np.abs((signs * sums).sum(1) / counts.sum())
+            p, method = float((1 + np.sum(perm >= observed - 1e-12)) / (resamples + 1)), "monte-carlo"
     return {
         "n_shared": len(shared),
         "n_users": ci["n_users"],
@@ -105,6 +114,7 @@ def paired_test(
         "lo": ci["lo"],
         "hi": ci["hi"],
         "p_permutation": p,
+        "p_method": method,
     }
 
 

@@ -99,14 +99,30 @@ def _check_ids(references: dict[str, str], hypotheses: dict[str, str]) -> list[s
     return list(hypotheses)
 
 
+# caption-metric tokenizations: coco = coco-caption exact (PTB); cjk = CJK words segmented first
+# (pvllm.utils.segment), then PTB: the PTB tokenizer keeps a Japanese line as one token
+TOKENIZATIONS = {"coco": "coco-exact (PTB tokenizer)",
+                 "cjk": "CJK segmented (janome) before the PTB tokenizer"}
+
+
 def caption_metrics_per_item(
-    references: dict[str, str], hypotheses: dict[str, str], *, concurrent: bool = True
+    references: dict[str, str], hypotheses: dict[str, str], *, concurrent: bool = True,
+    tokenize: str = "coco",
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """Corpus scores and per-item scores (both x100), keyed like the inputs.
 
     Per-item CIDEr-D uses the idf of this whole corpus (as pycocoevalcap does). ``concurrent=False`` runs
     the tokenizer once and the four scorers one after another (the reference way; same scores).
+    ``tokenize="cjk"`` splits CJK text into words (janome) before the PTB tokenizer; text without CJK
+    characters is unchanged, so its scores are the coco-exact ones.
     """
+    if tokenize not in TOKENIZATIONS:
+        raise ValueError(f"caption tokenization {tokenize!r}: valid {', '.join(TOKENIZATIONS)}")
+    if tokenize == "cjk":
+        from pvllm.utils.segment import segment_joined
+
+        references = {k: segment_joined(v) for k, v in references.items()}
+        hypotheses = {k: segment_joined(v) if isinstance(v, str) else v for k, v in hypotheses.items()}
     ids = _check_ids(references, hypotheses)
     if len(ids) < 2:
         warnings.warn(

@@ -56,11 +56,12 @@ class FICLResult:
     emotion: float | None
     style: float | None
     relevance: float | None
-    status: str  # ok / parse_failed / error
+    status: str  # ok / parse_failed / out_of_range / error
     reply: str | None = None
     reasked: bool = False
     error: str | None = None
     snapped: bool = False  # a value off the rubric (e.g. 0.6) was snapped to the nearest rubric value
+    raw_values: tuple[float, float, float] | None = None  # out_of_range: the judge's numbers, kept as given
 
 
 def format_score(x: float) -> str:
@@ -128,6 +129,24 @@ def parse_scores_detail(reply: str | None) -> tuple[tuple[float, float, float], 
     return (e, s, r), any(v not in RUBRIC_VALUES for v in values)
 
 
+def out_of_range_values(reply: str | None) -> tuple[float, float, float] | None:
+    """The judge's three numbers when the reply has the score format but a value lies outside [0, 1]
+    (e.g. a 0-10 scale): readable, not on the rubric. None otherwise."""
+    if not reply:
+        return None
+    matches = list(_SCORES_RE.finditer(reply))
+    if not matches:
+        return None
+    values = tuple(float(g) for g in matches[-1].groups())
+    return values if any(not (0.0 <= v <= 1.0) for v in values) else None
+
+
+def _out_of_range(reply: str, values: tuple[float, float, float], reasked: bool) -> FICLResult:
+    shown = ", ".join(f"{d} {v:g}" for d, v in zip(("Emotion", "Style", "Relevance"), values))
+    return FICLResult(None, None, None, "out_of_range", reply, reasked=reasked, raw_values=values,
+                      error=f"out of range: {shown} (the rubric is 0, 0.25, 0.5, 0.75, 1); not scored")
+
+
 def ficl_score_llm(
     complete: Callable[[list[str]], list[str | None]],
     examples: Sequence[FewShotExample],
@@ -145,7 +164,9 @@ def ficl_score_llm(
             results.append(FICLResult(None, None, None, "error", None, error="rater request failed"))
             continue
         parsed = parse_scores_detail(reply)
-        if parsed is None:
+        if parsed is None and (raw := out_of_range_values(reply)) is not None:
+            results.append(_out_of_range(reply, raw, reasked=False))  # readable: asking again gives the same
+        elif parsed is None:
             reask_idx.append(i)
             results.append(FICLResult(None, None, None, "parse_failed", reply, reasked=True))
         else:
@@ -154,7 +175,9 @@ def ficl_score_llm(
         extra = complete([EXTRACT_PROMPT + (replies[i] or "") for i in reask_idx])
         for i, second in zip(reask_idx, extra):
             parsed = parse_scores_detail(second)
-            if parsed is None:
+            if parsed is None and (raw := out_of_range_values(second)) is not None:
+                results[i] = _out_of_range(second, raw, reasked=True)
+            elif parsed is None:
                 why = (
                     "re-ask request failed"
                     if second is None

@@ -7,6 +7,15 @@ each candidate by its length-normalized log-likelihood as the reply to the Figur
 (``Generator.score_candidates``); the rank of the ground truth gives Recall@1/5/10, MRR (x100) and the
 mean rank, reported beside their chance levels.
 
+``ranking.score`` (:data:`SCORES`) chooses the score of a candidate ``c`` (log-probabilities of its reply
+tokens, end of turn included, after the Figure-5 prompt with the video):
+- ``mean``: the mean log-probability per token (length-normalized log-likelihood; the default);
+- ``sum``: the sum, log p(c | video, history);
+- ``pmi``: log p(c | video, history) - log p(c | video, no history), both sums over the same tokens, the
+  second after the same prompt without the history: how much the history raises the candidate, which
+  removes the pull of generic lines (the no-history request of a ``history.mode=none`` run is the same
+  prompt, so every PMI is 0 there: chance).
+
 Ties are resolved in expectation (a random order among equal scores): the ground truth with ``g``
 strictly better and ``t`` equal competitors is equally likely at ranks g+1 .. g+t+1. So the metrics do
 not depend on candidate order, and a constant scorer gets exactly chance.
@@ -27,6 +36,7 @@ from pvllm.utils.jsonl import load_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 RECALL_AT = (1, 5, 10)
+SCORES = ("mean", "sum", "pmi")
 CANDIDATES_VERSION = 1
 
 
@@ -49,8 +59,14 @@ def _take(
             picked.append({"text": c.text, "comment_id": c.comment_id, "source": source})
 
 
-def build_candidates(rows: Sequence[dict], ds: PerVidCom, n: int = 20, seed: int = 0) -> list[dict]:
+PROTOCOLS = ("same_video", "livebot")
+
+
+def build_candidates(rows: Sequence[dict], ds: PerVidCom, n: int = 20, seed: int = 0,
+                     protocol: str = "same_video", livebot: dict | None = None) -> list[dict]:
     """One candidates row per evaluation sample: the ground truth and ``n - 1`` distractors, shuffled.
+
+    ``protocol="livebot"``: LiveBot's candidate set (Ma et al. 2019) instead, see ``build_livebot_candidates``.
 
     Distractors are comments by other users (never the sample's user) on the target video, distinct in
     text (after NFKC/case/space normalization) from the truth and each other; when the video has too few,
@@ -59,6 +75,10 @@ def build_candidates(rows: Sequence[dict], ds: PerVidCom, n: int = 20, seed: int
     """
     if n < 2:
         raise ValueError(f"ranking needs at least 2 candidates, got n={n}")
+    if protocol == "livebot":
+        return build_livebot_candidates(rows, ds, n, seed, **(livebot or {}))
+    if protocol != "same_video":
+        raise ValueError(f"unknown ranking.protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
     by_video: dict[str, list] = {}
     for c in sorted(ds.comments.values(), key=lambda c: c.comment_id):
         by_video.setdefault(c.video_id, []).append(c)
@@ -105,12 +125,94 @@ def build_candidates(rows: Sequence[dict], ds: PerVidCom, n: int = 20, seed: int
     return out
 
 
+def build_livebot_candidates(rows: Sequence[dict], ds: PerVidCom, n: int = 100, seed: int = 0,
+                             popular: int = 20, plausible: int = 20) -> list[dict]:
+    """LiveBot's candidates (Ma et al. 2019, their ``get_candidate_set``): the truth, the ``popular`` most
+    frequent training-split comments, the ``plausible`` training comments most similar to the target
+    video's title (character 1-3-gram TF-IDF cosine; LiveBot used the surrounding comments, which here
+    would be the target video's own comments), then random training comments up to ``n``.
+
+    Texts compare after NFKC/case/space normalization; a text is never taken twice, never equal to the
+    truth and never equal to any comment of the sample's user (so no candidate repeats their history).
+    Frequency ties break by text, similarity ties by text; the random part is seeded per sample id."""
+    from collections import Counter
+
+    from pvllm.utils.textsim import char_ngrams, idf, tfidf_cosine
+
+    if popular + plausible > n - 1:
+        raise ValueError(f"livebot candidates: popular {popular} + plausible {plausible} > n - 1 = {n - 1}")
+    train_users = set(ds.users("train"))
+    train = sorted((c for c in ds.comments.values() if c.user_id in train_users), key=lambda c: c.comment_id)
+    freq: Counter = Counter()
+    first: dict[str, Any] = {}
+    for c in train:
+        k = _norm(c.text)
+        if k:
+            freq[k] += 1
+            first.setdefault(k, c)
+    texts = sorted(first)
+    by_freq = sorted(texts, key=lambda k: (-freq[k], k))
+    grams = [char_ngrams(first[k].text) for k in texts]
+    weights = idf(grams)
+    plaus_by_video: dict[str, list[str]] = {}
+    out = []
+    for r in rows:
+        rng = random.Random(f"livebot:{seed}:{r['sample_id']}")
+        own = {_norm(c.text) for c in ds.comments_of(r["user_id"])}
+        seen = own | {_norm(r["reference"])}
+        picked: list[dict] = []
+
+        def take(keys, source, want, seen=seen, picked=picked):
+            for k in keys:
+                if len(picked) >= want:
+                    return
+                if k not in seen:
+                    seen.add(k)
+                    picked.append({"text": first[k].text, "comment_id": first[k].comment_id, "source": source})
+
+        take(by_freq, "popular", popular)
+        v = r["video_id"]
+        if v not in plaus_by_video:
+            sims = tfidf_cosine(char_ngrams(ds.videos[v].title or ""), grams, weights)
+            plaus_by_video[v] = [texts[i] for i in sorted(range(len(texts)), key=lambda i: (-sims[i], texts[i]))]
+        take(plaus_by_video[v], "plausible", popular + plausible)
+        pool = list(texts)
+        rng.shuffle(pool)
+        take(pool, "random", n - 1)
+        if len(picked) < n - 1:
+            raise ValueError(f"sample {r['sample_id']}: only {len(picked)} distinct training comments not by "
+                             f"this user exist in {ds.root}; livebot candidates need {n - 1}")
+        cands = [{"text": r["reference"], "comment_id": r["target_comment_id"], "source": "truth"}, *picked]
+        rng.shuffle(cands)
+        out.append({"sample_id": r["sample_id"], "user_id": r["user_id"], "video_id": v, "candidates": cands,
+                    "truth_index": next(i for i, c in enumerate(cands) if c["source"] == "truth"),
+                    "n_from_other_videos": 0, "n": n, "seed": seed, "protocol": "livebot",
+                    "version": CANDIDATES_VERSION})
+    return out
+
+
+def history_overlap(cand_rows: Sequence[dict], rows: Sequence[dict]) -> dict[str, int]:
+    """Candidates whose text (normalized) equals a comment of the sample's history: distractors and truths,
+    and the samples with such a distractor (a history-copying scorer would favour them)."""
+    hist = {r["sample_id"]: {_norm(h["text"]) for h in r["history"]} for r in rows}
+    n_d = n_t = n_s = 0
+    for c in cand_rows:
+        h = hist.get(c["sample_id"], set())
+        d = sum(1 for i, x in enumerate(c["candidates"]) if i != c["truth_index"] and _norm(x["text"]) in h)
+        n_d += d
+        n_s += d > 0
+        n_t += _norm(c["candidates"][c["truth_index"]]["text"]) in h
+    return {"n_distractors_equal_history": n_d, "n_samples_with_distractor_equal_history": n_s,
+            "n_truths_equal_history": n_t}
+
+
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_or_build_candidates(
-    path: Path, rows: Sequence[dict], ds: PerVidCom, n: int, seed: int
+    path: Path, rows: Sequence[dict], ds: PerVidCom, n: int, seed: int, protocol: str = "same_video",
+    livebot: dict | None = None,
 ) -> list[dict]:
     """Read the shared candidates file (checking it matches these samples and settings) or write it once."""
     if path.is_file():
@@ -127,16 +229,18 @@ def load_or_build_candidates(
             if (
                 c["n"] != n
                 or c["seed"] != seed
+                or c.get("protocol", "same_video") != protocol
                 or c["candidates"][c["truth_index"]]["text"] != r["reference"]
             ):
                 raise ValueError(
                     f"{path}: sample {r['sample_id']} was drawn with other settings "
-                    f"(n={c['n']}, seed={c['seed']}) or another ground truth; delete the file "
+                    f"(n={c['n']}, seed={c['seed']}, protocol {c.get('protocol', 'same_video')}) or "
+                    "another ground truth; delete the file "
                     "or change ranking.candidates_file"
                 )
         log.info("read candidates of %d samples from %s", len(rows), path)
         return [by_id[r["sample_id"]] for r in rows]
-    cand = build_candidates(rows, ds, n, seed)
+    cand = build_candidates(rows, ds, n, seed, protocol, livebot)
     write_jsonl(path, cand)
     log.info("wrote candidates of %d samples to %s", len(cand), path)
     return cand
@@ -183,9 +287,11 @@ def ranking_metrics(items: Sequence[dict]) -> dict[str, Any]:
         out[f"R@{k}"] = 100.0 * sum(p[f"R@{k}"] for p in per) / len(per) if per else float("nan")
     out["MRR"] = 100.0 * sum(p["MRR"] for p in per) / len(per) if per else float("nan")
     out["mean_rank"] = sum(p["rank"] for p in per) / len(per) if per else float("nan")
-    # the true comment's own score (mean log-probability per token): compares conditions on the same samples
-    # where ranks cannot (e.g. the video ablation: every candidate is on the same video)
-    truth = [float(it["scores"][it["truth_index"]]) for it in ok]
+    # the true comment's own mean log-probability per token (its score under ``mean``; from the stored sums
+    # under sum/pmi): compares conditions on the same samples where ranks cannot (e.g. the video ablation:
+    # every candidate is on the same video)
+    truth = [float(it["logprob"][it["truth_index"]] / it["n_tokens"][it["truth_index"]]) if "logprob" in it
+             else float(it["scores"][it["truth_index"]]) for it in ok]
     out["truth_logprob"] = sum(truth) / len(truth) if truth else float("nan")
     n = ns.pop() if ns else 0
     out["n_candidates"] = n
@@ -193,10 +299,47 @@ def ranking_metrics(items: Sequence[dict]) -> dict[str, Any]:
     return out
 
 
+def candidate_scores(generator: Any, batch: list, candidates: list[list[str]], score: str = "mean"
+                     ) -> list[dict[str, Any] | None]:
+    """Per request: ``{"scores": [...]}`` under ``score`` (:data:`SCORES`), with the log-probability sums
+    behind them for ``sum``/``pmi`` (``logprob``, ``n_tokens``, ``logprob_no_history``); None where the
+    generator failed on the request. ``mean`` goes through ``Generator.score_candidates`` (so any ranker
+    with scores works); ``sum``/``pmi`` need ``Generator.candidate_logprobs``."""
+    if score not in SCORES:
+        raise ValueError(f"ranking.score must be one of {', '.join(SCORES)}, got {score!r}")
+    if score == "mean":
+        return [None if s is None else {"scores": s} for s in generator.score_candidates(batch, candidates)]
+    out: list[dict[str, Any] | None] = []
+    for lp in generator.candidate_logprobs(batch, candidates, no_history=score == "pmi"):
+        if lp is None:
+            out.append(None)
+            continue
+        rec: dict[str, Any] = {"logprob": lp.logprob, "n_tokens": lp.n_tokens}
+        if score == "pmi":
+            rec["logprob_no_history"] = lp.logprob_no_history
+            rec["scores"] = [a - b for a, b in zip(lp.logprob, lp.logprob_no_history)]
+        else:
+            rec["scores"] = list(lp.logprob)
+        out.append(rec)
+    return out
+
+
+def _progress(total: int, initial: int) -> Any:
+    """A progress bar with an ETA on stderr (never stdout, where the tables go); sparse when not a terminal."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc="ranking", unit="sample", file=sys.stderr, dynamic_ncols=True,
+                mininterval=1.0 if sys.stderr.isatty() else 30.0)
+
+
 def rank_resumable(
-    generator: Any, cand_rows: Sequence[dict], requests: dict[str, Any], out: Path, *, batch_size: int = 1
+    generator: Any, cand_rows: Sequence[dict], requests: dict[str, Any], out: Path, *, batch_size: int = 1,
+    score: str = "mean",
 ) -> list[dict]:
-    """Score every candidate of every sample not yet in ``out`` (ranking.jsonl), appending as it goes."""
+    """Score every candidate of every sample not yet in ``out`` (ranking.jsonl), appending as it goes
+    (``batch_size`` samples per ``score_candidates`` call: the generator packs their candidates)."""
     from pvllm.utils.jsonl import append_jsonl, read_jsonl_tolerant
 
     done = read_jsonl_tolerant(out)
@@ -206,29 +349,43 @@ def rank_resumable(
                 f"{out}: sample {r['sample_id']} was ranked by {r.get('model')}, not "
                 f"{generator.model_id}; use another run directory"
             )
+        if r.get("score", "mean") != score:  # rows written before ranking.score existed are `mean`
+            raise ValueError(
+                f"{out}: sample {r['sample_id']} was ranked with ranking.score={r.get('score', 'mean')}, not "
+                f"{score}; use another run directory"
+            )
     finished = {r["sample_id"] for r in done}
     todo = [c for c in cand_rows if c["sample_id"] not in finished]
-    for i in range(0, len(todo), batch_size):
-        chunk = todo[i : i + batch_size]
-        scores = generator.score_candidates(
-            [requests[c["sample_id"]] for c in chunk], [[x["text"] for x in c["candidates"]] for c in chunk]
-        )
-        recs = []
-        for c, s in zip(chunk, scores):
-            g, t = truth_rank_stats(s, c["truth_index"]) if s is not None else (None, None)
-            recs.append(
-                {
-                    "sample_id": c["sample_id"],
-                    "user_id": c["user_id"],
-                    "model": generator.model_id,
-                    "scores": s,
-                    "truth_index": c["truth_index"],
-                    "truth_rank": None if g is None else g + 1 + t / 2,
-                    "error": None if s is not None else "scoring failed",
-                }
+    bar = _progress(len(cand_rows), len(cand_rows) - len(todo))
+    try:
+        for i in range(0, len(todo), batch_size):
+            chunk = todo[i : i + batch_size]
+            scored = candidate_scores(
+                generator, [requests[c["sample_id"]] for c in chunk],
+                [[x["text"] for x in c["candidates"]] for c in chunk], score,
             )
-        append_jsonl(out, recs)
-        done += recs
+            recs = []
+            for c, sc in zip(chunk, scored):
+                s = None if sc is None else sc["scores"]
+                g, t = truth_rank_stats(s, c["truth_index"]) if s is not None else (None, None)
+                recs.append(
+                    {
+                        "sample_id": c["sample_id"],
+                        "user_id": c["user_id"],
+                        "model": generator.model_id,
+                        "score": score,
+                        "scores": s,
+                        **({k: v for k, v in sc.items() if k != "scores"} if sc else {}),
+                        "truth_index": c["truth_index"],
+                        "truth_rank": None if g is None else g + 1 + t / 2,
+                        "error": None if s is not None else "scoring failed",
+                    }
+                )
+            append_jsonl(out, recs)
+            done += recs
+            bar.update(len(chunk))
+    finally:
+        bar.close()
     order = {c["sample_id"]: i for i, c in enumerate(cand_rows)}
     return sorted([r for r in done if r["sample_id"] in order], key=lambda r: order[r["sample_id"]])
 
@@ -266,29 +423,40 @@ def rank_run(
     seed: int,
     batch_size: int,
     include_title: bool,
+    score: str = "mean",
+    protocol: str = "same_video",
+    livebot: dict | None = None,
 ) -> dict[str, Any]:
     """Rank the candidates of every sample with ``generator``; writes ``ranking.jsonl`` (resumable) and
     ``ranking_summary.json`` (metrics, chance levels, the candidates file and its sha256). A generator
-    without log-probabilities gives ``status: n/a`` (never 0)."""
+    without log-probabilities gives ``status: n/a`` (never 0). ``score``: :data:`SCORES` (recorded)."""
     from pvllm.evaluation import to_request
+    from pvllm.generators.base import RankingUnsupported
 
+    if score not in SCORES:
+        raise ValueError(f"ranking.score must be one of {', '.join(SCORES)}, got {score!r}")
     base = {
         "generator": generator.registry_name,
         "model": generator.model_id,
         "history_mode": rows[0]["history_mode"] if rows else None,
         "k": rows[0]["k"] if rows else None,
+        "score": score,
     }
+    items = None
     if not generator.supports_ranking:
-        summary = {
-            **base,
-            "status": "n/a",
-            "reason": f"generator {generator.registry_name!r} gives no log-probabilities",
-        }
+        reason = f"generator {generator.registry_name!r} gives no log-probabilities"
+    else:
+        cand = load_or_build_candidates(candidates_file, rows, ds, n, seed, protocol, livebot)
+        requests = {r["sample_id"]: to_request(r, ds, include_title) for r in rows}
+        try:
+            items = rank_resumable(generator, cand, requests, run_dir / "ranking.jsonl", batch_size=batch_size,
+                                   score=score)
+        except RankingUnsupported as e:
+            reason = str(e)
+    if items is None:
+        summary = {**base, "status": "n/a", "reason": reason}
         log.warning("ranking: %s", summary["reason"])
     else:
-        cand = load_or_build_candidates(candidates_file, rows, ds, n, seed)
-        requests = {r["sample_id"]: to_request(r, ds, include_title) for r in rows}
-        items = rank_resumable(generator, cand, requests, run_dir / "ranking.jsonl", batch_size=batch_size)
         summary = {
             **base,
             "status": "ok",
@@ -298,6 +466,8 @@ def rank_run(
             "candidates_seed": seed,
             "n_samples_filled_from_other_videos": sum(1 for c in cand if c["n_from_other_videos"]),
             "n_candidates_from_other_videos": sum(c["n_from_other_videos"] for c in cand),
+            "candidates_protocol": protocol,
+            **history_overlap(cand, rows),
         }
     import json
 

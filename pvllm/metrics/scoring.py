@@ -101,7 +101,7 @@ def ficl_results(
         try:
             results = ficl_score_llm(cached.complete, examples, pairs)
             # an unparseable reply is not an answer: never served from the cache again (a fixed judge retries)
-            bad = [i for i, r in enumerate(results) if r.status == "parse_failed"]
+            bad = [i for i, r in enumerate(results) if r.status in ("parse_failed", "out_of_range")]
             if bad:
                 cached.evict([build_ficl_prompt(examples, *pairs[i]) for i in bad]
                              + [EXTRACT_PROMPT + (results[i].reply or "") for i in bad])
@@ -121,8 +121,12 @@ def score_predictions(
     scores_path: str | Path | None = None,
     cache_path: str | Path | None = None,
     seed: int = 0,
+    tokenize: str = "coco",
 ) -> dict[str, Any]:
     """Caption metrics (and FICL-Score when a rater is given) of predictions.jsonl rows.
+
+    ``tokenize``: ``coco`` (coco-caption exact, the default) or ``cjk`` (CJK words segmented first,
+    pvllm.metrics.caption.TOKENIZATIONS); the summary records which (``caption_tokenize``).
 
     One rule for every generator (``pvllm.evaluation.FAILURE_RULE``): failed generations (``error`` set)
     and empty outputs are excluded from every mean and counted in ``n_generation_failed`` (empty ones also
@@ -153,12 +157,14 @@ def score_predictions(
         "n_generation_failed": len(failed),
         "n_empty_generations": n_empty,
         "failure_rule": FAILURE_RULE,
+        "caption_tokenize": tokenize,
         "generator": ",".join(generators),
         **{f"n_{k}": v for k, v in sorted(notes.items())},
     }
     if ok:
         corpus, per_item = caption_metrics_per_item(
-            {p["sample_id"]: references[p["sample_id"]] for p in ok}, {p["sample_id"]: p["text"] for p in ok}
+            {p["sample_id"]: references[p["sample_id"]] for p in ok}, {p["sample_id"]: p["text"] for p in ok},
+            tokenize=tokenize,
         )
     else:
         corpus, per_item = {m: math.nan for m in CAPTION_METRICS}, {}
@@ -201,6 +207,7 @@ def score_predictions(
                 "ficl_n_ok": n_ok,
                 "ficl_n_failed": len(results) - n_ok,
                 "ficl_n_parse_failed": sum(r.status == "parse_failed" for r in results),
+                "ficl_n_out_of_range": sum(r.status == "out_of_range" for r in results),
                 "ficl_n_request_failed": sum(r.status == "error" for r in results),
                 "ficl_n_reasked": sum(r.reasked for r in results),
                 "ficl_n_excluded_fewshot": excluded,
@@ -222,6 +229,8 @@ def score_predictions(
                     rows.append(
                         _row(p, metric, None if v is None else 100.0 * v, label, res.status, res.error)
                     )
+                    if res.raw_values is not None:  # out_of_range: the judge's number, as it gave it
+                        rows[-1]["judge_value"] = res.raw_values[("emotion", "style", "relevance").index(dim)]
     if scores_path is not None:
         write_jsonl(scores_path, rows)
     return summary

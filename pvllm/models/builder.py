@@ -97,11 +97,15 @@ def apply_freezing(model, vision_encoder: PartSpec, projector: PartSpec, llm: LL
             p.requires_grad_(flags[name])
 
 
+def _numel(p) -> int:
+    return getattr(p, "ds_numel", None) or p.numel()  # a ZeRO-3 partitioned parameter holds only a shard
+
+
 def parameter_table(model) -> list[dict]:
     rows = []
     for name, params in model_parts(model).items():
-        n = sum(p.numel() for p in params)
-        t = sum(p.numel() for p in params if p.requires_grad)
+        n = sum(_numel(p) for p in params)
+        t = sum(_numel(p) for p in params if p.requires_grad)
         rows.append({"part": name, "params": n, "trainable": t, "frozen": n - t})
     return rows
 
@@ -194,3 +198,33 @@ def build_pvllm(
     model.config.pvllm_num_frames = num_frames
     return PVLLM(model=model, processor=processor, source=source, parameter_table=table, notes=notes,
                  family=fam)
+
+
+def load_processor(pretrained: str, create: Callable[..., Any] | None = None, **_: Any) -> tuple[Any, str]:
+    """The processor of a model config (``cfg.model``) and its resolved directory, without the weights:
+    what the datamodule needs before ZeRO-3 builds the model in ``configure_model``."""
+    from pvllm.models.families import resolve_class
+
+    source = resolve_pretrained(pretrained, create)
+    return resolve_class(load_family(source).processor_class).from_pretrained(source), source
+
+
+def build_under_zero3(build: Callable[[], PVLLM], ds_config: dict) -> PVLLM:
+    """``build()`` with transformers' ZeRO-3 path on: ``from_pretrained`` creates the model under
+    ``deepspeed.zero.Init`` and loads each weight into its partitions, so no rank ever holds the whole model.
+
+    Called by ``PVLLMModule.configure_model`` (inside Lightning's own ``zero.Init``) and by the 2-process CPU
+    test (pvllm.distributed.ds_cpu). transformers reads ZeRO-3 from a weak reference to an
+    ``HfDeepSpeedConfig``; the bundle keeps it alive (``bundle.zero3_config``) for as long as the model lives.
+    """
+    from transformers.integrations import HfDeepSpeedConfig
+
+    stage = (ds_config.get("zero_optimization") or {}).get("stage")
+    if stage != 3:
+        raise ValueError(f"build_under_zero3 needs a ZeRO stage-3 DeepSpeed config, got stage {stage}")
+    handle = HfDeepSpeedConfig(ds_config)
+    bundle = build()
+    if bundle.notes is not None:
+        bundle.notes.append("built under ZeRO-3: weights partitioned as they loaded")
+    bundle.zero3_config = handle  # type: ignore[attr-defined]
+    return bundle

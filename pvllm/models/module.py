@@ -2,58 +2,124 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
 import lightning as L
 import torch
+from torchmetrics import MeanMetric
 
 
 class PVLLMModule(L.LightningModule):
     """Wraps a model of any family (from pvllm.models.builder); the loss is over reply tokens only."""
 
-    def __init__(self, model: torch.nn.Module, optim: dict[str, Any], scheduler: dict[str, Any] | None = None,
-                 loss: dict[str, Any] | None = None):
+    def __init__(self, model: torch.nn.Module | None, optim: dict[str, Any], scheduler: dict[str, Any] | None = None,
+                 build: Any = None, loss: dict[str, Any] | None = None):
         super().__init__()
+        # model=None, build=callable: the model is built in configure_model (ZeRO-3 shards it as it loads)
+        if model is None and build is None:
+            raise ValueError("PVLLMModule needs a model or a build function")
         self.model = model
         # loss.video_contrast > 0: also penalize ignoring the video (training_step, video_contrast_loss)
         self.loss_cfg = dict(loss or {})
         self._last_video: torch.Tensor | None = None
-        # from_pretrained returns eval mode and Lightning keeps submodule modes: train explicitly
-        self.model.train()
+        self._build = build
+        self.bundle = None
+        if model is not None:  # from_pretrained returns eval mode and Lightning keeps submodule modes
+            self.model.train()
         self.optim_cfg = dict(optim)
         self.sched_cfg = dict(scheduler or {})
         self._t_last: float | None = None
+        # train/loss = mean over the accumulation window and all ranks (weighted by supervised samples),
+        # synced at each optimizer step, then reset; perplexity = exp of it
+        self.train_loss = MeanMetric()
+        self._logged_step = 0
+
+    def configure_model(self) -> None:
+        """Build the model here when train.py passed a build function (ZeRO-3): Lightning calls this inside
+        its DeepSpeed strategy's ``zero.Init``, so every weight is partitioned over the ranks as it loads.
+        Called before the strategy wraps the model, on every strategy."""
+        if self.model is None:
+            self.bundle = self._build()
+            self.model = self.bundle.model
+            self.model.train()
+        from pvllm.distributed.optim import keep_fp32_master_weights
+
+        # bf16-loaded weights outside DeepSpeed: trainable ones become fp32 masters (or a clear error); here,
+        # before DDP wraps the model (its gradient buckets take the parameters' dtype)
+        trainer = self._trainer  # None when called outside a Trainer (the DeepSpeed-engine CPU test)
+        if trainer is not None and keep_fp32_master_weights(self.model, trainer.strategy, trainer.precision):
+            self.print("fp32 master weights: trainable parameters upcast from the loaded dtype (bf16 autocast)")
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Mean next-token cross-entropy over the reply tokens.
+        """Next-token cross-entropy over the reply tokens: their mean (``data.loss_reduction=token``, the
+        default), or the mean over samples of each sample's mean (``sample``: the batch carries
+        ``loss_weights``, 1/(reply tokens of its sample) on each supervised token).
 
         Only the positions from the first supervised token on go through the LM head (``logits_to_keep``):
         the prompt (history + 136..2056 video tokens) needs no logits, which saves most of the head's
         time and memory on a 49k..32k vocabulary. Same value as the model's own loss over all positions.
+        A packed batch (``seq_lens``, ``pvllm.data.packing``) keeps exactly the positions that predict a
+        supervised token, with per-sample positions and attention (``pvllm.models.packing``).
         """
-        return self._reply_nll(batch, per_sample=False)
+        logits, targets, weights = self._supervised_logits(batch)
+        if targets is None:  # only skipped-video placeholders: zero loss that still reaches every weight,
+            return logits.sum() * 0.0  # so DDP's gradient all-reduce runs on this rank like on the others
+        flat = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+        if weights is None:  # mean over the supervised tokens
+            return torch.nn.functional.cross_entropy(*flat, ignore_index=-100)
+        ce = torch.nn.functional.cross_entropy(*flat, ignore_index=-100, reduction="none")
+        weights = weights.reshape(-1).to(ce.dtype)
+        return (ce * weights).sum() / weights.sum()
 
-    def _reply_nll(self, batch: dict[str, Any], per_sample: bool) -> torch.Tensor:
-        """The mean reply cross-entropy of the batch, or (``per_sample``) one mean per item (B,)."""
+    def _supervised_logits(self, batch: dict[str, Any]):
+        """(logits, targets, loss weights or None) at the positions whose next token may be supervised;
+        targets None when the batch supervises nothing."""
         labels = batch["labels"]
+        if "seq_lens" in batch:
+            from pvllm.models.packing import packed_forward
+
+            keep = (labels[0, 1:] != -100).nonzero()[:, 0]  # position t predicts token t+1
+            if not len(keep):
+                keep = torch.zeros(1, dtype=torch.long, device=labels.device)
+                return packed_forward(self.model, batch, logits_to_keep=keep).logits.float(), None, None
+            logits = packed_forward(self.model, batch, logits_to_keep=keep).logits.float()
+            weights = batch.get("loss_weights")
+            return logits, labels[:, keep + 1], None if weights is None else weights[:, keep + 1]
         supervised = (labels != -100).any(dim=0).nonzero()
         seq_len = labels.shape[1]
         keep = min(seq_len - int(supervised[0]) + 1, seq_len) if len(supervised) else seq_len
         # every model input the collator built (the family's visual inputs included), not labels / ids
-        inputs = {k: v for k, v in batch.items() if k not in ("sample_id", "labels", "skipped_videos")}
+        inputs = {k: v for k, v in batch.items() if k not in ("sample_id", "labels", "skipped_videos", "loss_weights")}
         out = self.model(**inputs, logits_to_keep=keep)
         logits = out.logits[:, :-1].float()  # position t predicts token t+1
-        targets = labels[:, seq_len - keep + 1:]
-        if not len(supervised):  # only skipped-video placeholders: zero loss that still reaches every weight,
-            return logits.sum() * 0.0  # so DDP's gradient all-reduce runs on this rank like on the others
-        if per_sample:
-            tok = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100,
-                                                    reduction="none")  # (B, keep - 1)
-            n = (targets != -100).sum(1)
-            return tok.sum(1) / n.clamp(min=1)
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                                 ignore_index=-100)
+        if not len(supervised):
+            return logits, None, None
+        weights = batch.get("loss_weights")
+        return (logits, labels[:, seq_len - keep + 1:],
+                None if weights is None else weights[:, seq_len - keep + 1:])
+
+    def sample_losses(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Each sample's mean reply-token cross-entropy (NaN for a sample with no supervised token), packed
+        or padded: what packing must leave unchanged."""
+        logits, targets, _ = self._supervised_logits(batch)
+        n = len(batch["seq_lens"]) if "seq_lens" in batch else batch["labels"].shape[0]
+        if targets is None:
+            return torch.full((n,), float("nan"))
+        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                               ignore_index=-100, reduction="none")
+        if "seq_lens" in batch:
+            from pvllm.models.packing import segment_ids
+
+            keep = (batch["labels"][0, 1:] != -100).nonzero()[:, 0]
+            owner = segment_ids(batch["seq_lens"].to(keep.device))[keep + 1]
+        else:
+            owner = torch.arange(n, device=ce.device)[:, None].expand_as(targets).reshape(-1)
+        sup = (targets.reshape(-1) != -100).to(ce.dtype)
+        total = torch.zeros(n, dtype=ce.dtype, device=ce.device).index_add_(0, owner, ce * sup)
+        count = torch.zeros(n, dtype=ce.dtype, device=ce.device).index_add_(0, owner, sup)
+        return total / count
 
     def video_contrast_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
         """A loss for ignoring the video: the reply must be likelier with its own video than with another
@@ -72,18 +138,23 @@ class PVLLMModule(L.LightningModule):
             other = prev
         else:
             return None
-        differs = (other != video).flatten(1).any(1) & (batch["labels"] != -100).any(1)
+        differs = (other != video).flatten(1).any(1)
         if not differs.any():
             return None
-        own = self._reply_nll(batch, per_sample=True)
-        mismatched = self._reply_nll(dict(batch, pixel_values_videos=other), per_sample=True)
-        gap = (mismatched - own)[differs]
+        own = self.sample_losses(batch)
+        mismatched = self.sample_losses(dict(batch, pixel_values_videos=other))
+        gap = (mismatched - own)[differs & own.isfinite()]
+        if not len(gap):
+            return None
         margin = float(self.loss_cfg.get("video_margin", 1.0))
         return torch.relu(margin - gap).mean(), gap.detach().mean()
 
     @staticmethod
     def _n_supervised(batch: dict[str, Any]) -> int:
         """Items of the batch with a supervised reply (a skipped video's placeholder has none)."""
+        if "seq_lens" in batch:  # packed: the samples of the one row
+            sup = (batch["labels"][0] != -100).long()
+            return int((torch.stack([s.sum() for s in sup.split(batch["seq_lens"].tolist())]) > 0).sum())
         return int((batch["labels"] != -100).any(dim=1).sum())
 
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int):
@@ -103,23 +174,54 @@ class PVLLMModule(L.LightningModule):
         if self._t_last is not None:
             self.log("train/tokens_per_s", n_tok / max(now - self._t_last, 1e-9), on_step=True, batch_size=1)
         self._t_last = now
-        if n:
-            self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=n)
+        self.train_loss.update(loss.detach().float(), weight=n)  # n = 0: a placeholder, weighs nothing
         return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_stats = torch.zeros(3, dtype=torch.float64)  # sum(loss * n), n supervised, n items
 
     def validation_step(self, batch: dict[str, Any] | None, batch_idx: int):
         if batch is None:
             return None
         loss = self(batch)
-        # a placeholder-only batch weighs 0 in the epoch mean, but every rank logs (the sync stays in step)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=self._n_supervised(batch),
-                 sync_dist=True)
+        n = self._n_supervised(batch)  # a skipped video's placeholder weighs 0
+        self._val_stats += torch.tensor([float(loss) * n, n, len(batch["labels"])], dtype=torch.float64)
         return loss
 
+    def on_validation_epoch_end(self) -> None:
+        """val/loss = the mean over the validation samples, each counted once, summed over ranks here (not
+        Lightning's per-rank mean: its synced sample count is an integer mean, wrong when ranks validate
+        different numbers of samples). NaN (no readable validation sample) or a non-finite loss stops the
+        run before the checkpoint callbacks compare it with the best one."""
+        stats = getattr(self, "_val_stats", torch.zeros(3, dtype=torch.float64))
+        total, n, items = (float(x) for x in self.trainer.strategy.reduce(stats.to(self.device), reduce_op="sum"))
+        if self.trainer.sanity_checking and not (n and math.isfinite(total)):
+            return
+        if items and not n:
+            raise ValueError(
+                f"validation at step {self.trainer.global_step}: all {int(items)} validation sample(s) were "
+                "skipped (their videos are unreadable, data.on_bad_video=skip), so val/loss is undefined (NaN) "
+                "and no checkpoint can be chosen by it; find them with `python -m pvllm.data.check_videos ROOT` "
+                "and fix the files, or pass data.exclude_videos=that list")
+        if n and not math.isfinite(total):
+            raise FloatingPointError(
+                f"validation at step {self.trainer.global_step}: val/loss is {total / n} over {int(n)} "
+                "sample(s) (the model diverged: lower optim.lr or check the data); no checkpoint is chosen by it")
+        if n:  # already summed over ranks: the same value on every rank
+            self.log("val/loss", total / n, prog_bar=True, sync_dist=False)
+            self.log("val/perplexity", math.exp(total / n), sync_dist=False)
+
     def _log_skipped(self) -> None:
-        skipped = getattr(self.trainer.datamodule, "skipped", None)
+        dm = getattr(self.trainer, "datamodule", None)
+        skipped = getattr(dm, "skipped", None)
         if skipped is not None:  # summed over ranks (a collective: every rank logs it)
             self.log("data/skipped_videos", float(sum(skipped.values())), reduce_fx="sum", sync_dist=True)
+            for split, counts in sorted(getattr(dm, "skipped_by_split", {}).items()):
+                self.log(f"data/skipped_videos_{split}", float(sum(counts.values())), reduce_fx="sum",
+                         sync_dist=True)
+
+    def on_train_start(self) -> None:
+        self._logged_step = self.trainer.global_step  # resumed: the first window ends at the next step
 
     def on_train_epoch_end(self) -> None:
         self._log_skipped()
@@ -153,6 +255,13 @@ class PVLLMModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.trainer.global_step != self._logged_step:  # the optimizer stepped: the window is complete
+            self._logged_step = self.trainer.global_step
+            mean = self.train_loss.compute()  # synced over ranks (a collective: every rank gets here)
+            self.train_loss.reset()
+            if torch.isfinite(mean):  # a window of placeholders only has no loss to report
+                self.log("train/loss", mean, on_step=True, prog_bar=True, batch_size=1)
+                self.log("train/perplexity", torch.exp(mean), on_step=True, batch_size=1)
         opt = self.optimizers()
         if opt is not None and hasattr(opt, "param_groups"):
             self.log("train/lr", opt.param_groups[0]["lr"], on_step=True, batch_size=1)

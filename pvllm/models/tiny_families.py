@@ -272,3 +272,77 @@ def make_tiny_internvl(out_dir: str | os.PathLike, seed: int = 0) -> Path:
         chat_template=INTERNVL_TEMPLATE,
     )
     return _save(model, processor, tok, out_dir, "InternVL")
+
+
+CHATML_TEMPLATE = (  # SmolLM2-Instruct's ChatML (text only)
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def make_tiny_causal_lm(out_dir: str | os.PathLike, seed: int = 0) -> Path:
+    """A tiny random LLaMA-architecture chat LM (SmolLM2's classes and ChatML template): the text-only
+    generator's code path (``generator=text_only generator.model_path=DIR``)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = tiny_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>"], eos_token="<|im_end|>",
+                         pad_token="<|endoftext|>", bos_token="<|im_start|>")
+    tok.chat_template = CHATML_TEMPLATE
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(**_text(tok), tie_word_embeddings=True))
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    (out / "README.md").write_text("Tiny RANDOM LLaMA chat LM written by pvllm.models.tiny_families: real classes, "
+                                   "random weights, for tests. Its outputs are not meaningful.\n")
+    return out
+
+
+def make_tiny_video_chatgpt(out_dir: str | os.PathLike, seed: int = 0) -> dict[str, Path]:
+    """Video-ChatGPT's released layout at tiny sizes (pvllm.generators.video_chatgpt.load_video_chatgpt):
+    a LLaVA-Lightning-style LLM directory (``model_type: llava``, ``mm_vision_tower``), a CLIP vision tower
+    directory and a ``video_chatgpt`` projector ``.bin`` (``model.mm_projector.*`` + the embeddings with the
+    3 added video tokens). Returns ``{"llm_path", "projector_path", "vision_tower"}`` (written once)."""
+    import json
+
+    import torch
+    from tokenizers import processors
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
+
+    root = Path(out_dir)
+    paths = {"llm_path": root / "LLaVA-Lightning-tiny", "vision_tower": root / "clip-tiny",
+             "projector_path": root / "video_chatgpt-tiny.bin"}
+    if paths["projector_path"].is_file():
+        return paths
+    hidden, width = 32, 24
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer(["<unk>", "<s>", "</s>"], bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.bos_token_id)])  # LLaMA's BOS
+    tok.save_pretrained(paths["llm_path"])
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,  # LLaMA-1
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(paths["llm_path"])
+    raw = json.loads((paths["llm_path"] / "config.json").read_text())
+    raw.update(model_type="llava", architectures=["LlavaLlamaForCausalLM"], mm_vision_tower=str(paths["vision_tower"]),
+               mm_hidden_size=width, use_mm_proj=True, mm_use_im_start_end=True)  # LLaVA-Lightning's extra keys
+    (paths["llm_path"] / "config.json").write_text(json.dumps(raw))
+    CLIPVisionModel(CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=width, intermediate_size=48,
+                                     num_hidden_layers=2, num_attention_heads=2)).save_pretrained(paths["vision_tower"])
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        paths["vision_tower"])
+    state = {"model.mm_projector.weight": torch.randn(hidden, width) * 0.1,
+             "model.mm_projector.bias": torch.randn(hidden) * 0.1,
+             "model.embed_tokens.weight": torch.randn(len(tok) + 3, hidden) * 0.02}  # + the 3 video tokens
+    tmp = paths["projector_path"].with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, paths["projector_path"])  # last: its presence marks a complete layout
+    return paths

@@ -29,6 +29,12 @@ class Rater(abc.ABC):
         """Request parameters that change answers (temperature, max tokens, ...): part of the cache key."""
         return {}
 
+    @property
+    def server(self) -> str | None:
+        """Where the model answers (a remote backend's base URL without credentials): part of the cache key,
+        so one model name served by two servers never shares replies. None for a local model."""
+        return None
+
     def check_ready(self) -> None:  # noqa: B027 - optional hook
         """Fail fast before any work (e.g. a missing API key: name the variable)."""
 

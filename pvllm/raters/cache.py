@@ -10,6 +10,7 @@ reason.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import sqlite3
@@ -21,15 +22,18 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from pvllm.raters.base import LLMRater
+from pvllm.utils.atomic import write_failed
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS replies (
     key TEXT PRIMARY KEY, backend TEXT, model TEXT, params TEXT, prompt TEXT, reply TEXT, created_at REAL
 )"""
 
 
-def request_key(backend: str, model: str, prompt: str, params: dict[str, Any]) -> str:
-    """sha256 of (backend, model, full prompt, parameters) in a canonical JSON form."""
-    blob = json.dumps([backend, model, prompt, params], sort_keys=True, ensure_ascii=False, default=str)
+def request_key(backend: str, model: str, prompt: str, params: dict[str, Any], server: str | None = None) -> str:
+    """sha256 of (backend, model, full prompt, parameters, server) in a canonical JSON form. A local model has
+    no server (its key is the one of caches written before the server was part of it)."""
+    fields = [backend, model, prompt, params] + ([] if server is None else [server])
+    blob = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -60,6 +64,10 @@ class CachedRater(LLMRater):
         return self.rater.params
 
     @property
+    def server(self) -> str | None:
+        return self.rater.server
+
+    @property
     def max_concurrency(self) -> int:  # type: ignore[override]
         return self.rater.max_concurrency
 
@@ -67,7 +75,7 @@ class CachedRater(LLMRater):
         self.rater.check_ready()
 
     def key(self, prompt: str) -> str:
-        return request_key(self.rater.registry_name, self.rater.name, prompt, self.rater.params)
+        return request_key(self.rater.registry_name, self.rater.name, prompt, self.rater.params, self.rater.server)
 
     def lookup(self, prompt: str) -> str | None:
         with self._lock:
@@ -78,7 +86,10 @@ class CachedRater(LLMRater):
         row = (self.key(prompt), self.rater.registry_name, self.rater.name,
                json.dumps(self.rater.params, sort_keys=True, default=str), prompt, reply, time.time())
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            try:
+                self._db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            except sqlite3.OperationalError as e:  # "database or disk is full": the transaction rolled back
+                raise write_failed(self.path, OSError(errno.ENOSPC if "full" in str(e) else errno.EIO, str(e))) from e
 
     def evict(self, prompts: list[str]) -> int:
         """Forget these prompts' replies (e.g. unparseable ones), so a rerun asks the judge again."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pvllm.clients.gemini_client import classify_gemini_error, make_gemini_client, reply_text
+from pvllm.clients.gemini_client import classify_gemini_error, gemini_server, make_gemini_client, reply_text
 from pvllm.raters.base import RATERS
 from pvllm.raters.remote import RemoteLLMRater
 
@@ -58,6 +58,9 @@ class GeminiRater(RemoteLLMRater):
         return p
 
     classify = staticmethod(classify_gemini_error)
+
+    def _server_url(self) -> str:
+        return gemini_server(self.client)
 
     def _request(self, prompt: str) -> str:
         from google.genai import types

@@ -53,6 +53,9 @@ class OpenAICompatibleRater(RemoteLLMRater):
 
     classify = staticmethod(classify_openai_error)
 
+    def _server_url(self) -> str:
+        return str(self.client.base_url)
+
     def _request(self, prompt: str) -> str:
         return completion_text(self.client.chat.completions.create(
             model=self.model, messages=[{"role": "user", "content": prompt}], **self.params))

@@ -10,6 +10,7 @@ from typing import Any
 
 from pvllm.clients.retry import AuthError, RemoteCallError, RemoteCalls
 from pvllm.raters.base import LLMRater
+from pvllm.utils.secrets import strip_credentials
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,14 @@ class RemoteLLMRater(LLMRater):
         # the one limiter of this backend: concurrency, rate (also spacing retries) and retries
         self.calls = RemoteCalls(retry, max_concurrency, requests_per_minute, type(self).classify)
         self.max_concurrency = self.calls.max_concurrency
+
+    @property
+    def server(self) -> str | None:
+        return strip_credentials(self._server_url())
+
+    @abc.abstractmethod
+    def _server_url(self) -> str:
+        """The base URL the client sends to (after the SDK's defaults and environment variables)."""
 
     @abc.abstractmethod
     def _request(self, prompt: str) -> str:

@@ -4,8 +4,11 @@
 For every per-item metric of both runs (scores.jsonl: caption metrics, FICL-Score; ranking.jsonl:
 Recall@1/5/10, MRR; the history copy rate) it prints mean A, mean B, B - A with its 95% interval
 (bootstrap over users, each user's samples resampled together) and the two-sided p-value of a paired
-sign-flip permutation test over users. Only sample ids present in both runs are compared, and how many
-is printed; the runs should share a histories file (same targets).
+sign-flip permutation test over users (exact over all 2^users sign patterns up to
+16 users). Only sample ids present in both runs are compared, and how many
+is printed. Runs are joined by sample id only when their identities (identity.json) say the ids name the
+same samples: dataset records, split, target draw and ranking candidates file agree (else an error naming
+both); what differs by design (history mode, model, decoding, video) is printed.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pvllm.identity import check_same_samples
 from pvllm.metrics.bootstrap import paired_test, per_item_scores
 from pvllm.metrics.diversity import per_item_copy
 from pvllm.metrics.ranking import expected_metrics, truth_rank_stats
@@ -53,6 +57,7 @@ def run_items(
 def compare(
     run_a: Path, run_b: Path, *, resamples: int = 10000, seed: int = 0, confidence: float = 0.95
 ) -> list[dict[str, Any]]:
+    check_same_samples(run_a, run_b)  # same samples under the same ids, or an IdentityConflict
     a, ua = run_items(run_a)
     b, ub = run_items(run_b)
     for sid in set(ua) & set(ub):
@@ -78,7 +83,7 @@ def to_markdown(rows: list[dict[str, Any]], confidence: float = 0.95) -> str:
     for r in rows:
         out.append(
             f"| {r['metric']} | {r['n_shared']} | {r['n_users']} | {f(r['mean_A'])} | {f(r['mean_B'])} | "
-            f"{f(r['diff'])} | [{f(r['lo'])}, {f(r['hi'])}] | {r['p_permutation']:.4f} |"
+            f"{f(r['diff'])} | [{f(r['lo'])}, {f(r['hi'])}] | {r['p_permutation']:.4f} ({r.get('p_method')}) |"
         )
     return "\n".join(out)
 
@@ -96,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--confidence", type=float, default=0.95)
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     args = p.parse_args(argv)
+    by_design = check_same_samples(args.run_a, args.run_b)
+    print("same samples (dataset, split, target draw, candidates); differing by design: "
+          + ("; ".join(by_design) if by_design else "nothing"))
     rows = compare(
         args.run_a, args.run_b, resamples=args.resamples, seed=args.seed, confidence=args.confidence
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import math
 import random
-import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -106,7 +105,16 @@ def videos_by_user_count(comments: Sequence[Mapping[str, Any]]) -> Counter:
 
 
 def find_cjk_font() -> str | None:
-    """A font file with CJK glyphs, if one is installed (e.g. Debian fonts-ipafont-gothic, fonts-noto-cjk)."""
+    """A font file with CJK glyphs: IPAexGothic from the PyPI package matplotlib-fontja (a dependency, found
+    without importing it: its import restyles every matplotlib figure), else an installed one (e.g. Debian
+    fonts-ipafont-gothic, fonts-noto-cjk)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("matplotlib_fontja")
+    if spec is not None and spec.submodule_search_locations:
+        bundled = Path(list(spec.submodule_search_locations)[0]) / "fonts" / "ipaexg.ttf"
+        if bundled.is_file():
+            return str(bundled)
     from matplotlib import font_manager
 
     for f in font_manager.findSystemFonts():
@@ -119,7 +127,26 @@ def find_cjk_font() -> str | None:
 
 
 def has_cjk(texts: Sequence[str]) -> bool:
-    return any(unicodedata.east_asian_width(ch) in ("W", "F") and ch.isalpha() for t in texts for ch in t)
+    from pvllm.utils.segment import has_cjk as text_has_cjk
+
+    return any(text_has_cjk(t) for t in texts)
+
+
+def cjk_word_frequencies(texts: Sequence[str]) -> Counter:
+    """Content words of CJK comments (pvllm.utils.segment: janome; particles, auxiliaries, pronouns and
+    other function words left out, as English stopwords are), counted; tokens without a letter or digit
+    and single kana are left out too."""
+    from pvllm.utils.segment import content_words
+
+    def kana(ch: str) -> bool:
+        return "\u3040" <= ch <= "\u30ff"
+
+    words = Counter()
+    for t in texts:
+        for w in content_words(t):
+            if any(ch.isalnum() for ch in w) and not (len(w) == 1 and kana(w)):
+                words[w] += 1
+    return words
 
 
 def fig4_wordclouds(
@@ -141,8 +168,12 @@ def fig4_wordclouds(
         texts[c["user_id"]].append(c["text"])
     users = random.Random(seed).sample(sorted(texts), min(n_users, len(texts)))
     all_texts = [t for u in users for t in texts[u]]
-    if font_path is None and has_cjk(all_texts):
+    cjk = has_cjk(all_texts)
+    if font_path is None and cjk:
         font_path = find_cjk_font()
+        if font_path is None:
+            raise RuntimeError("Figure 4: the comments are CJK and no CJK font was found: install pvllm's "
+                               "dependency matplotlib-fontja (or pass --font-path)")
     cols = 2 if len(users) > 1 else 1
     rows = (len(users) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 3.6 * rows), dpi=120, squeeze=False)
@@ -158,7 +189,11 @@ def fig4_wordclouds(
             collocations=False,
         )
         joined = "\n".join(texts[u])
-        if any(w.isalnum() for w in joined):
+        if cjk:  # words from the segmenter: a whitespace split would make each Japanese line one "word"
+            freqs = cjk_word_frequencies(texts[u])
+            if freqs:
+                ax.imshow(wc.generate_from_frequencies(freqs), interpolation="bilinear")
+        elif any(w.isalnum() for w in joined):
             ax.imshow(wc.generate(joined), interpolation="bilinear")
         ax.set_title(f"user {u[:10]}… ({len(texts[u])} comments)", fontsize=11)
     fig.suptitle("Figure 4: word clouds of randomly sampled users", fontsize=13)
@@ -183,13 +218,22 @@ def psi_summary(psi_kept: Sequence[float]) -> dict[str, Any]:
     }
 
 
-def fig_psi(psi_all: Sequence[float], threshold: float, path: Path) -> None:
+def fig_psi(psi_all: Sequence[float], threshold: float, path: Path, skipped: bool = False) -> None:
+    """Histogram of ψ; with ``skipped`` (``--skip-psi``) or no defined ψ, a figure that says so."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    if skipped or not psi_all:
+        ax.axis("off")
+        ax.text(0.5, 0.5, "ψ not computed (--skip-psi)" if skipped else "no video has a defined ψ",
+                ha="center", va="center", fontsize=16, transform=ax.transAxes)
+        ax.set_title("ψ of videos (eq. 3)")
+        fig.savefig(path)
+        plt.close(fig)
+        return
     ax.hist(psi_all, bins=[i / 20 for i in range(21)], color="#55A868", edgecolor="white")
     if 0 <= threshold <= 1:  # a negative threshold disables the ψ filter: no line to draw
         ax.axvline(threshold, color="#C44E52", linestyle="--", label=f"threshold ψ > {threshold}")

@@ -27,8 +27,10 @@ def collect(runs_dir: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def ranking_rows(summaries: list[dict], model: str, sha256: str | None) -> list[tuple[str, dict | None]]:
-    """(setting name, summary or None for n/a) for the runs of ``model`` on the candidates ``sha256``."""
+def ranking_rows(summaries: list[dict], model: str, sha256: str | None, score: str | None = "mean"
+                 ) -> list[tuple[str, dict | None]]:
+    """(setting name, summary or None for n/a) for the runs of ``model`` on the candidates ``sha256`` that
+    scored with ``score`` (ranking.score; summaries written before it existed are ``mean``; None: any)."""
     rows = []
     for mode, label in SETTINGS:
         match = [
@@ -36,6 +38,7 @@ def ranking_rows(summaries: list[dict], model: str, sha256: str | None) -> list[
             for s in summaries
             if s.get("model") == model
             and s.get("history_mode") == mode
+            and (score is None or s.get("score", "mean") == score)
             and (s.get("status") != "ok" or s.get("candidates_sha256") == sha256)
         ]
         if match:
@@ -47,13 +50,28 @@ def ranking_rows(summaries: list[dict], model: str, sha256: str | None) -> list[
     return rows
 
 
+def baseline_rows(summaries: list[dict], sha256: str | None) -> list[tuple[str, dict | None]]:
+    """The no-training baseline rankers (``generator=baseline_ranker``, model ``baseline:<name>``) that ranked
+    the same candidates file, one row per (ranker, history setting): the floor a model must beat."""
+    rows = []
+    for name in sorted({s["model"] for s in summaries if str(s.get("model", "")).startswith("baseline:")}):
+        # a baseline has no likelihood: its own score whatever the model's ranking.score
+        rows += [(f"{name} (no training), {label}", s) for label, s in ranking_rows(summaries, name, sha256, None)]
+    return rows
+
+
 def report(cfg=None, *, runs_dir: str, out_dir: str | None = None) -> list[tuple[str, dict | None]]:
-    """Hydra ``report`` hook: the ranking table of this evaluation's model over the history settings."""
+    """Hydra ``report`` hook: the ranking table of this evaluation's model over the history settings, with
+    the baseline rankers that ranked the same candidates beside it."""
     this = json.loads((Path(cfg.paths.output_dir) / "ranking_summary.json").read_text())
-    rows = ranking_rows(collect(runs_dir), this["model"], this.get("candidates_sha256"))
+    summaries = collect(runs_dir)
+    rows = ranking_rows(summaries, this["model"], this.get("candidates_sha256"), this.get("score", "mean"))
+    if not str(this["model"]).startswith("baseline:"):
+        rows += baseline_rows(summaries, this.get("candidates_sha256"))
     title = (
         f"\nRanking ({cfg.split} split, {this['generator']}: {this['model']}; candidates "
         f"{this.get('candidates_file', '-')} sha256 {str(this.get('candidates_sha256'))[:12]}; "
+        f"score {this.get('score', 'mean')}; "
         "Recall/MRR x100, mean rank of the truth among N)"
     )
     text = format_ranking(rows, title=title)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from pvllm.utils.atomic import write_failed
+from pvllm.utils.secrets import values_redactor
 
 log = logging.getLogger(__name__)
 
@@ -88,22 +92,38 @@ def read_jsonl_tolerant(path: str | os.PathLike, torn: list[str] | None = None) 
 
 
 def append_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> None:
-    """Append records and flush+fsync, so a kill right after loses nothing that was written."""
+    """Append records and flush+fsync, so a kill right after loses nothing that was written.
+
+    A failed write (disk full) cuts the file back to its size before this call, so no partial line is
+    left, and raises ``WriteFailed`` naming the file; the rerun appends these records again.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    redact = values_redactor()  # no secret value in any row (an error message may echo an API key)
+    data = "".join(redact(json.dumps(rec, ensure_ascii=False)) + "\n" for rec in records).encode("utf-8")
+    size = path.stat().st_size if path.exists() else 0
+    try:
+        with path.open("ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.truncate(path, size)
+        raise write_failed(path, e) from e
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> None:
-    """Write a whole file atomically (temp file + rename)."""
+    """Write a whole file atomically (temp file + rename); a failed write leaves the old file, names the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    redact = values_redactor()
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            for rec in records:
+                f.write(redact(json.dumps(rec, ensure_ascii=False)) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise write_failed(path, e) from e

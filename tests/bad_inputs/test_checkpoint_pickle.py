@@ -29,6 +29,11 @@ def test_pickle_with_code_is_refused_and_safetensors_loads(tiny_model_dir, tmp_p
     with pytest.raises(UnsafeCheckpointError, match=r"evil\.ckpt: refused, it is not a weights-only checkpoint"):
         PVLLMGenerator(pretrained=str(tiny_model_dir), checkpoint=str(evil))
     assert not marker.exists()  # the payload never ran
+    disguised = tmp_path / "weights.safetensors"  # issue 25 item 9: the message names the file
+    disguised.write_bytes(evil.read_bytes())
+    with pytest.raises(UnsafeCheckpointError, match=r"weights\.safetensors: refused, not a safetensors file"):
+        PVLLMGenerator(pretrained=str(tiny_model_dir), checkpoint=str(disguised))
+    assert not marker.exists()
 
     # the preferred form: a safetensors file of the module's weights (keys model.*)
     base = VideoLlavaForConditionalGeneration.from_pretrained(tiny_model_dir)

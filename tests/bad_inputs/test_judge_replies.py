@@ -68,6 +68,36 @@ def test_off_rubric_and_unparseable_replies_are_counted_and_retried_after_a_fix(
     assert s2["ficl_n_ok"] == 4 and s2["ficl_n_parse_failed"] == 0 and s2["ficl_n_snapped"] == 1
 
 
+def test_a_number_outside_the_rubric_is_out_of_range_and_kept(tmp_path, server, mini_ds):
+    """Issue 25 item 9: "Emotion: 7, Style: 8, Relevance: 10" (a 0-10 scale) is readable, so not
+    "unparseable": status out_of_range, the judge's numbers kept in scores.jsonl, not scored, counted; the
+    rerun after the judge is fixed asks only that item again."""
+    judged: list[str] = []
+
+    def ten_point_judge(body):
+        if not _is_judge(body):
+            return f"comment {canonical_hash(body['messages'][0]['content'][-1]['text'], 6)}"
+        judged.append(_prompt(body))
+        return "Emotion: 7, Style: 8, Relevance: 10" if len(judged) == 2 else "Emotion: 1, Style: 0.5, Relevance: 0"
+
+    server.default_text = ten_point_judge
+    args = remote_args(tmp_path, server, mini_ds, **{"ficl.k_shots": 0})
+    s = evaluate(args, tmp_path / "run")
+    assert s["ficl_n_ok"] == 3 and s["ficl_n_out_of_range"] == 1 and s["ficl_n_parse_failed"] == 0
+    assert s["ficl_n_reasked"] == 0 and len(judged) == 4  # readable: not asked again
+    rows = [r for r in load_jsonl(tmp_path / "run" / "scores.jsonl") if r["metric"].startswith("FICL")]
+    oor = {r["metric"]: r for r in rows if r["status"] == "out_of_range"}
+    assert {m: r["judge_value"] for m, r in oor.items()} == {"FICL-E": 7, "FICL-S": 8, "FICL-R": 10}
+    assert all(r["value"] is None and "out of range: Emotion 7, Style 8, Relevance 10" in r["error"]
+               for r in oor.values())
+    assert s["FICL-E"] == 100.0 and s["FICL-S"] == 50.0  # the three in-range items only
+    n_before = len(server.chat_calls())
+    s2 = evaluate(args + ["stage=score"], tmp_path / "run")  # the judge answers in range now
+    assert len(server.chat_calls()) - n_before == 1 and s2["ficl_n_ok"] == 4 and s2["ficl_n_out_of_range"] == 0
+    ids = [r["sample_id"] for r in load_jsonl(tmp_path / "run" / "scores.jsonl") if r["metric"] == "FICL-E"]
+    assert len(ids) == len(set(ids)) == 4
+
+
 def test_sample_fewshot_pool_on_other_data_is_an_error_unless_allowed(tmp_path, server, mini_ds):
     server.default_text = lambda b: "Emotion: 0.5, Style: 0.5, Relevance: 0.5" if _is_judge(b) else "nice"
     args = remote_args(tmp_path, server, mini_ds, **{"ficl.k_shots": 1})

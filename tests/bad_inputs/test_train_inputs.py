@@ -53,6 +53,30 @@ def _done_line(caplog) -> str:
     return line
 
 
+def test_check_videos_exit_status_tells_found_from_failed(tmp_path):
+    """Issue 25 item 9: the flow of docs/cluster.md (its shell lines, the dataset path replaced) goes on to
+    training after exit 3 (unreadable files listed) and stops on a failed check."""
+    import re
+
+    block = re.search(r"```bash\n(python -m pvllm\.data\.check_videos.*?)```",
+                      (REPO / "docs" / "cluster.md").read_text(), re.S).group(1)
+    script = block.replace("python train.py", "echo TRAIN")  # training itself: the test below
+    root = _copy(tmp_path)
+    next(iter(sorted((root / "videos").glob("*.mp4")))).write_bytes(b"")
+    env = dict(os.environ, PYTHONPATH=str(REPO), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+
+    def run(data_root: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "-c", script.replace("/data/pervidcom", str(data_root)).replace(
+            "--workers 32", "--workers 1")], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+    found = run(root)
+    assert found.returncode == 0 and "TRAIN" in found.stdout, found.stderr[-2000:]
+    assert len(load_jsonl(root / "unreadable_videos.jsonl")) == 1
+    failed = run(tmp_path / "no_such_dataset")
+    assert failed.returncode == 1 and "TRAIN" not in failed.stdout
+    assert "check_videos failed (exit 1)" in failed.stderr
+
+
 def test_check_videos_lists_corrupt_zero_byte_and_missing_then_training_leaves_them_out(tmp_path, caplog):
     from pvllm.data.check_videos import main as check_videos
 
@@ -64,7 +88,7 @@ def test_check_videos_lists_corrupt_zero_byte_and_missing_then_training_leaves_t
     ds.video_path(empty).write_bytes(b"")
     ds.video_path(missing).unlink()
     caplog.set_level(logging.INFO)
-    assert check_videos([str(root), "--workers", "2"]) == 0
+    assert check_videos([str(root), "--workers", "2"]) == 3  # found unreadable files: a distinct exit status
     listed = {r["video_id"]: r["error"] for r in load_jsonl(root / "unreadable_videos.jsonl")}
     assert sorted(listed) == sorted({corrupt, empty, missing})
     assert "video file not found" in listed[missing] and f"{missing}.mp4" in listed[missing]
@@ -190,3 +214,34 @@ def test_missing_api_key_names_the_variable_before_any_work(tmp_path, monkeypatc
                        match="environment variable OPENAI_API_KEY is not set"):
         entry_module("evaluate").evaluate(cfg)
     assert not (tmp_path / "e" / "predictions.jsonl").exists()
+
+
+def test_all_validation_videos_bad_is_an_error_not_a_nan_val_loss(tmp_path):
+    """Issue 25 item 6: with every validation video unreadable (on_bad_video=skip), val/loss would be 0/0;
+    the run stops naming the cause, before any best checkpoint is chosen. Once the files are back, the
+    rerun validates each sample once with a finite val/loss."""
+    import csv
+
+    root = _copy(tmp_path)
+    ds, _, val = _draw(root)
+    saved = {s.video_id: ds.video_path(s.video_id).read_bytes() for s in val}
+    for vid in saved:
+        ds.video_path(vid).write_bytes(b"")
+    args = ["trainer.max_steps=2", "+trainer.val_check_interval=2", "data.on_bad_video=skip",
+            "+callbacks.probe._target_=pvllm.distributed.probe.TrainProbe",
+            "+callbacks.probe.out_dir=${paths.output_dir}/probe"]
+    with pytest.raises(ValueError, match=rf"validation at step 2: all {len(val)} validation sample\(s\) were "
+                                         r"skipped .* val/loss is undefined \(NaN\)"):
+        _train(tmp_path, root, *args)
+    assert not list((tmp_path / "run" / "checkpoints").glob("best-*"))
+    for vid, data in saved.items():
+        ds.video_path(vid).write_bytes(data)
+    shutil.rmtree(tmp_path / "run")
+    _train(tmp_path, root, *args)
+    recs = [json.loads(x) for x in (tmp_path / "run" / "probe" / "rank0.jsonl").read_text().splitlines()]
+    ids = [i for r in recs if r["event"] == "val" for i in r["sample_ids"]]
+    assert sorted(ids) == sorted(s.sample_id for s in val)
+    (metrics,) = (tmp_path / "run" / "csv").glob("version_*/metrics.csv")
+    (loss,) = [float(r["val/loss"]) for r in csv.DictReader(metrics.open()) if r.get("val/loss")]
+    assert loss == pytest.approx(sum(r["loss"] for r in recs if r["event"] == "val") / len(val), rel=1e-5)
+    assert list((tmp_path / "run" / "checkpoints").glob("best-*"))

@@ -1,15 +1,32 @@
 """Shared machinery of the Gemini and OpenAI fakes: a threaded ``http.server`` on 127.0.0.1 (port 0) with a
 queue of scripted replies (status, delay, body, headers) and a log of every request, so tests count calls and
-inspect exactly what a real client library sent."""
+inspect exactly what a real client library sent. Like real servers and proxies, a reply can echo the API key
+the request carried: ``ECHO_KEY`` in a scripted body or header value is replaced by it, and ``echo_key_header``
+adds it as a header to every reply (secrets tests)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+ECHO_KEY = "<<the request's key>>"  # in a scripted reply: replaced by the key the request carried
+
+
+def request_key(headers: dict[str, str], path: str) -> str:
+    """The API key a request carried: ``Authorization: Bearer``, the password of ``Authorization: Basic`` (a
+    ``user:KEY@`` base URL), ``x-goog-api-key`` or ``?key=``."""
+    auth = headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:]
+    if auth.lower().startswith("basic "):
+        return base64.b64decode(auth[6:]).decode("utf-8", "replace").partition(":")[2]
+    return headers.get("x-goog-api-key") or parse_qs(urlsplit(path).query).get("key", [""])[0]
 
 
 @dataclass
@@ -41,6 +58,7 @@ class ScriptedServer:
         self.requests: list[RecordedRequest] = []
         self._script: list[Reply] = []
         self._lock = threading.Lock()
+        self.echo_key_header = False  # True: every reply carries the request's key in X-Echo-Key
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -66,10 +84,13 @@ class ScriptedServer:
                     payload = payload.encode()
                 elif payload is None:
                     payload = b""
+                key = request_key(headers, self.path)
+                payload = payload.replace(ECHO_KEY.encode(), key.encode())
+                extra = {"X-Echo-Key": key} if server.echo_key_header and key else {}
                 try:
                     self.send_response(reply.status)
-                    for k, v in {"Content-Type": "application/json", **reply.headers}.items():
-                        self.send_header(k, v)
+                    for k, v in {"Content-Type": "application/json", **reply.headers, **extra}.items():
+                        self.send_header(k, v.replace(ECHO_KEY, key))
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
                     self.wfile.write(payload)

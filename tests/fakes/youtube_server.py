@@ -52,6 +52,8 @@ class FakeYouTube:
         self.calls: dict[str, int] = {}
         self.log: list[tuple[str, dict[str, str]]] = []
         self.keys_seen: set[str] = set()
+        # True: error bodies and an X-Echo-Key header repeat the request's key (as some proxies and pages do)
+        self.echo_key = False
         # (endpoint, n): on receiving that call, SIGKILL process `kill_pid` before answering (kill -9 tests)
         self.kill_on: tuple[str, int] | None = None
         self.kill_pid: int | None = None
@@ -67,6 +69,8 @@ class FakeYouTube:
                 status, body = fake.handle(self.path)
                 data = json.dumps(body).encode()
                 self.send_response(status)
+                if fake.echo_key:
+                    self.send_header("X-Echo-Key", parse_qs(urlparse(self.path).query).get("key", [""])[0])
                 self.send_header("Content-Type", "application/json; charset=UTF-8")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -94,14 +98,15 @@ class FakeYouTube:
         endpoint = url.path[len(prefix) :]
         with self._lock:
             n = self.calls[endpoint] = self.calls.get(endpoint, 0) + 1
-            self.keys_seen.add(params.pop("key", ""))
+            key = params.pop("key", "")
+            self.keys_seen.add(key)
             self.log.append((endpoint, params))
         if self.kill_on == (endpoint, n) and self.kill_pid:
             os.kill(self.kill_pid, signal.SIGKILL)  # the client dies waiting for this answer
             return error(503, "backendError", "client killed")
         if (endpoint, n) in self.faults:
             status, reason = self.faults[(endpoint, n)]
-            return error(status, reason, f"scripted {reason}")
+            return error(status, reason, f"scripted {reason}" + (f" for API key {key}" if self.echo_key else ""))
         handler = getattr(self, "_" + endpoint, None)
         if handler is None:
             return error(404, "notFound", f"no route {url.path}")

@@ -14,7 +14,7 @@ from pathlib import Path
 from pvllm.data.collect.importer import import_comments
 from pvllm.data.collect.youtube import API_KEY_ENV, CollectConfig, MissingApiKeyError, YouTubeCollector
 from pvllm.data.privacy import MissingKeyError
-from pvllm.utils.secrets import install_log_redaction
+from pvllm.utils.secrets import install_redaction
 
 EXIT_QUOTA = 75  # EX_TEMPFAIL: try again later
 
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     yt.add_argument("--max-retries", type=int, default=4, help="retries of HTTP 429/5xx per call")
     yt.add_argument("--backoff-s", type=float, default=2.0, help="first retry delay, doubled each retry")
     yt.add_argument("--endpoint", default=None, help="API root, e.g. http://127.0.0.1:8080 (default Google)")
+    yt.add_argument("--api-key-env", default=API_KEY_ENV, help="the NAME of the variable holding the API key")
 
     im = sub.add_parser("import", help="import an existing comment JSONL (author re-keyed with HMAC)")
     im.add_argument("--comments", type=Path, required=True)
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    install_log_redaction()  # the API's request URLs carry key=...
+    install_redaction()  # the API key (request URLs carry key=..., error bodies may echo it): never shown
     try:
         return _run(args)
     except (MissingKeyError, MissingApiKeyError) as e:  # a setup problem: say what to set, no traceback
@@ -72,6 +73,7 @@ def _run(args: argparse.Namespace) -> int:
         max_retries=args.max_retries,
         backoff_s=args.backoff_s,
         endpoint=args.endpoint,
+        api_key_env=args.api_key_env,
     )
     summary = YouTubeCollector(cfg).run()
     print(json.dumps(summary, indent=1, ensure_ascii=False))

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 from pvllm.data.privacy import Pseudonymizer
 from pvllm.utils.jsonl import append_jsonl, read_jsonl_tolerant, write_jsonl
-from pvllm.utils.secrets import redact_url
+from pvllm.utils.secrets import redact_url, register_secret
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ class CollectConfig:
     max_retries: int = 4  # retries of 429/5xx per call
     backoff_s: float = 2.0  # first retry delay; doubles each retry
     endpoint: str | None = None  # e.g. http://127.0.0.1:PORT for a local server; None = Google's
+    api_key_env: str = API_KEY_ENV  # the NAME of the variable holding the API key
 
 
 def api_reason(err: Exception) -> str:
@@ -131,11 +132,12 @@ class YouTubeCollector:
         pseudonymize: Pseudonymizer | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ):
-        api_key = api_key or os.environ.get(API_KEY_ENV)
+        api_key = api_key or os.environ.get(cfg.api_key_env)
         if not api_key:
             raise MissingApiKeyError(
-                f"environment variable {API_KEY_ENV} is not set (a YouTube Data API v3 key)"
+                f"environment variable {cfg.api_key_env} is not set (a YouTube Data API v3 key)"
             )
+        register_secret(api_key)  # cut out of every log, stream and file (an error body may echo it)
         self.cfg = cfg
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)

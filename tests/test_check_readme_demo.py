@@ -71,7 +71,7 @@ def test_update_writes_what_the_check_accepts(tmp_path):
 
 
 def test_readme_has_the_demo_section():
-    """The markers the check reads are there (whether the quoted report matches a run is the check's job in
-    .ci/run, after `make demo`)."""
+    """The markers the check reads are there (whether the quoted report matches a run is the check's job,
+    after `make demo`)."""
     lines = check.readme_block((ROOT / "README.md").read_text(encoding="utf-8"))
     assert lines

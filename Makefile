@@ -1,12 +1,16 @@
 # make demo: install into .venv (if missing) and run the demo on the bundled sample (CPU, minutes)
-# make test: install into .venv (if missing) and run the test suite
+# make test: install into .venv (if missing) and run the test suite (3 pytest-xdist workers; TEST_WORKERS=N)
+# make test-quick: the suite without the tests marked heavy or slow (minutes less; for iteration)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TEST_WORKERS ?= 3
+# pytest-xdist; tests/conftest.py groups the tests that must share a worker
+XDIST := -n $(TEST_WORKERS) --dist loadgroup
 
-.PHONY: demo test install lint clean-outputs
+.PHONY: demo test test-quick install lint clean-outputs
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +28,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -m "not gpu" --durations=15
+	$(PY) -m pytest -q -m "not gpu" $(XDIST) --durations=15
+
+test-quick: $(STAMP)
+	$(PY) -m pytest -q -m "not gpu and not slow and not heavy" $(XDIST) --durations=10
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

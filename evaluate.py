@@ -28,13 +28,13 @@ from pvllm.evaluation import (  # noqa: E402
     apply_video_mode,
     check_video_files,
     fewshot_pool,
-    format_table,
     generate_resumable,
     generation_identity,
     history_stats,
     load_or_build_histories,
     merge_shards,
     predictions_path,
+    rank_run,
     read_histories_identity,
     scoring_identity,
     shard_rows,
@@ -48,6 +48,7 @@ from pvllm.identity import (  # noqa: E402
     stored_run_identity,
     write_json,
 )
+from pvllm.reports.summary_table import format_table  # noqa: E402
 from pvllm.utils.atomic import WriteFailed  # noqa: E402
 from pvllm.utils.cli import clear_errors  # noqa: E402
 from pvllm.utils.jsonl import JsonlError, load_jsonl, write_jsonl  # noqa: E402
@@ -151,8 +152,8 @@ def evaluate(cfg: DictConfig) -> dict | None:
         generator = hydra.utils.instantiate(cfg.generator)
         generator.name = HydraConfig.get().runtime.choices.get("generator") or generator.registry_name
         try:
-            if generator.reads_video and cfg.data.get("video", True):
-                check_video_files(rows, ds)
+            if generator.reads_video and cfg.data.get("require_video_files", True):
+                check_video_files(rows, ds)  # data.require_video_files=false: the caches serve every video
             # of every sample of the histories file: max_samples/shards do not change a run's identity;
             # stage=rank too: ranking.json never joins another model's or dataset's predictions
             ident = run_identity(hist_ident,
@@ -170,8 +171,6 @@ def evaluate(cfg: DictConfig) -> dict | None:
                 log.info("generation %s: %s", out.name, counts)
                 gen_counts = counts
             if cfg.stage == "rank" or (cfg.stage == "all" and cfg.ranking.enabled):
-                from pvllm.metrics.ranking import rank_run
-
                 r = cfg.ranking
                 ranking = rank_run(generator, rows, ds, run_dir, candidates_file=Path(r.candidates_file),
                                    n=r.n_candidates, seed=r.seed, batch_size=r.batch_size,
@@ -183,7 +182,8 @@ def evaluate(cfg: DictConfig) -> dict | None:
             from pvllm.metrics.ranking import format_ranking
 
             name = HydraConfig.get().runtime.choices.get("generator", "?")
-            title = f"\nranking, {cfg.split} split, history {h.mode} k={h.k}, score {cfg.ranking.score} ({cfg.run_name})"
+            title = (f"\nranking, {cfg.split} split, history {h.mode} k={h.k}, "
+                     f"score {cfg.ranking.score} ({cfg.run_name})")
             print(format_ranking([(name, ranking if ranking["status"] == "ok" else None)], title=title))
             if cfg.get("report"):
                 run_report(cfg)

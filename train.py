@@ -28,8 +28,10 @@ from pvllm.debug import apply_debug  # noqa: E402
 from pvllm.distributed.checkpoint_io import AtomicCheckpointIO  # noqa: E402
 from pvllm.identity import IdentityConflict  # noqa: E402
 from pvllm.models.builder import PVLLM, build_under_zero3, format_parameter_table  # noqa: E402
+from pvllm.models.families import FAMILIES  # noqa: E402
 from pvllm.models.module import PVLLMModule  # noqa: E402
-from pvllm.models.packing import TextTokens  # noqa: E402
+from pvllm.models.tower_cache import TowerFeatures  # noqa: E402
+from pvllm.models.transform import ModelTransform  # noqa: E402
 from pvllm.utils.atomic import WriteFailed, atomic_dir  # noqa: E402
 from pvllm.utils.cli import clear_errors  # noqa: E402
 from pvllm.utils.jsonl import JsonlError  # noqa: E402
@@ -72,7 +74,7 @@ def train(cfg: DictConfig) -> float | None:
     install_redaction()  # no secret value in any log line, stream or traceback (also in a submitit job)
     apply_debug(cfg, "train")  # debug=smoke: swaps what a CPU cannot run (prints each swap)
     register_config_secrets(cfg)  # the keys the config names (api_key_env, URL credentials), by value
-    validate_train_config(cfg)  # before any weights are loaded
+    validate_train_config(cfg, families=FAMILIES.names())  # before any weights are loaded
     L.seed_everything(cfg.seed, workers=True)
 
     strategy = hydra.utils.instantiate(cfg.strategy)
@@ -82,18 +84,19 @@ def train(cfg: DictConfig) -> float | None:
         build = partial(build_under_zero3, partial(hydra.utils.instantiate, cfg.model), strategy.config)
         bundle = PVLLM(model=None, processor=processor, source=source, notes=["built in configure_model (ZeRO-3)"])
         if cfg.data.get("feature_cache"):
-            raise ValueError("data.feature_cache is checked against the whole model, which ZeRO-3 builds sharded "
+            raise ValueError("data.feature_cache is keyed by the tower's weights, which ZeRO-3 builds sharded "
                              "in configure_model: unset data.feature_cache or use strategy=deepspeed_zero2")
-        datamodule.attach_processor(processor,
-                                    text_tokens=TextTokens(processor, cfg.data.get("max_reply_tokens", 64)))
-        module = PVLLMModule(None, optim=cfg.optim, scheduler=cfg.scheduler, build=build,
-                             loss=cfg.get("loss"))
+        datamodule.attach_transform(ModelTransform(processor, cfg.data.get("max_reply_tokens", 64)))
+        module = PVLLMModule(None, optim=cfg.optim, scheduler=cfg.scheduler, build=build, loss=cfg.get("loss"))
     else:
         bundle = hydra.utils.instantiate(cfg.model)  # pvllm.models.builder.build_pvllm
         log.info("model %s\n%s", bundle.source, format_parameter_table(bundle.parameter_table))
-        # + the feature cache, if configured; + the family's text-token counter that packing plans with
-        datamodule.attach_processor(bundle.processor, bundle.model,
-                                    text_tokens=TextTokens(bundle.processor, cfg.data.get("max_reply_tokens", 64)))
+        # the family's processor and chat format (+ packing's text-token counter), handed to the data layer;
+        # + the tower transform the feature cache is opened with, if configured
+        tower = (TowerFeatures(bundle.model, bundle.processor, cfg.data.num_frames, cfg.data.get("frame_size"))
+                 if cfg.data.get("feature_cache") else None)
+        datamodule.attach_transform(ModelTransform(bundle.processor, cfg.data.get("max_reply_tokens", 64)),
+                                    tower=tower)
         module = PVLLMModule(bundle.model, optim=cfg.optim, scheduler=cfg.scheduler, loss=cfg.get("loss"))
     for note in bundle.notes:
         log.info("note: %s", note)
@@ -138,6 +141,12 @@ def train(cfg: DictConfig) -> float | None:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     ckpt_cb = getattr(trainer, "checkpoint_callback", None)
     best = float(ckpt_cb.best_model_score) if ckpt_cb is not None and ckpt_cb.best_model_score is not None else None
+    if best is None and "val/loss" in metrics:  # no best-checkpoint callback: the last validation
+        best = metrics["val/loss"]
+    if best is None and HydraConfig.get().runtime.choices.get("hparams_search"):
+        # a search trial returns val/loss: fit stopped (max_steps) before any validation, so validate once
+        best = float(trainer.validate(module, datamodule=datamodule, verbose=False)[0]["val/loss"])
+        log.info("hparams_search: no validation during fit; val/loss after it: %s", best)
     log.info("done: global_step=%d best val/loss=%s metrics=%s skipped_videos=%d excluded_samples=%d",
              trainer.global_step, best, metrics, sum(skipped.values()), sum(datamodule.excluded.values()))
     return best

@@ -2,8 +2,9 @@
 
 Same model, same batch, same optimizer step (forward + backward + AdamW), side by side in one process,
 alternating rounds. "encoder" = decode the 8 frames, preprocess, run the frozen encoder, then the LLM;
-"cached" = read the encoder's output from ``pvllm.data.feature_cache`` (sha256-checked .npy), then the
-LLM. The two losses are checked equal first (or the timing means nothing).
+"cached" = replay the encoder's recorded output from ``pvllm.data.feature_cache`` (the cache store's
+verified entry; ``pvllm.models.tower_cache``), then the LLM. The two losses are checked equal first
+(or the timing means nothing).
 
     python benchmarks/bench_feature_cache.py [--model tiny|small] [--rounds 5]
 
@@ -33,11 +34,13 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from pvllm.data.datamodule import PVLLMCollator
+    from pvllm.data.collate import PVLLMCollator
     from pvllm.data.feature_cache import FeatureCache, build_cache
     from pvllm.data.video_io import read_frames
     from pvllm.models.builder import build_pvllm
     from pvllm.models.module import PVLLMModule
+    from pvllm.models.tower_cache import TowerFeatures
+    from pvllm.models.transform import ModelTransform
     from pvllm.prompt import build_prompt
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-fcache-"))
@@ -45,17 +48,18 @@ def main() -> None:
     bundle = build_pvllm(str(tmp / "model"), create=create, vision_encoder=dict(SPEC, trainable=False))
     model, proc = bundle.model, bundle.processor
     video = ROOT / "data" / "sample" / "videos" / "bikes_03.mp4"
-    build_cache(tmp / "cache", model, proc, [video], 8, progress=False)
-    cache = FeatureCache.for_model(tmp / "cache", model, proc, 8)
+    tower = TowerFeatures(model, proc, 8)
+    build_cache(tmp / "cache", tower, [("bikes_03", str(video))], progress=False)
+    cache = FeatureCache(tmp / "cache", tower.settings())
     history = ["OMG the taxi is SO GOOD 🔥", "best cyclist clip EVER"] * 3
     item = {"sample_id": "s", "prompt": build_prompt(history),
             "reply": "THIS CYCLIST THO 😍😍"}
-    collate = PVLLMCollator(proc)
+    collate = PVLLMCollator(ModelTransform(proc))
     module = PVLLMModule(model, optim={})
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-9)
 
     def step(cached: bool) -> float:
-        src = {"features": cache.features(video)} if cached else {"frames": read_frames(video, 8)}
+        src = cache.get("bikes_03", video) if cached else {"frames": read_frames(video, 8)}
         batch = collate([dict(item, **src)])
         loss = module(batch)
         loss.backward()
@@ -66,7 +70,7 @@ def main() -> None:
     model.train()
     with torch.no_grad():
         a = module(collate([dict(item, frames=read_frames(video, 8))]))
-        b = module(collate([dict(item, features=cache.features(video))]))
+        b = module(collate([dict(item, **cache.get("bikes_03", video))]))
     assert abs(float(a) - float(b)) <= 1e-6, (float(a), float(b))
     step(False), step(True)  # warm-up
     e, c = side_by_side(lambda: step(False), lambda: step(True), args.rounds)

@@ -6,7 +6,7 @@ side in one process on the same samples. Checks first that every sample's loss i
         [--pack-tokens 1024] [--rounds 2] [--threads 2]
 
 ``danmaku``: the real danmaku comments of ../shared/data/comments, built as scripts/real_danmaku_text.py
-builds them (import + build into a temporary directory), trained text-only (data.video=false) as
+builds them (import + build into a temporary directory), trained text-only (video.mode=none) as
 experiment=real_danmaku_text does; ``sample``: the bundled data/sample with its videos. ``tiny``: the tiny
 random Video-LLaVA of conf/model/tiny.yaml; ``small``: PV-LLM-small (SmolLM2-135M + the real MobileNetV2;
 needs the prepared SmolLM2, see pvllm.models.smollm2).
@@ -60,13 +60,14 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from pvllm.data.datamodule import PVLLMCollator, SampleDataset
+    from pvllm.data.collate import PVLLMCollator, SampleDataset
     from pvllm.data.dataset import load_pervidcom
     from pvllm.data.histories import draw_training_samples
     from pvllm.data.packing import plan_packs, sample_lengths
     from pvllm.models.builder import build_pvllm
     from pvllm.models.module import PVLLMModule
     from pvllm.models.packing import TextTokens
+    from pvllm.models.transform import ModelTransform
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-packing-"))
     if args.data == "danmaku":
@@ -86,8 +87,8 @@ def main() -> None:
     sds = SampleDataset(ds, samples, 8, include_title=title, video=video)
     items = [sds[i] for i in range(len(sds))]  # frames decoded once, outside the timing
 
-    padded_c = PVLLMCollator(proc, max_reply)
-    packed_c = PVLLMCollator(proc, max_reply, packing=True, pack_tokens=args.pack_tokens)
+    padded_c = PVLLMCollator(ModelTransform(proc), max_reply)
+    packed_c = PVLLMCollator(ModelTransform(proc), max_reply, packing=True, pack_tokens=args.pack_tokens)
     lengths = sample_lengths(sds, padded_c.encode, TextTokens(proc, max_reply))
     padded = [padded_c(items[i: i + args.batch]) for i in range(0, len(items), args.batch)]
     packs = plan_packs(lengths, args.pack_tokens, [s.sample_id for s in samples])

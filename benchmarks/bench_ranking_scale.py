@@ -12,7 +12,7 @@ episode, pvllm.metrics.ranking.build_candidates).
   the weights), as the real-danmaku evaluation runs it. Anchor: the prompt once per sample, its key/value
   cache repeated for ``--score-batch`` right-padded candidates, logits of every fed position (the path of
   Video-LLaVA-format models before this change, copied below).
-- ``tiny_<family>``: the tiny random model of another family (pvllm.models.tiny_families); the danmaku
+- ``tiny_<family>``: the tiny random model of another family (pvllm.models.tiny); the danmaku
   have no video files, so each target is shown one of the bundled sample clips in turn. Anchor: one full
   forward per candidate, video included (``families.reply_logprob``: that family's path before this change).
 Ours: ``score_candidates`` on --per-call samples at a time (evaluate.py's ranking.batch_size), candidates

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from pvllm.data.histories import HISTORY_MODES, HISTORY_SELECTIONS
+from pvllm.prompt import HISTORY_MODES, HISTORY_SELECTIONS, TASKS, TRAIN_VIDEO_MODES, VIDEO_MODES
 
 
 class ConfigError(ValueError):
@@ -42,7 +43,12 @@ EXTENSIBLE = (
     "generator.sampling",       # generate() kwargs ({} for API generators: the model's defaults)
     "hydra.sweeper.params",     # the sweep of a multirun experiment
 )
-_GLOBAL_GROUPS = ("experiment", "debug")  # groups whose files are `# @package _global_`
+_GLOBAL_GROUPS = ("experiment", "hparams_search", "debug")  # groups whose files are `# @package _global_`
+
+
+# The old spellings of `video.mode` (what video a sample is shown): now references to it, never set directly.
+VIDEO_REFS = ("data.video", "generator.video")
+_ABSENT = object()
 
 
 def _hydra_node(cfg: DictConfig):
@@ -76,8 +82,9 @@ def _base_config(hc, config_name: str) -> DictConfig:
 
     main = next(s for s in hc.runtime.config_sources if s.provider == "main")
     csp = create_config_search_path(main.path if main.schema == "file" else f"{main.schema}://{main.path}")
+    # the sweeper chosen (an hparams_search file picks Optuna's): its settings are the base of what they set
     choices = [f"{g}={c}" for g, c in hc.runtime.choices.items()
-               if c is not None and g not in _GLOBAL_GROUPS and not g.startswith("hydra/")]
+               if c is not None and g not in _GLOBAL_GROUPS and (g == "hydra/sweeper" or not g.startswith("hydra/"))]
     if hc.searchpath:  # extra config dirs (hydra.searchpath=[...]) hold group options too
         choices.append(f"hydra.searchpath=[{','.join(hc.searchpath)}]")
     loader = ConfigLoaderImpl(config_search_path=csp)
@@ -92,8 +99,8 @@ def _is_ref(v) -> bool:
 def _check_keys(path: Path, own: dict, base, where: str, errors: list[str], rel: str) -> None:
     for k, v in own.items():
         key = f"{where}.{k}" if where else str(k)
-        if any(key == e or key.startswith(e + ".") for e in EXTENSIBLE):
-            continue
+        if any(key == e or key.startswith(e + ".") for e in EXTENSIBLE) or key in VIDEO_REFS:
+            continue  # VIDEO_REFS: reported by _check_video, with the new spelling
         if not isinstance(base, DictConfig) or k not in base:
             errors.append(f"{key}: set in {rel}, but the base config has no such key (a typo? keys can be added "
                           f"only under {', '.join(EXTENSIBLE)}: pvllm.config.EXTENSIBLE)")
@@ -117,7 +124,8 @@ def check_global_files(cfg: DictConfig, errors: list[str]) -> None:
     hc = _hydra_node(cfg)
     if hc is None or not hc.runtime.get("config_sources"):
         return
-    files = [f for g in _GLOBAL_GROUPS if hc.runtime.choices.get(g) for f in _global_files(hc, g, hc.runtime.choices[g])]
+    files = [f for g in _GLOBAL_GROUPS if hc.runtime.choices.get(g)
+             for f in _global_files(hc, g, hc.runtime.choices[g])]
     if not files:
         return
     base = _base_config(hc, hc.job.config_name)
@@ -152,6 +160,35 @@ def _check_targets(cfg: DictConfig, errors: list[str]) -> None:
                               f"name: {known or 'none defined'}")
 
 
+def _raw(cfg: DictConfig, key: str):
+    """The value of ``key`` as written (an interpolation unresolved); _ABSENT when there is no such key."""
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, default=None)
+    if not isinstance(node, DictConfig) or leaf not in node:
+        return _ABSENT
+    return node._get_node(leaf)._value()
+
+
+def _check_video(cfg: DictConfig, errors: list[str], modes: tuple[str, ...]) -> None:
+    """``video.mode`` is the one key for what video a sample is shown; ``data.video`` (a bool before) and
+    ``generator.video`` only refer to it. Setting one of them is the old spelling: named with the new one."""
+    mode = _get(cfg, "video.mode")
+    if mode not in modes:
+        why = " (mismatched is an evaluation ablation)" if mode == "mismatched" else ""
+        errors.append(f"video.mode: {' | '.join(modes)}, got {mode!r}{why}")
+    for key in VIDEO_REFS:
+        raw = _raw(cfg, key)
+        if raw is _ABSENT or raw == "${video.mode}":
+            continue
+        group, _, name = key.partition(".")
+        where = _setting_files(cfg, group, name)
+        new = ("none" if raw in (False, "false", "none", None) else "own" if raw in (True, "true") else raw)
+        errors.append(f"{key}={str(raw).lower() if isinstance(raw, bool) else raw}"
+                      f"{' (set in ' + ', '.join(where) + ')' if where else ''}: the old spelling of what video a "
+                      f"sample is shown; set video.mode={new} instead (one key for train.py and evaluate.py: "
+                      f"{' | '.join(VIDEO_MODES)})")
+
+
 def _common(cfg: DictConfig, errors: list[str]) -> None:
     check_global_files(cfg, errors)
     _check_targets(cfg, errors)
@@ -171,15 +208,17 @@ def _common(cfg: DictConfig, errors: list[str]) -> None:
     if not isinstance(k, int) or not 0 <= k <= 15:
         errors.append(f"history.k: must be an integer in [0, 15] (paper), got {k!r}")
     fc = _get(cfg, "data.feature_cache")
-    if fc and not (Path(str(fc)) / "manifest.json").is_file():
-        errors.append(f"data.feature_cache: {fc} is not a feature cache (build it with "
-                      "`python -m pvllm.data.feature_cache --model MODEL --data DATA --out DIR`)")
+    if fc and not (Path(str(fc)) / "store.json").is_file():
+        errors.append(f"data.feature_cache: {fc} is not a cache store (build it with "
+                      "`python -m pvllm.cache_features --model MODEL --data DATA --out DIR`)")
     nf = _get(cfg, "data.num_frames")
     if not isinstance(nf, int) or nf < 1:
         errors.append(f"data.num_frames: must be a positive integer, got {nf!r}")
 
 
-def validate_train_config(cfg: DictConfig) -> None:
+def validate_train_config(cfg: DictConfig, families: Sequence[str] | None = None) -> None:
+    """``families``: the model families known (``pvllm.models.families.FAMILIES.names()``, handed in by
+    train.py: this module sits below the models and imports none); None leaves ``model.family`` to the builder."""
     errors: list[str] = []
     _common(cfg, errors)
     kmin, kmax = _get(cfg, "history.train_k_min"), _get(cfg, "history.train_k_max")
@@ -188,11 +227,8 @@ def validate_train_config(cfg: DictConfig) -> None:
     if not _get(cfg, "model.pretrained"):
         errors.append("model.pretrained: an HF directory or hub id is required")
     family = _get(cfg, "model.family")
-    if family is not None:
-        from pvllm.models.families import FAMILIES
-
-        if family not in FAMILIES:
-            errors.append(f"model.family: unknown {family!r}; valid: {', '.join(FAMILIES.names())}")
+    if family is not None and families is not None and family not in families:
+        errors.append(f"model.family: unknown {family!r}; valid: {', '.join(families)}")
     for key in ("data.fps", "data.max_frames", "data.max_visual_tokens"):
         v = _get(cfg, key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
@@ -201,13 +237,11 @@ def validate_train_config(cfg: DictConfig) -> None:
     if not isinstance(lr, (int, float)) or lr <= 0:
         errors.append(f"optim.lr: must be > 0, got {lr!r}")
     task = _get(cfg, "data.task")
-    if task is not None:
-        from pvllm.data.datamodule import TASKS
-
-        if task not in TASKS:
-            errors.append(f"data.task: {' | '.join(TASKS)}, got {task!r}")
-    if task == "title" and _get(cfg, "data.video") is False:
-        errors.append("data.task=title aligns the projector to the video: it needs data.video=true")
+    if task is not None and task not in TASKS:
+        errors.append(f"data.task: {' | '.join(TASKS)}, got {task!r}")
+    _check_video(cfg, errors, TRAIN_VIDEO_MODES)
+    if task == "title" and _get(cfg, "video.mode") == "none":
+        errors.append("data.task=title aligns the projector to the video: it needs video.mode=own")
     plr = _get(cfg, "optim.projector_lr")
     if plr is not None and (isinstance(plr, bool) or not isinstance(plr, (int, float)) or plr <= 0):
         errors.append(f"optim.projector_lr: must be null or > 0, got {plr!r}")
@@ -250,9 +284,8 @@ def validate_eval_config(cfg: DictConfig) -> None:
     spu = _get(cfg, "samples_per_user")
     if spu != "all" and (not isinstance(spu, int) or spu < 1):
         errors.append(f"samples_per_user: must be >= 1 or all (every comment a target), got {spu!r}")
+    _check_video(cfg, errors, VIDEO_MODES)
     vmode = _get(cfg, "video.mode")
-    if vmode is not None and vmode not in ("own", "mismatched", "none"):
-        errors.append(f"video.mode: own | mismatched | none, got {vmode!r}")
     target = _get(cfg, "generator._target_")
     if vmode == "none" and target and stage in ("all", "generate"):
         from hydra.utils import get_class

@@ -3,7 +3,7 @@
 Appended to the command in an experiment file's header, the preset keeps the experiment's settings and code
 path and swaps only what a CPU cannot run, printing each swap (``debug=smoke: key: old -> new (why)``):
 - weights: tiny RANDOM weights of the same family, built on the fly and cached under ``paths.cache_dir``
-  (``FAMILIES[...].tiny``; Video-ChatGPT's layout and the text-only LM from ``pvllm.models.tiny_families``)
+  (``FAMILIES[...].tiny``; Video-ChatGPT's layout and the text-only LM from ``pvllm.models.tiny``)
   in place of hub ids, 7B paths or trained runs;
 - hardware: ``trainer.accelerator=cpu``, one device, one node; Lightning's ``DeepSpeedStrategy`` needs CUDA,
   so it becomes ``auto`` and the weights stay fp32 (DeepSpeed's bf16 keeps fp32 master weights; here
@@ -166,14 +166,14 @@ def _evaluate(cfg: DictConfig, changes: list[str]) -> None:
         _set(cfg, "generator.pretrained", path, f"tiny random {family}", changes)
         _set(cfg, "generator.checkpoint", None, "weights of the tiny model only", changes)
     elif cls == "VideoChatGPTGenerator":
-        from pvllm.models.tiny_families import make_tiny_video_chatgpt
+        from pvllm.models.tiny import make_tiny_video_chatgpt
 
         paths = make_tiny_video_chatgpt(Path(cfg.paths.cache_dir) / "models" / "smoke-video_chatgpt")
         for key, p in paths.items():
             _set(cfg, f"generator.{key}", str(p), "tiny random Video-ChatGPT layout", changes)
     elif cls == "TextOnlyGenerator":
         path = str(Path(cfg.paths.cache_dir) / "models" / "smoke-causal_lm")
-        _build(path, {"_target_": "pvllm.models.tiny_families.make_tiny_causal_lm", "_partial_": True, "seed": 0})
+        _build(path, {"_target_": "pvllm.models.tiny.make_tiny_causal_lm", "_partial_": True, "seed": 0})
         _set(cfg, "generator.model_path", path, "tiny random LLaMA chat LM", changes)
         _set(cfg, "generator.gguf_file", None, "a plain HF directory", changes)
     else:  # API generators: the request path is the code path; the server is the caller's (fakes in tests)

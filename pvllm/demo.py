@@ -22,7 +22,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pvllm.evaluation import scored_of
+from pvllm.reports.summary_table import scored_of
 from pvllm.utils.jsonl import load_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -233,7 +233,7 @@ def main() -> None:
     run("align projector", ["train.py", "experiment=align_small", f"hydra.run.dir={OUT / 'align'}"], times)
     # the frozen MobileNetV2 runs once per video; training and every evaluation below read its features
     cache = OUT / "feature_cache"
-    run("feature cache", ["-m", "pvllm.data.feature_cache", "--model", str(OUT / "align" / "hf_model"), "--data",
+    run("feature cache", ["-m", "pvllm.cache_features", "--model", str(OUT / "align" / "hf_model"), "--data",
                           str(data), "--out", str(cache)], times)
     run("train", ["train.py", "experiment=demo_small", f"model.pretrained={OUT / 'align' / 'hf_model'}",
                   f"data.feature_cache={cache}", f"hydra.run.dir={OUT / 'train'}"], times)
@@ -257,7 +257,7 @@ def main() -> None:
     run_lanes([[evaluation("none"),
                 ("rank (history=others)", ["evaluate.py", "experiment=demo_eval", "history.mode=others",
                                            "stage=rank", *common, f"hydra.run.dir={OUT / 'eval_others'}"]),
-                ("feature cache (re-encoded clips)", ["-m", "pvllm.data.feature_cache", "--model", str(model_dir),
+                ("feature cache (re-encoded clips)", ["-m", "pvllm.cache_features", "--model", str(model_dir),
                                                       "--data", str(reenc), "--out", str(OUT / "feature_cache_re")]),
                 ("video test (re-encoded clips)", [*video_test, "--data", str(reenc), "--feature-cache",
                                                    str(OUT / "feature_cache_re"), "--out", str(vt_re),

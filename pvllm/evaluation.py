@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from pvllm.data.dataset import PerVidCom
 from pvllm.data.histories import build_eval_histories
-from pvllm.generators.base import GenerationRequest, Generator
+from pvllm.generators.base import GenerationRequest, Generator, RankingUnsupported
 from pvllm.identity import (
     check_histories_identity,
     dataset_records_digest,
@@ -21,8 +20,16 @@ from pvllm.identity import (
     weights_digest,
     write_json,
 )
-from pvllm.metrics.scoring import FAILURE_RULE, apply_failure_rule
-from pvllm.prompt import build_instruction
+from pvllm.metrics.ranking import (
+    SCORES,
+    history_overlap,
+    load_or_build_candidates,
+    rank_resumable,
+    ranking_metrics,
+)
+from pvllm.metrics.scoring import apply_failure_rule
+from pvllm.prompt import VIDEO_MODES, build_instruction
+from pvllm.utils.hashing import file_sha256
 from pvllm.utils.jsonl import append_jsonl, load_jsonl, read_jsonl_tolerant, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -108,8 +115,9 @@ def generation_identity(generator: Generator, rows: list[dict], ds: PerVidCom, i
                       "model": generator.model_id, "weights": weights_digest(generator.model_id),
                       "generation": json.loads(json.dumps(generator.generation_config, default=str))},
         "include_title": bool(include_title), "videos": videos,
-        # own video: no field, so identities of runs made before the ablation existed stay the same
-        **({} if (video or {}).get("mode", "own") == "own" else
+        # own video: no field, so identities of runs made before the ablation existed stay the same; a generator
+        # that reads no video (text-only, video.mode=none) is shown none whatever the mode: no field either
+        **({} if (video or {}).get("mode", "own") == "own" or not generator.reads_video else
            {"video_mode": video["mode"], **({"video_seed": video["seed"]} if video["mode"] == "mismatched" else {})}),
     }
 
@@ -155,7 +163,8 @@ def scoring_identity(summary: dict[str, Any], rater: Any, cfg: Any, pool_info: d
     n = summary.get("n_requested")  # max_samples: a run of fewer samples is another run
     if rater is None:
         return {"rater": None, "n_samples": n}
-    return {"rater": summary.get("rater"), "n_samples": n, "rater_params": json.loads(json.dumps(rater.params, default=str)),
+    return {"rater": summary.get("rater"), "n_samples": n,
+            "rater_params": json.loads(json.dumps(rater.params, default=str)),
             "k_shots": int(cfg.ficl.k_shots), "ficl_seed": int(cfg.seed),
             "fewshot_pool": {k: pool_info.get(k) for k in ("dir", "digest", "bundled_sample")}}
 
@@ -166,9 +175,6 @@ def history_stats(rows: list[dict], k: int) -> dict[str, Any]:
     return {"history_len_min": min(lens, default=0), "history_len_max": max(lens, default=0),
             "history_len_mean": round(sum(lens) / len(lens), 3) if lens else math.nan,
             "n_history_shorter_than_k": sum(n < k for n in lens)}
-
-
-VIDEO_MODES = ("own", "mismatched", "none")
 
 
 def apply_video_mode(rows: list[dict], mode: str, seed: int) -> list[dict]:
@@ -344,60 +350,59 @@ def merge_shards(run_dir: Path, rows: list[dict], num_shards: int) -> list[dict]
     return preds
 
 
-TABLE_COLUMNS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "FICL-E", "FICL-S", "FICL-R")
-# copy and diversity (pvllm.metrics.diversity): column -> summary key
-COPY_COLUMNS = {"copy-H": "copy_history", "copy-T": "copy_title", "dist-1": "distinct-1",
-                "dist-2": "distinct-2", "len": "mean_len", "ref len": "ref_mean_len"}
-
-
-def _cell(v: Any, digits: int = 2) -> str:
-    return f"{v:.{digits}f}" if isinstance(v, (int, float)) else "-"
-
-
-def format_table(rows: Iterable[tuple[str, dict[str, Any]]], title: str = "") -> str:
-    """A Table-4-style Markdown table: one row per (name, summary), with scored/requested counts beside the
-    means and the one failure rule stated above it, then the 95% intervals over users."""
-    rows = list(rows)
-    head = ("| method | " + " | ".join((*TABLE_COLUMNS, *COPY_COLUMNS))
-            + " | scored/requested | FICL scored/requested | rater | FICL pool |")
-    toks = sorted({s.get("caption_tokenize", "coco") for _, s in rows})
-    tok_note = ([] if toks == ["coco"] else  # coco-exact: the default, as every earlier table
-                [f"(caption metrics tokenized: {', '.join(f'{n}: {t}' for n, t in _tokenizations(rows))})"])
-    lines = ([title] if title else []) + [f"({FAILURE_RULE})", *tok_note, head,
-                                          "|" + "---|" * (len(TABLE_COLUMNS) + len(COPY_COLUMNS) + 5)]
-    for name, s in rows:
-        vals = [_cell(s.get(c)) for c in TABLE_COLUMNS] + [_cell(s.get(k), 1) for k in COPY_COLUMNS.values()]
-        lines.append(f"| {name} | " + " | ".join(vals) + f" | {scored_of(s)} | {ficl_scored_of(s)} | "
-                     f"{s.get('rater') or '-'} | {s.get('ficl_pool') or '-'} |")
-    ci_rows = [(name, s["ci95"]) for name, s in rows if s.get("ci95")]
-    if ci_rows:
-        cols = [c for c in (*TABLE_COLUMNS, "copy_history") if any(c in ci for _, ci in ci_rows)]
-        lines += ["", "95% intervals over users (mean of per-item scores [low, high]):",
-                  "| method | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
-        for name, ci in ci_rows:
-            cells = [f"{ci[c]['mean']:.2f} [{ci[c]['lo']:.2f}, {ci[c]['hi']:.2f}]" if c in ci else "-"
-                     for c in cols]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _tokenizations(rows: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, str]]:
-    from pvllm.metrics.caption import TOKENIZATIONS
-
-    return [(name, TOKENIZATIONS.get(s.get("caption_tokenize", "coco"), "?")) for name, s in rows]
-
-
-def scored_of(s: dict[str, Any]) -> str:
-    """``scored/requested`` of a summary (older summaries: n minus failures)."""
-    n = s.get("n_requested", s.get("n"))
-    if n is None:
-        return "-"
-    return f"{s.get('n_scored', n - int(s.get('n_generation_failed') or 0))}/{n}"
-
-
-def ficl_scored_of(s: dict[str, Any]) -> str:
-    if "ficl_n_requested" in s:
-        return f"{s['ficl_n_scored']}/{s['ficl_n_requested']}"
-    if "ficl_n_ok" in s:
-        return f"{s['ficl_n_ok']}/{s['ficl_n_ok'] + s.get('ficl_n_failed', 0)}"
-    return "-"
+def rank_run(
+    generator: Any,
+    rows: list[dict],
+    ds: PerVidCom,
+    run_dir: Path,
+    *,
+    candidates_file: Path,
+    n: int,
+    seed: int,
+    batch_size: int,
+    include_title: bool,
+    score: str = "mean",
+    protocol: str = "same_video",
+    livebot: dict | None = None,
+) -> dict[str, Any]:
+    """Rank the candidates of every sample with ``generator``; writes ``ranking.jsonl`` (resumable) and
+    ``ranking_summary.json`` (metrics, chance levels, the candidates file and its sha256). A generator
+    without log-probabilities gives ``status: n/a`` (never 0). ``score``: :data:`SCORES` (recorded)."""
+    if score not in SCORES:
+        raise ValueError(f"ranking.score must be one of {', '.join(SCORES)}, got {score!r}")
+    base = {
+        "generator": generator.registry_name,
+        "model": generator.model_id,
+        "history_mode": rows[0]["history_mode"] if rows else None,
+        "k": rows[0]["k"] if rows else None,
+        "score": score,
+    }
+    items = None
+    if not generator.supports_ranking:
+        reason = f"generator {generator.registry_name!r} gives no log-probabilities"
+    else:
+        cand = load_or_build_candidates(candidates_file, rows, ds, n, seed, protocol, livebot)
+        requests = {r["sample_id"]: to_request(r, ds, include_title) for r in rows}
+        try:
+            items = rank_resumable(generator, cand, requests, run_dir / "ranking.jsonl", batch_size=batch_size,
+                                   score=score)
+        except RankingUnsupported as e:
+            reason = str(e)
+    if items is None:
+        summary = {**base, "status": "n/a", "reason": reason}
+        log.warning("ranking: %s", summary["reason"])
+    else:
+        summary = {
+            **base,
+            "status": "ok",
+            **ranking_metrics(items),
+            "candidates_file": str(candidates_file),
+            "candidates_sha256": file_sha256(candidates_file),
+            "candidates_seed": seed,
+            "n_samples_filled_from_other_videos": sum(1 for c in cand if c["n_from_other_videos"]),
+            "n_candidates_from_other_videos": sum(c["n_from_other_videos"] for c in cand),
+            "candidates_protocol": protocol,
+            **history_overlap(cand, rows),
+        }
+    (run_dir / "ranking_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return summary

@@ -23,10 +23,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pvllm.utils.hashing import file_digest, json_sha256
 from pvllm.utils.secrets import redact_values
 
 SCHEMA_VERSION = 2  # summary.json / predictions.jsonl; 2 = identity recorded, `generator` = config name
-_CHUNK = 1 << 16  # bytes hashed at each end of a large file (weights, videos)
 
 
 class IdentityConflict(ValueError):
@@ -35,25 +35,7 @@ class IdentityConflict(ValueError):
 
 def canonical_hash(obj: Any, n: int = 16) -> str:
     """Short sha256 of ``obj`` in canonical JSON (sorted keys)."""
-    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
-    return hashlib.sha256(blob).hexdigest()[:n]
-
-
-def file_digest(path: str | os.PathLike, whole: bool = False) -> str:
-    """sha256 of a file's size and content: all of it (``whole``, or small files), else its first and last
-    64 KiB (enough to tell apart two videos or two checkpoints without reading gigabytes)."""
-    path = Path(path)
-    size = path.stat().st_size
-    h = hashlib.sha256(str(size).encode())
-    with path.open("rb") as f:
-        if whole or size <= 4 * _CHUNK:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        else:
-            h.update(f.read(_CHUNK))
-            f.seek(size - _CHUNK)
-            h.update(f.read(_CHUNK))
-    return h.hexdigest()[:16]
+    return json_sha256(obj, n)
 
 
 def dataset_records_digest(root: str | os.PathLike) -> str:

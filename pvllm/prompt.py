@@ -16,6 +16,26 @@ INSTRUCTION_WITH_HISTORY = (
 INSTRUCTION_NO_HISTORY = "Watch the video and write a comment a viewer would write on it."
 # data.task=title: feature alignment before PV-LLM training (LLaVA's stage 1 on video titles), a fresh projector
 INSTRUCTION_TITLE = "Write the title of this video."
+TASKS = ("comment", "title")  # data.task: the user's comment (PV-LLM) | the video's title (alignment)
+# Which comments of the user the prompt shows (history.mode): the user's own k | none | another user's; and how
+# the evaluation histories are chosen (history.selection). pvllm.data.histories draws them.
+HISTORY_MODES = ("k", "none", "others")
+HISTORY_SELECTIONS = ("random", "recent", "retrieved")
+
+# What video a sample is shown: one config key, `video.mode`, for train.py and evaluate.py (data.video and
+# generator.video are `${video.mode}`). own: its video | mismatched: another sample's (evaluation ablation,
+# seeded) | none: text only (no frames read, the prompt without the video token).
+VIDEO_MODES = ("own", "mismatched", "none")
+TRAIN_VIDEO_MODES = ("own", "none")
+
+
+def shows_video(video: bool | str) -> bool:
+    """Whether frames are read for ``video`` (a ``video.mode`` value; a bool from Python callers)."""
+    if isinstance(video, bool):
+        return video
+    if video not in VIDEO_MODES:
+        raise ValueError(f"video.mode must be one of {' | '.join(VIDEO_MODES)}, got {video!r}")
+    return video != "none"
 
 
 def _clean(text: str) -> str:

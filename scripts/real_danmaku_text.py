@@ -86,7 +86,7 @@ class Plan:
     def common(self, tset: str, mode: str) -> list[str]:
         n = self.args.n_candidates
         return [
-            f"data.root={self.dataset}", "data.name=danmaku_text", "data.video=false", "data.include_title=true",
+            f"data.root={self.dataset}", "data.name=danmaku_text", "video.mode=none", "data.include_title=true",
             "split=test", f"samples_per_user={self.sets[tset]}", "history.k=5", f"history.mode={mode}",
             "stage=rank", "~rater", f"ranking.n_candidates={n}", f"paths.output_root={self.out.parent}",
             f"histories_file={self.out / 'histories' / f'test_{tset}_{mode}.jsonl'}",
@@ -197,7 +197,8 @@ def command(args: argparse.Namespace, stages: str) -> str:
     extra = "".join(f" --{k.replace('_', '-')} {v}" for k, v in (
         ("users", args.users), ("model", None if args.model == "pvllm_small" else args.model),
         ("n_candidates", None if args.n_candidates == 20 else args.n_candidates),
-        ("model_samples_per_user", None if args.model_samples_per_user == 15 else args.model_samples_per_user))
+        ("model_samples_per_user", None if args.model_samples_per_user == 15 else args.model_samples_per_user),
+        ("zeroshot_model", args.zeroshot_model))
         if v is not None)
     return f"python scripts/real_danmaku_text.py --stages {stages}{extra}"
 
@@ -209,7 +210,9 @@ def render(plan: Plan, state: dict) -> str:
     args = plan.args
     build = json.loads((plan.dataset / "build_summary.json").read_text())
     labels = {f"baseline-{r}": f"{RANKER_LABELS[r]} (no training)" for r in RANKERS}
-    labels_models = {**labels, "zeroshot": "SmolLM2-135M-Instruct zero-shot (PV-LLM-small's LLM, untrained)",
+    zeroshot = (f"{Path(args.zeroshot_model).name} zero-shot (--zeroshot-model)" if args.zeroshot_model else
+                "SmolLM2-135M-Instruct zero-shot (PV-LLM-small's LLM, untrained)")
+    labels_models = {**labels, "zeroshot": zeroshot,
                      "trained": f"PV-LLM-small trained text-only ({args.max_steps} steps)"}
     pending = {"zeroshot": command(args, "zeroshot,report"),
                "trained": command(args, f"train,trained,report --max-steps {args.max_steps}")}

@@ -47,7 +47,7 @@ def test_align_small_trains_the_projector_only_on_titles(tmp_path):
 
 @pytest.mark.parametrize(("overrides", "message", "early"), [
     (["data.task=caption"], "data.task must be one of", "data.task: comment | title, got 'caption'"),
-    (["data.video=false"], "needs data.video=true", "needs data.video=true")])
+    (["video.mode=none"], "needs video.mode=own", "needs video.mode=own")])
 def test_task_errors(tmp_path, overrides, message, early):
     cfg = compose_config("train", TRAIN + overrides, tmp_path)
     with pytest.raises(ConfigError, match=early):  # before any model is built

@@ -150,7 +150,7 @@ def test_generated_comment_is_escaped(tmp_path):
 
 
 def test_control_characters_are_made_visible():
-    from pvllm.annotate.app import make_env
+    from pvllm.annotate.render import make_env
 
     env = make_env()
     out = env.from_string("{{ t | visible }}").render(t="a\x0bb\x02<i>\nc")

@@ -9,7 +9,7 @@ import pytest
 
 from pvllm.data.dataset import load_pervidcom
 from pvllm.data.histories import build_eval_histories
-from pvllm.metrics.baseline_rankers import BASELINE_RANKERS, make_ranker
+from pvllm.generators.baseline_rankers import BASELINE_RANKERS, make_ranker
 from pvllm.metrics.ranking import (
     build_candidates,
     chance_levels,
@@ -170,7 +170,7 @@ def test_livebot_candidates_by_hand(tmp_path):
 
 def test_baselines_rank_through_evaluate_every_history_mode(tmp_path):
     root = write_text_dataset(tmp_path / "ds", COMMENTS, SPLITS)
-    common = [f"data.root={root}", "data.name=hand", "data.video=false", "split=test", "samples_per_user=all",
+    common = [f"data.root={root}", "data.name=hand", "video.mode=none", "split=test", "samples_per_user=all",
               "stage=rank", "ranking.n_candidates=2", "generator=baseline_ranker", "~rater",
               f"ranking.candidates_file={tmp_path / 'cand.jsonl'}"]
     res = {}

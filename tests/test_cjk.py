@@ -37,7 +37,7 @@ def test_word_cloud_words_are_segmented_and_every_glyph_is_in_the_font(tmp_path)
     from fontTools.ttLib import TTFont
     from matplotlib import font_manager
 
-    from pvllm.reports.dataset_stats import cjk_word_frequencies, fig4_wordclouds, find_cjk_font
+    from pvllm.data.stats import cjk_word_frequencies, fig4_wordclouds, find_cjk_font
 
     freqs = cjk_word_frequencies(JA)
     # words, not lines: 今日 and 作画 are counted across lines; particles (も, が) are left out
@@ -60,7 +60,7 @@ def test_word_cloud_words_are_segmented_and_every_glyph_is_in_the_font(tmp_path)
 def test_psi_figure_of_a_skip_psi_build_says_so(tmp_path, monkeypatch):
     import matplotlib.axes
 
-    from pvllm.reports.dataset_stats import fig_psi
+    from pvllm.data.stats import fig_psi
 
     said = []
     real = matplotlib.axes.Axes.text
@@ -71,7 +71,7 @@ def test_psi_figure_of_a_skip_psi_build_says_so(tmp_path, monkeypatch):
 
 
 def test_tables_say_which_tokenization_was_used():
-    from pvllm.evaluation import format_table
+    from pvllm.reports.summary_table import format_table
 
     cjk = format_table([("pv", {"caption_tokenize": "cjk", "n": 2}), ("base", {"n": 2})])
     assert "(caption metrics tokenized: pv: CJK segmented (janome) before the PTB tokenizer, base: coco-exact" in cjk

@@ -125,7 +125,7 @@ def test_quota_exceeded_mid_run_then_resume_no_duplicate_no_gap(fake, tmp_path):
     assert len(threads) == 9  # every call, errors included, stored once
 
 
-def test_server_error_then_success_is_retried(fake, tmp_path):
+def test_server_error_then_success_is_retried(fake, tmp_path, caplog):
     fake.faults[("commentThreads", 1)] = (500, "backendError")
     fake.faults[("commentThreads", 2)] = (503, "backendError")
     sleeps = []
@@ -136,6 +136,10 @@ def test_server_error_then_success_is_retried(fake, tmp_path):
     assert [r["comment_id"] for r in load_jsonl(tmp_path / "comments.jsonl")] == EXPECTED_IDS
     assert sleeps == [0.01, 0.02]  # exponential backoff
     assert summary["counts"]["retries.500"] == 1 and summary["counts"]["retries.503"] == 1
+    # through the one retry policy of every remote client (pvllm.clients.retry), which logs each retry
+    retries = [r.getMessage() for r in caplog.records if r.name == "pvllm.clients.retry"]
+    assert retries == ["commentThreads.list: HTTP 500 backendError (attempt 1/5), retrying in 0.01s",
+                       "commentThreads.list: HTTP 503 backendError (attempt 2/5), retrying in 0.02s"]
 
 
 def test_persistent_server_error_skips_video_and_rerun_retries_it(fake, tmp_path):

@@ -102,7 +102,7 @@ def test_train_k_max_reaches_the_sampler(path, tmp_path, monkeypatch):
     seen = []
     real = dm_mod.draw_training_samples
 
-    def spy(ds, split, epoch, seed, k_min, k_max, **kw):  # kw: per_user (data.train_samples_per_user), ...
+    def spy(ds, split, epoch, seed, k_min, k_max, **kw):
         seen.append((k_min, k_max))
         out = real(ds, split, epoch, seed, k_min, k_max, **kw)
         seen.append(max(len(s.history) for s in out))

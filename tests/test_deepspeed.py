@@ -283,7 +283,7 @@ import json, os, sys
 import deepspeed, torch
 from pvllm.distributed.checkpoint_io import AtomicDeepSpeedStrategy
 from pvllm.distributed.ds_cpu import _build, load_strategy_config
-from pvllm.distributed.optim import make_adamw
+from pvllm.models.optim import make_adamw
 from types import SimpleNamespace
 
 deepspeed.init_distributed(dist_backend="gloo")

@@ -123,7 +123,7 @@ def test_compare_cli_on_two_run_directories(tmp_path, capsys):
 
 
 def test_copy_columns_and_intervals_in_the_table4_outputs(tmp_path):
-    from pvllm.evaluation import format_table
+    from pvllm.reports.summary_table import format_table
     from pvllm.reports.table4 import table4_rows, to_markdown
     from tests.run_summaries import identity
 

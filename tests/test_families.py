@@ -6,11 +6,12 @@ import copy
 import pytest
 import torch
 
-from pvllm.data.datamodule import IGNORE_INDEX, PVLLMCollator
+from pvllm.data.collate import IGNORE_INDEX, PVLLMCollator
 from pvllm.data.video_io import read_clip
 from pvllm.models.builder import build_pvllm
 from pvllm.models.families import FAMILIES, get_family, model_parts, render_prompt
 from pvllm.models.module import PVLLMModule
+from pvllm.models.transform import ModelTransform
 from pvllm.prompt import build_instruction
 from pvllm.utils.registry import UnknownNameError
 from tests.conftest import SAMPLE
@@ -71,7 +72,7 @@ def test_label_mask_covers_exactly_the_reply(tiny_dirs, item, name):
     end_of_reply, end_of_prompt, short = EXPECTED[name]
     prompt = render_prompt(proc, item["instruction"])
     assert prompt.endswith(end_of_prompt) and "1. best rabbit clip EVER 😂🔥\n" in prompt
-    batch = PVLLMCollator(proc)([item, dict(item, reply="nice.")])
+    batch = PVLLMCollator(ModelTransform(proc))([item, dict(item, reply="nice.")])
     ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
     for row in range(2):
         n = int(mask[row].sum())
@@ -95,7 +96,7 @@ def test_trainable_flags_give_exactly_the_promised_gradients(tiny_dirs, item, na
     model = bundle.model.train()
     parts = model_parts(model)
     before = {id(p): p.detach().clone() for ps in parts.values() for p in ps}
-    batch = PVLLMCollator(bundle.processor)([item])
+    batch = PVLLMCollator(ModelTransform(bundle.processor))([item])
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
     model(**_inputs(batch), labels=batch["labels"]).loss.backward()
     opt.step()
@@ -125,7 +126,7 @@ def test_trainable_flags_give_exactly_the_promised_gradients(tiny_dirs, item, na
 @pytest.mark.parametrize("name", NEW)
 def test_first_loss_pinned_and_equal_to_the_models_own(tiny_dirs, item, name):
     bundle = build_pvllm(str(tiny_dirs[name]))
-    batch = PVLLMCollator(bundle.processor)([item, dict(item, reply="nice.")])
+    batch = PVLLMCollator(ModelTransform(bundle.processor))([item, dict(item, reply="nice.")])
     module = PVLLMModule(bundle.model, optim={"lr": 1e-3})
     torch.manual_seed(0)
     ours = module(batch)  # logits only from the first reply token on
@@ -145,7 +146,7 @@ def test_save_then_load_through_the_builder_gives_equal_logits(tiny_dirs, item, 
     a.model.save_pretrained(tmp_path / "saved")
     a.processor.save_pretrained(tmp_path / "saved")
     b = build_pvllm(str(tmp_path / "saved"), family=name)
-    batch = PVLLMCollator(b.processor)([item])
+    batch = PVLLMCollator(ModelTransform(b.processor))([item])
     with torch.no_grad():
         la = a.model.eval()(**_inputs(batch)).logits
         lb = b.model.eval()(**_inputs(batch)).logits
@@ -157,8 +158,8 @@ def test_save_then_load_through_the_builder_gives_equal_logits(tiny_dirs, item, 
 def test_visual_token_budget_is_a_clear_error(tiny_dirs, item):
     bundle = build_pvllm(str(tiny_dirs["llava_onevision"]))
     with pytest.raises(ValueError, match="sample x: 33 visual tokens > data.max_visual_tokens=32"):
-        PVLLMCollator(bundle.processor, max_visual_tokens=32)([item])
-    assert PVLLMCollator(bundle.processor, max_visual_tokens=33)([item]) is not None
+        PVLLMCollator(ModelTransform(bundle.processor), max_visual_tokens=32)([item])
+    assert PVLLMCollator(ModelTransform(bundle.processor), max_visual_tokens=33)([item]) is not None
 
 
 def test_fps_sampling_and_its_frame_budget():
@@ -181,7 +182,7 @@ def test_train_config_names_a_bad_family_and_budget_before_loading(tmp_path):
     cfg = compose_config("train", ["model=tiny_qwen2_5_vl", "model.family=qwen25_vl", "data.max_visual_tokens=0"],
                          tmp_path)
     with pytest.raises(ConfigError) as e:
-        validate_train_config(cfg)
+        validate_train_config(cfg, families=FAMILIES.names())
     assert "model.family: unknown 'qwen25_vl'; valid: internvl, llava_next_video, llava_onevision" in str(e.value)
     assert "data.max_visual_tokens: must be null or > 0, got 0" in str(e.value)
     validate_train_config(compose_config("train", ["model=tiny_smolvlm", "data.fps=1.0"], tmp_path))
@@ -193,7 +194,7 @@ def test_reply_logprob_is_the_training_loss_of_that_reply(tiny_dirs, item):
     bundle = build_pvllm(str(tiny_dirs["qwen3_vl"]))
     model = bundle.model.eval()
     clip = (item["frames"], item["video_metadata"])
-    batch = PVLLMCollator(bundle.processor)([dict(item, reply="nice.")])
+    batch = PVLLMCollator(ModelTransform(bundle.processor))([dict(item, reply="nice.")])
     with torch.no_grad():
         loss = model(**_inputs(batch), labels=batch["labels"]).loss
     n = int((batch["labels"] != IGNORE_INDEX).sum())

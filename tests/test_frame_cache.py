@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pvllm.data.frame_cache import FrameCache, FrameSource, Sampling, decode, main, resize_frames
-from pvllm.data.video_io import read_frames
+from pvllm.data.video_io import clip_metadata, read_frames
 from pvllm.generators.base import length_batches
 from tests.conftest import SAMPLE
 
@@ -38,12 +38,14 @@ def test_cached_frames_equal_decoded_frames(tmp_path, sample_ds, size):
     bunny = cache.get("bunny_full", str(sample_ds.video_path("bunny_full")))[0]
     assert bunny.shape == ((8, 720, 1280, 3) if size is None else (8, 32, 57, 3))  # 1280x720 clip
     assert dict(cache.verify()) == {"ok": 3}
-    manifest = json.loads((tmp_path / s.key / "manifest.json").read_text())
-    assert manifest == {
-        "format": "pvllm-frame-cache/1",
-        "key": s.key,
-        "sampling": {"num_frames": 8, "size": size, "sampler": "linspace"},
-    }
+    assert json.loads((tmp_path / "store.json").read_text()) == {"format": "pvllm-cache-store/1"}
+    settings = json.loads((tmp_path / "settings" / f"{cache.store.sid}.json").read_text())
+    assert settings == {"kind": "frames", "num_frames": 8, "size": size, "sampler": "linspace"}
+    lines = [json.loads(x) for x in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(r["video_id"] for r in lines) == sorted(VIDEOS)  # compacted: one line per entry
+    # the clip metadata is in the entry: a hit opens no video
+    for vid, path in _videos(sample_ds):
+        assert cache.clip(vid, path)[1] == clip_metadata(path, 8)
 
 
 def test_resize_matches_pil_bicubic():
@@ -70,8 +72,16 @@ def test_build_resumes_and_a_changed_video_is_decoded_again_with_a_counted_warni
     s = Sampling(8, 32)
     cache = FrameCache(tmp_path / "fc", s, create=True)
     cache.build(videos, progress=False)
-    (cache.dir / "bunny_02.json").unlink()  # as if killed before the entry was committed
+    # as if killed while appending bunny_02's line: a torn last line (skipped, counted), its entry rebuilt
+    mf = cache.dir / "manifest.jsonl"
+    lines = mf.read_text().splitlines()
+    torn = next(x for x in lines if '"bunny_02"' in x)
+    mf.write_text("".join(x + "\n" for x in lines if x != torn) + torn[: len(torn) // 2])
+    with caplog.at_level(logging.WARNING, logger="pvllm.data.cache_store"):
+        assert FrameCache(tmp_path / "fc", s).store.torn == 1
+    assert "could not be read" in caplog.text
     assert dict(cache.build(videos, progress=False)) == {"already_cached": 2, "cached": 1}
+    assert len(mf.read_text().splitlines()) == 3  # compacted: the torn line is gone
 
     # same bytes, new mtime (a copied dataset): still a hit, after re-hashing
     shutil.copy(sample_ds.video_path("bikes_01"), vids / "bikes_01.mp4")
@@ -87,19 +97,67 @@ def test_build_resumes_and_a_changed_video_is_decoded_again_with_a_counted_warni
     assert src.summary() == {"cache": 1, "decoded": 1, "decoded_cache_stale": 1}
     assert "video bikes_01 is stale" in caplog.text
 
-    with pytest.raises(ValueError, match="another cache format or config"):
-        (cache.dir / "manifest.json").write_text(json.dumps({"format": "x"}))
+    with pytest.raises(ValueError, match="another cache format"):
+        (cache.dir / "store.json").write_text(json.dumps({"format": "x"}))
         FrameCache(tmp_path / "fc", s)
 
 
+def test_a_hit_opens_no_video_and_a_run_can_go_without_the_files(tmp_path, sample_ds, monkeypatch):
+    import decord
+
+    from pvllm.data.cache_store import CacheEntryError
+
+    s = Sampling(4, 32)
+    FrameCache(tmp_path, s, create=True).build(_videos(sample_ds, VIDEOS[:2]), progress=False)
+    want = {v: decode(p, s) for v, p in _videos(sample_ds)}
+
+    def refuse(*a, **k):
+        raise AssertionError("a video was opened on a cache hit")
+
+    monkeypatch.setattr(decord, "VideoReader", refuse)
+    src = FrameSource(s, tmp_path)
+    for vid, path in _videos(sample_ds, VIDEOS[:2]):
+        np.testing.assert_array_equal(src.get(path, vid), want[vid])
+    offline = FrameSource(s, tmp_path, require_files=False)  # the files are gone: found by video id
+    for vid in VIDEOS[:2]:
+        frames, meta = offline.clip(tmp_path / "gone" / f"{vid}.mp4", vid)
+        np.testing.assert_array_equal(frames, want[vid])
+        assert meta["total_num_frames"] > 0
+    with pytest.raises(CacheEntryError, match=f"video {VIDEOS[2]}: missing in the frame cache .*is absent"):
+        offline.get(tmp_path / "gone" / f"{VIDEOS[2]}.mp4", VIDEOS[2])
+    with pytest.raises(ValueError, match="require_video_files=false reads every video from the cache"):
+        FrameSource(s, None, require_files=False)
+
+
+def test_reads_are_verified_against_the_manifest(tmp_path, sample_ds, caplog):
+    s = Sampling(4, 32)
+    cache = FrameCache(tmp_path, s, create=True)
+    cache.build(_videos(sample_ds, VIDEOS[:2]), progress=False)
+    (vid, path), (vid2, path2) = _videos(sample_ds, VIDEOS[:2])
+    rec = cache.store.records[cache.store.by_video[vid]]
+    np.save(tmp_path / rec["object"], np.zeros((3, 32, 57, 3), np.uint8))  # another frame count
+    with caplog.at_level(logging.WARNING, logger="pvllm.data.frame_cache"):
+        assert cache.get(vid, path) == (None, "corrupt")
+    assert "uint8[3, 32, 57, 3] != uint8[4, " in caplog.text
+    rec2 = cache.store.records[cache.store.by_video[vid2]]
+    np.save(tmp_path / rec2["object"], np.load(tmp_path / rec2["object"]).astype(np.int16))  # another dtype
+    assert cache.get(vid2, path2) == (None, "corrupt")
+    assert dict(cache.verify()) == {"bad": 2}
+    src = FrameSource(s, tmp_path)  # a corrupt entry is decoded instead, counted
+    np.testing.assert_array_equal(src.get(path, vid), decode(path, s))
+    assert src.summary() == {"decoded": 1, "decoded_cache_corrupt": 1}
+
+
 def test_cli_build_and_dataset_reads_the_cache(tmp_path, sample_ds, capsys):
-    from pvllm.data.datamodule import SampleDataset
+    from pvllm.data.collate import SampleDataset
     from pvllm.data.histories import build_eval_histories
 
     main(["build", "--root", str(SAMPLE), "--cache", str(tmp_path), "--size", "32"])
     assert "{'cached': 18}" in capsys.readouterr().out
     main(["build", "--root", str(SAMPLE), "--cache", str(tmp_path), "--size", "32"])  # resumes: nothing to do
     assert "{'already_cached': 18}" in capsys.readouterr().out
+    main(["verify", "--cache", str(tmp_path), "--size", "32"])  # re-hashes every cached array
+    assert "{'ok': 18}" in capsys.readouterr().out
     samples = build_eval_histories(sample_ds, "val", k=5, seed=0)[:4]
     s = Sampling(8, 32)
     cached = SampleDataset(sample_ds, samples, 8, False, frames=FrameSource(s, tmp_path))

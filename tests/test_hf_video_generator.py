@@ -46,7 +46,8 @@ def test_every_family_reads_the_same_histories_in_one_multirun(tmp_path, tiny_fa
         monkeypatch.setenv(env, str(dirs[preset]))
     _multirun([f"generator={','.join(PRESETS)}", "generator.dtype=float32",
                # min_new_tokens: a tiny random model stopping at once would be an "empty generation" failure
-               "generator.sampling.max_new_tokens=4", "+generator.sampling.min_new_tokens=4", "rater=lexical", "~logger", "max_samples=3"], tmp_path)
+               "generator.sampling.max_new_tokens=4", "+generator.sampling.min_new_tokens=4", "rater=lexical",
+               "~logger", "max_samples=3"], tmp_path)
     runs = {d.name.split("-")[2]: d for d in (tmp_path / "eval").iterdir()
             if (d / "predictions.jsonl").exists()}
     assert sorted(runs) == sorted(PRESETS)

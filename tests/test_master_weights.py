@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from pvllm.distributed.ds_cpu import make_batches
-from pvllm.distributed.optim import keep_fp32_master_weights
 from pvllm.models.builder import build_pvllm
 from pvllm.models.module import PVLLMModule
+from pvllm.models.optim import keep_fp32_master_weights
 
 STEPS, LR = 200, 1e-5
 

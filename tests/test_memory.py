@@ -25,7 +25,8 @@ EXPERIMENTS = {"pvllm_7b_8xa100": "video_llava_7b", "pvllm_qwen2_5_vl_8xa100": "
                "pvllm_qwen3_vl_8xa100": "qwen3_vl_8b"}
 
 
-@pytest.mark.parametrize("name, total", [("video_llava_7b", 7.37e9), ("qwen2_5_vl_7b", 8.29e9), ("qwen3_vl_8b", 8.77e9)])
+@pytest.mark.parametrize("name, total",
+                         [("video_llava_7b", 7.37e9), ("qwen2_5_vl_7b", 8.29e9), ("qwen3_vl_8b", 8.77e9)])
 def test_real_shapes_have_the_published_sizes(name, total):
     c = param_counts(name)  # totals on the model cards (Video-LLaVA: Vicuna-7B 6.74B + 2 towers 0.61B + projector)
     assert c["total"] == pytest.approx(total, rel=0.005)

@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from pvllm.data.datamodule import IGNORE_INDEX, PVLLMCollator
+from pvllm.data.collate import IGNORE_INDEX, PVLLMCollator
 from pvllm.data.video_io import read_frames
 from pvllm.models.builder import build_pvllm, model_parts
+from pvllm.models.transform import ModelTransform
 from pvllm.prompt import build_prompt
 from tests.conftest import REPO, SAMPLE
 
@@ -20,7 +21,7 @@ def item():
 def test_label_mask_covers_exactly_the_reply(tiny_model_dir, item):
     bundle = build_pvllm(str(tiny_model_dir))
     tok = bundle.processor.tokenizer
-    collate = PVLLMCollator(bundle.processor)
+    collate = PVLLMCollator(ModelTransform(bundle.processor))
     batch = collate([item, dict(item, reply="nice.")])
     ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
     reply_ids = tok(" " + ITEM_REPLY, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
@@ -41,7 +42,7 @@ def test_freezing_gradients_after_one_step(tiny_model_dir, item):
     bundle = build_pvllm(str(tiny_model_dir), vision_encoder={"trainable": False}, projector={"trainable": True},
                          llm={"trainable": True, "word_embeddings_trainable": False})
     model = bundle.model
-    batch = PVLLMCollator(bundle.processor)([item])
+    batch = PVLLMCollator(ModelTransform(bundle.processor))([item])
     model.train()
     loss = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values_videos", "labels")}).loss
     loss.backward()
@@ -82,7 +83,7 @@ def test_save_pretrained_loads_back_through_the_7b_builder(tmp_path, tiny_model_
                                           "model.gradient_checkpointing=false", "model.num_frames=8"])
     assert cfg.model._target_ == "pvllm.models.builder.build_pvllm" and cfg.model.create is None
     bundle = instantiate(cfg.model)
-    batch = PVLLMCollator(bundle.processor)([item])
+    batch = PVLLMCollator(ModelTransform(bundle.processor))([item])
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values_videos")}
     with torch.no_grad():
         a = ref(**inputs).logits

@@ -13,7 +13,7 @@ import copy
 import pytest
 import torch
 
-from pvllm.data.datamodule import PVLLMCollator, SampleDataset
+from pvllm.data.collate import PVLLMCollator, SampleDataset
 from pvllm.data.histories import draw_training_samples
 from pvllm.data.packing import PackSampler, plan_packs, sample_lengths
 from pvllm.data.video_io import read_clip
@@ -21,6 +21,7 @@ from pvllm.models.builder import build_pvllm
 from pvllm.models.families import FAMILIES
 from pvllm.models.module import PVLLMModule
 from pvllm.models.packing import TextTokens, packed_forward, packed_model_inputs, segment_ids
+from pvllm.models.transform import ModelTransform
 from pvllm.prompt import build_instruction
 from tests.conftest import SAMPLE
 
@@ -49,8 +50,8 @@ def test_every_rank_gets_the_same_number_of_packs():
 
 
 def test_resumed_loader_skips_the_packs_already_trained():
-    from pvllm.data.datamodule import ResumableLoader
     from pvllm.data.packing import PackView
+    from pvllm.data.sampler import ResumableLoader
 
     packs = [[0, 1], [2], [3, 4, 5], [6]]
     data = list(range(10, 17))  # item i is 10 + i
@@ -87,8 +88,8 @@ def family(request, dirs):
     bundle = build_pvllm(str(dirs[request.param]))
     model = bundle.model.train()
     items = _items(request.param)
-    packed = PVLLMCollator(bundle.processor, packing=True)(items)
-    singles = [PVLLMCollator(bundle.processor)([it]) for it in items]
+    packed = PVLLMCollator(ModelTransform(bundle.processor), packing=True)(items)
+    singles = [PVLLMCollator(ModelTransform(bundle.processor))([it]) for it in items]
     return request.param, bundle, model, items, packed, singles
 
 
@@ -123,20 +124,20 @@ def test_packed_sample_losses_and_both_reductions(family):
         n_tok = torch.tensor([float((b["labels"] != -100).sum() - 0) for b in singles])
         want_token = float((alone * n_tok).sum() / n_tok.sum())
         assert module(packed).item() == pytest.approx(want_token, abs=1e-5)
-        padded = PVLLMCollator(bundle.processor)(items)
+        padded = PVLLMCollator(ModelTransform(bundle.processor))(items)
         assert module(padded).item() == pytest.approx(want_token, abs=1e-5)
         # per sample: the mean of the samples' means, packed or padded
         want_sample = float(alone.mean())
         assert abs(want_sample - want_token) > 1e-4  # replies of different lengths: the reductions differ
-        for batch in (PVLLMCollator(bundle.processor, packing=True, loss_reduction="sample")(items),
-                      PVLLMCollator(bundle.processor, loss_reduction="sample")(items)):
+        for batch in (PVLLMCollator(ModelTransform(bundle.processor), packing=True, loss_reduction="sample")(items),
+                      PVLLMCollator(ModelTransform(bundle.processor), loss_reduction="sample")(items)):
             assert module(batch).item() == pytest.approx(want_sample, abs=1e-5)
 
 
 @pytest.mark.parametrize("reduction", ["token", "sample"])
 def test_gradients_and_one_step_equal_one_by_one(family, reduction):
     name, bundle, model, items, _, singles = family
-    packed = PVLLMCollator(bundle.processor, packing=True, loss_reduction=reduction)(items)
+    packed = PVLLMCollator(ModelTransform(bundle.processor), packing=True, loss_reduction=reduction)(items)
     a, b = copy.deepcopy(model), copy.deepcopy(model)
     ma, mb = PVLLMModule(a, optim={}), PVLLMModule(b, optim={})
     ma(packed).backward()
@@ -184,7 +185,7 @@ def test_planned_lengths_equal_the_encoded_ones(dirs, sample_ds):
     for name in ("video_llava", *MROPE, "smolvlm"):  # both prompt formats; timestamps in the prompt
         bundle = build_pvllm(str(dirs[name]))
         ds = SampleDataset(sample_ds, samples, 8, include_title=False)
-        collator = PVLLMCollator(bundle.processor)
+        collator = PVLLMCollator(ModelTransform(bundle.processor))
         lengths = sample_lengths(ds, collator.encode, TextTokens(bundle.processor))
         assert lengths == [len(collator.encode(ds[i])["input_ids"]) for i in range(len(ds))], name
         assert len({s.video_id for s in samples}) < len(samples)  # the memo was used
@@ -227,7 +228,8 @@ def test_gradient_checkpointing_keeps_the_samples_apart(dirs):
     for ckpt in (False, True):
         bundle = build_pvllm(str(dirs["qwen2_5_vl"]), gradient_checkpointing=ckpt)
         model = bundle.model.train()
-        PVLLMModule(model, optim={})(PVLLMCollator(bundle.processor, packing=True)(_items("qwen2_5_vl"))).backward()
+        batch = PVLLMCollator(ModelTransform(bundle.processor), packing=True)(_items("qwen2_5_vl"))
+        PVLLMModule(model, optim={})(batch).backward()
         grads.append([p.grad for p in model.parameters() if p.requires_grad])
     for x, y in zip(*grads):
         torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)

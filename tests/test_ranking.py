@@ -8,12 +8,12 @@ import sys
 import pytest
 
 from pvllm.data.histories import build_eval_histories
+from pvllm.evaluation import rank_run
 from pvllm.generators.base import GenerationResult, Generator
 from pvllm.metrics.ranking import (
     build_candidates,
     chance_levels,
     expected_metrics,
-    rank_run,
     ranking_metrics,
 )
 from pvllm.utils.jsonl import load_jsonl

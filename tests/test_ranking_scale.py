@@ -155,8 +155,8 @@ def test_pmi_without_history_is_zero_and_score_recorded(sample_ds, tiny_model_di
     """history.mode=none: PMI compares a prompt with itself (0 for every candidate: exactly chance); the
     summary records the score; a generator without token log-probabilities is n/a under sum."""
     from pvllm.data.histories import build_eval_histories
+    from pvllm.evaluation import rank_run
     from pvllm.generators.video_llava import PVLLMGenerator
-    from pvllm.metrics.ranking import rank_run
     from tests.test_ranking import Oracle
 
     rows = [s.to_row() for s in build_eval_histories(sample_ds, "val", k=0, seed=0, mode="none")][:2]

@@ -64,8 +64,10 @@ def test_rerun_makes_zero_calls(tmp_path):
 def test_key_covers_backend_model_prompt_params(tmp_path):
     base = request_key("b", "m", "p", {"temperature": 0})
     assert base == request_key("b", "m", "p", {"temperature": 0})
-    assert len({base, request_key("b2", "m", "p", {"temperature": 0}), request_key("b", "m2", "p", {"temperature": 0}),
-                request_key("b", "m", "p2", {"temperature": 0}), request_key("b", "m", "p", {"temperature": 1})}) == 5  # fmt: skip
+    assert len({base, request_key("b2", "m", "p", {"temperature": 0}),
+                request_key("b", "m2", "p", {"temperature": 0}),
+                request_key("b", "m", "p2", {"temperature": 0}),
+                request_key("b", "m", "p", {"temperature": 1})}) == 5  # fmt: skip
     CachedRater(CountingRater(temperature=0.0), tmp_path / "c.sqlite", progress=False).complete(["p"])
     hot = CountingRater(temperature=1.0)  # other parameters: not the same request
     CachedRater(hot, tmp_path / "c.sqlite", progress=False).complete(["p"])

@@ -54,8 +54,14 @@ def independent_mrr(histories, candidates):
 @pytest.mark.slow
 @requires_shared_data("comments", "danmaku_sample.jsonl")
 def test_shrunk_real_danmaku_text_run(tmp_path):
-    doc, out = tmp_path / "result.md", tmp_path / "run"
+    """The script end to end on 40 users, with tiny random models of PV-LLM-small's families: the tiny
+    Video-LLaVA for training and a tiny LLaMA chat LM (SmolLM2's classes) for the zero-shot stage; the real
+    SmolLM2 through generator=text_only is tests/test_text_only.py and tests/test_generators_multirun.py."""
+    from pvllm.models.tiny import make_tiny_causal_lm
+
+    doc, out, lm = tmp_path / "result.md", tmp_path / "run", make_tiny_causal_lm(tmp_path / "tiny-chat-lm")
     args = [sys.executable, "scripts/real_danmaku_text.py", "--users", "40", "--model", "tiny", "--max-steps", "2",
+            "--zeroshot-model", str(lm),
             "--n-candidates", "5", "--model-samples-per-user", "2", "--resamples", "200", "--out", str(out),
             "--doc", str(doc)]
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=1500)
@@ -72,6 +78,7 @@ def test_shrunk_real_danmaku_text_run(tmp_path):
         assert (out / "rank" / "models" / f"{system}_k" / "ranking.jsonl").is_file()
     assert "pending" not in text and "| *chance* (N=5) | | | | | 20.0 | 100.0 | 45.7 | | 3.0 |" in text
     assert "PV-LLM-small trained text-only (2 steps) | PMI | own |" in text
+    assert "| tiny-chat-lm zero-shot (--zeroshot-model) | raw | own |" in text
     assert re.search(r"\| best baseline \(.*\) \(A\) vs PV-LLM-small .* own \(B\) \| raw \|", text)
     # independent recomputation of two baseline rows from the files the run wrote
     want = independent_mrr((out / "histories" / "test_all_k.jsonl").read_text().splitlines(),

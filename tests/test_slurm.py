@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _cluster_problem() -> str | None:
     conf = os.environ.get("SLURM_CONF")
     if not conf:
-        return "SLURM_CONF is not set (start the cluster: bash scripts/slurm/start_local_cluster.sh, then source its env.sh)"
+        return ("SLURM_CONF is not set (start the cluster: bash scripts/slurm/start_local_cluster.sh, "
+                "then source its env.sh)")
     if not Path(conf).is_file():
         return f"SLURM_CONF={conf} does not exist"
     for tool in ("sbatch", "squeue", "scontrol", "scancel", "sinfo", "sacct"):
@@ -95,7 +96,8 @@ def test_sacct_standin_reports_states(tmp_path):
                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
 
     def states():
-        out = subprocess.run(["sacct", "-o", "JobID,State,NodeList", "--parsable2", "-j", ok, "-j", bad, "-j", "999999"],
+        out = subprocess.run(["sacct", "-o", "JobID,State,NodeList", "--parsable2",
+                              "-j", ok, "-j", bad, "-j", "999999"],
                              capture_output=True, text=True, check=True).stdout.splitlines()  # fmt: skip
         rows = {line.split("|")[0]: line.split("|")[1] for line in out[1:]}
         return rows if set(rows.values()) <= {"COMPLETED", "FAILED"} and len(rows) == 2 else None
@@ -162,7 +164,8 @@ def test_requeue_resumes_from_checkpoint_with_same_final_loss(tmp_path):
               "trainer.enable_progress_bar=false", *PROBE]  # fmt: skip
     pause = 3
     interrupted = subprocess.Popen([*common, f"+callbacks.probe.pause_at_step={pause}"], cwd=ROOT,
-                                   env=_env(tmp_path / "a"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                                   env=_env(tmp_path / "a"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)  # fmt: skip
     reference = subprocess.Popen(common, cwd=ROOT, env=_env(tmp_path / "b"), stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
@@ -218,7 +221,8 @@ def test_sharded_evaluation_on_slurm_then_merge(history_sweep, tmp_path):
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert gen.returncode == 0, gen.stderr[-3000:] + _job_log(tmp_path / "eval")
     (run_dir,) = [p for p in (tmp_path / "eval").iterdir() if p.is_dir() and not p.name.startswith(".")]
-    shards = [[json.loads(x)["sample_id"] for x in (run_dir / f"predictions.shard{s}-of-2.jsonl").read_text().splitlines()]
+    shards = [[json.loads(x)["sample_id"]
+               for x in (run_dir / f"predictions.shard{s}-of-2.jsonl").read_text().splitlines()]
               for s in (0, 1)]  # fmt: skip
     assert len(shards[0]) == len(shards[1]) == 2  # 4 validation users, 1 sample each
     assert not set(shards[0]) & set(shards[1])

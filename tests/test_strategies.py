@@ -101,7 +101,7 @@ def test_deepspeed_parser_rejects_a_typo():
 def test_make_adamw_follows_offload():
     import torch
 
-    from pvllm.distributed.optim import make_adamw, offloads_optimizer
+    from pvllm.models.optim import make_adamw, offloads_optimizer
 
     plain = instantiate(_compose("strategy=deepspeed_zero2").strategy)
     off = instantiate(_compose("strategy=deepspeed_zero2_offload").strategy)

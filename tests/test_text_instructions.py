@@ -7,11 +7,13 @@ import lightning as L
 import pytest
 import torch
 
-from pvllm.data.datamodule import IGNORE_INDEX, PVLLMCollator, PVLLMDataModule
+from pvllm.data.collate import IGNORE_INDEX, PVLLMCollator
+from pvllm.data.datamodule import PVLLMDataModule
 from pvllm.data.text_instructions import MixedEpoch, encode_conversation, load_conversations, text_item
 from pvllm.data.video_io import read_frames
 from pvllm.models.builder import build_pvllm
 from pvllm.models.module import PVLLMModule
+from pvllm.models.transform import ModelTransform
 from pvllm.prompt import build_prompt
 from tests.conftest import SAMPLE
 
@@ -76,7 +78,7 @@ def test_mixed_batch_trains_with_loss_on_replies_only(bundle):
         "reply": "so cute",
     }
     text = {"sample_id": "text:t", "frames": None, "conversations": TURNS}
-    collate = PVLLMCollator(bundle.processor)
+    collate = PVLLMCollator(ModelTransform(bundle.processor))
     batch = collate([text, video])
     ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
     assert batch["pixel_values_videos"].shape[0] == 1  # the video item's clip only
@@ -146,7 +148,7 @@ def test_datamodule_mixes_text_each_epoch(tiny_model_dir, bundle):
         seed=0,
         text_instructions={"path": str(SAMPLE_FILE), "ratio": 0.5, "max_tokens": 256},
     )
-    dm.attach_processor(bundle.processor)
+    dm.attach_transform(ModelTransform(bundle.processor))
     dm.setup("fit")
     dm.train_set.set_epoch(0)
     epoch0 = dm.train_set.inner

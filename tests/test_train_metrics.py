@@ -68,7 +68,8 @@ def test_requeued_slurm_job_continues_its_wandb_run(tmp_path):
     run = tmp_path / "slurm-4240_3"
     job = {"SLURM_JOB_ID": "4245", "SLURM_ARRAY_JOB_ID": "4240", "SLURM_ARRAY_TASK_ID": "3", "WANDB_MODE": "offline"}
     common = ("callbacks.last_checkpoint.every_n_train_steps=1", f"hydra.run.dir={run}")
-    _train(tmp_path, "trainer.max_steps=1", *common, "+callbacks.gpu_stats._target_=pvllm.distributed.gpu_checks.GpuStats",
+    _train(tmp_path, "trainer.max_steps=1", *common,
+           "+callbacks.gpu_stats._target_=pvllm.distributed.gpu_checks.GpuStats",
            f"+callbacks.gpu_stats.out={run}/gpu_stats.json", env_extra=job)
     stats = json.loads((run / "gpu_stats.json").read_text())  # the GPU check's callback, on CPU (no memory/MFU)
     assert stats["steps"] == 1 and stats["tokens_per_s"] > 0 and math.isfinite(stats["loss"])

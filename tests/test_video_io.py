@@ -64,12 +64,14 @@ def _dataset_with_bad_video(tmp_path):
 def test_loader_raise_or_skip_and_count(tmp_path, tiny_model_dir):
     from transformers import VideoLlavaProcessor
 
-    from pvllm.data.datamodule import IGNORE_INDEX, PVLLMCollator, PVLLMDataModule
+    from pvllm.data.collate import IGNORE_INDEX, PVLLMCollator
+    from pvllm.data.datamodule import PVLLMDataModule
+    from pvllm.models.transform import ModelTransform
 
     root, bad, bad_val = _dataset_with_bad_video(tmp_path)
     proc = VideoLlavaProcessor.from_pretrained(tiny_model_dir)
     dm = PVLLMDataModule(root=str(root), on_bad_video="raise")
-    dm.attach_processor(proc)
+    dm.attach_transform(ModelTransform(proc))
     # item 9: with on_bad_video=raise the validation videos are decoded before any training step
     with pytest.raises(VideoReadError, match=rf"(?s)1 of \d+ validation video\(s\).*{bad_val}\.mp4"):
         dm.setup("fit")
@@ -78,7 +80,7 @@ def test_loader_raise_or_skip_and_count(tmp_path, tiny_model_dir):
     with pytest.raises(VideoReadError, match=dm.val_set.samples[first_bad].video_id):
         dm.val_set[first_bad]
     dm_skip = PVLLMDataModule(root=str(root), on_bad_video="skip")
-    dm_skip.attach_processor(proc)
+    dm_skip.attach_transform(ModelTransform(proc))
     dm_skip.setup("fit")
     dm_skip.train_set.set_epoch(0)
     samples = dm_skip.train_set.inner.samples
@@ -88,7 +90,7 @@ def test_loader_raise_or_skip_and_count(tmp_path, tiny_model_dir):
     # never replaced by another sample: each item is its own sample; the bad ones are marked placeholders
     assert [it["sample_id"] for it in items] == [s.sample_id for s in samples]
     assert sum("bad_video" in it for it in items) == n_bad
-    batch = PVLLMCollator(proc)(items[:2])
+    batch = PVLLMCollator(ModelTransform(proc))(items[:2])
     assert batch["skipped_videos"] == [items[0]["bad_video"]]
     assert (batch["labels"][0] == IGNORE_INDEX).all() and (batch["labels"][1] != IGNORE_INDEX).any()
     # counted in the main process from the batch (dataloader workers' counters are copies)

@@ -201,34 +201,37 @@ def test_swapping_the_video_changes_the_generations(mobilenet_run, tmp_path):
 def cache_dir(mobilenet_model, tmp_path_factory):
     from pvllm.data.dataset import load_pervidcom
     from pvllm.data.feature_cache import build_cache
+    from pvllm.models.tower_cache import TowerFeatures
 
     ds = load_pervidcom(SAMPLE)
     d = tmp_path_factory.mktemp("fcache") / "mnet"
-    counts = build_cache(d, mobilenet_model.model, mobilenet_model.processor,
-                         [ds.video_path(v) for v in ds.videos], 8, progress=False)
-    assert counts == {"encoded": 18, "reused": 0, "failed": 0}
+    tower = TowerFeatures(mobilenet_model.model, mobilenet_model.processor, 8)
+    counts = build_cache(d, tower, [(v, str(ds.video_path(v))) for v in ds.videos], progress=False)
+    assert counts == {"encoded": 18}
     return d
 
 
 def test_cached_features_give_the_same_loss_and_generations(mobilenet_model, mobilenet_run, cache_dir, tmp_path):
-    from pvllm.data.datamodule import PVLLMCollator
+    from pvllm.data.collate import PVLLMCollator
     from pvllm.data.feature_cache import FeatureCache
     from pvllm.data.video_io import read_frames
     from pvllm.models.module import PVLLMModule
+    from pvllm.models.tower_cache import TowerFeatures
+    from pvllm.models.transform import ModelTransform
     from pvllm.prompt import build_prompt
     from pvllm.utils.jsonl import load_jsonl
 
     model, proc = mobilenet_model.model, mobilenet_model.processor
-    cache = FeatureCache.for_model(cache_dir, model, proc, 8)
-    collate = PVLLMCollator(proc)
+    cache = FeatureCache(cache_dir, TowerFeatures(model, proc, 8).settings())
+    collate = PVLLMCollator(ModelTransform(proc))
     module = PVLLMModule(model, optim={}).eval()
     for vid in ("bunny_02", "bikes_03"):
         path = SAMPLE / "videos" / f"{vid}.mp4"
         item = {"sample_id": vid, "prompt": build_prompt(["nice.", "cool rabbit"]), "reply": "cool taxi"}
         with_frames = collate([dict(item, frames=read_frames(path, 8))])
-        with_cache = collate([dict(item, features=cache.features(path))])
+        with_cache = collate([dict(item, **cache.get(vid, path))])
         assert torch.equal(with_frames["input_ids"], with_cache["input_ids"])
-        assert with_cache["pixel_values_videos"].shape == (1, 8, 4, 1280)
+        assert with_cache["tower_outputs"][0]["tower"].shape == (8, 4, 1280)
         with torch.no_grad():
             a, b = module(with_frames), module(with_cache)
         assert abs(float(a) - float(b)) <= 1e-6
@@ -257,31 +260,32 @@ def test_training_reads_the_cache(mobilenet_run, cache_dir, tmp_path):
 
 def test_a_cache_of_another_encoder_or_sampling_is_refused(mobilenet_model, cache_dir, tmp_path):
     from pvllm.data.feature_cache import FeatureCache, FeatureCacheError, build_cache
+    from pvllm.models.tower_cache import TowerFeatures
 
     model, proc = mobilenet_model.model, mobilenet_model.processor
-    with pytest.raises(FeatureCacheError, match="num_frames: cache has 8, model needs 4"):
-        FeatureCache.for_model(cache_dir, model, proc, 4)
+    with pytest.raises(FeatureCacheError, match="num_frames: cache has 8, this run needs 4"):
+        FeatureCache(cache_dir, TowerFeatures(model, proc, 4).settings())
     w = model.model.video_tower.features[0][0].weight
     saved = w.detach().clone()
     with torch.no_grad():  # the same architecture with other weights: the weights hash differs
         w.add_(1e-3)
     try:
         with pytest.raises(FeatureCacheError, match="weights_sha256"):
-            FeatureCache.for_model(cache_dir, model, proc, 8)
+            FeatureCache(cache_dir, TowerFeatures(model, proc, 8).settings())
     finally:
         with torch.no_grad():
             w.copy_(saved)
-    cache = FeatureCache.for_model(cache_dir, model, proc, 8)
+    tower = TowerFeatures(model, proc, 8)
+    cache = FeatureCache(cache_dir, tower.settings())
     altered = tmp_path / "bunny_02.mp4"
     altered.write_bytes((SAMPLE / "videos" / "bunny_02.mp4").read_bytes() + b"\0")
     with pytest.raises(FeatureCacheError, match="not in the feature cache"):
-        cache.features(altered)
+        cache.get("bunny_02", altered)
     # resumable: a second build reuses every entry; a deleted entry is rebuilt
-    entry = next(iter(cache.entries.values()))
-    (cache_dir / entry["file"]).unlink()
-    videos = sorted((SAMPLE / "videos").glob("*.mp4"))
-    assert build_cache(cache_dir, model, proc, videos, 8, progress=False) == {"encoded": 1, "reused": 17,
-                                                                               "failed": 0}
+    rec = cache.store.records[cache.store.by_video["bunny_02"]]
+    (cache_dir / rec["object"]).unlink()
+    videos = [(p.stem, str(p)) for p in sorted((SAMPLE / "videos").glob("*.mp4"))]
+    assert build_cache(cache_dir, tower, videos, progress=False) == {"encoded": 1, "reused": 17}
 
 
 def test_video_mode_is_validated_before_any_model_loads(tmp_path):
@@ -294,7 +298,7 @@ def test_video_mode_is_validated_before_any_model_loads(tmp_path):
     with pytest.raises(ConfigError, match=re.escape("video.mode: own | mismatched | none, got 'shuffled'")):
         validate_eval_config(cfg)
     cfg = compose_config("evaluate", [f"data.feature_cache={tmp_path}"], tmp_path / "c")
-    with pytest.raises(ConfigError, match="is not a feature cache"):
+    with pytest.raises(ConfigError, match="is not a cache store"):
         validate_eval_config(cfg)
 
 
@@ -332,17 +336,19 @@ def test_missing_feature_file_is_a_counted_bad_video_and_the_rerun_completes(mob
 
     from pvllm.data.dataset import load_pervidcom
     from pvllm.data.feature_cache import build_cache
+    from pvllm.models.tower_cache import TowerFeatures
     from pvllm.utils.jsonl import load_jsonl
 
     cache = tmp_path / "fcache"
     shutil.copytree(cache_dir, cache)
-    entries = json.loads((cache / "manifest.json").read_text())["entries"]
-    gone = {e["source"].removesuffix(".mp4") for e in entries.values() if e["source"].startswith("bunny")}
-    for e in entries.values():
-        if e["source"].removesuffix(".mp4") in gone:
-            (cache / e["file"]).unlink()
+    entries = load_jsonl(cache / "manifest.jsonl")
+    gone = {e["video_id"] for e in entries if e["video_id"].startswith("bunny")}
+    for e in entries:
+        if e["video_id"] in gone:
+            (cache / e["object"]).unlink()
     args = [a for a in EVAL if a != "stage=generate"] + [
-        f"generator.pretrained={mobilenet_run}", f"data.feature_cache={cache}", f"histories_file={tmp_path / 'h.jsonl'}"]
+        f"generator.pretrained={mobilenet_run}", f"data.feature_cache={cache}",
+        f"histories_file={tmp_path / 'h.jsonl'}"]
     run = tmp_path / "run"
     run_evaluate(args, run)
     preds = load_jsonl(run / "predictions.jsonl")
@@ -353,9 +359,9 @@ def test_missing_feature_file_is_a_counted_bad_video_and_the_rerun_completes(mob
     assert json.loads((run / "summary.json").read_text())["n_generation_failed"] == len(failed)
 
     ds = load_pervidcom(SAMPLE)
-    counts = build_cache(cache, mobilenet_model.model, mobilenet_model.processor,
-                         [ds.video_path(v) for v in ds.videos], 8, progress=False)
-    assert counts == {"encoded": len(gone), "reused": 18 - len(gone), "failed": 0}
+    tower = TowerFeatures(mobilenet_model.model, mobilenet_model.processor, 8)
+    counts = build_cache(cache, tower, [(v, str(ds.video_path(v))) for v in ds.videos], progress=False)
+    assert counts == {"encoded": len(gone), "reused": 18 - len(gone)}
     run_evaluate(args + ["retry_failed=true"], run)
     again = load_jsonl(run / "predictions.jsonl")
     ids = [p["sample_id"] for p in again]

@@ -171,13 +171,13 @@ def test_no_api_key_anywhere_in_outputs(runs):
 
 
 def test_reader_would_see_a_leak(tmp_path):
-    """The leak check can fail: a key put in a run's config is found by the same scan."""
-    import wandb
-
-    run = wandb.init(
-        project="pvllm", dir=str(tmp_path), mode="offline", config={"api_key": FAKE_KEYS["GEMINI_API_KEY"]}
-    )
-    run.finish()
+    """The leak check can fail: a key put in a run's config is found by the same scan. The run is made in a
+    fresh process, as train.py's are (an earlier in-process run of the suite leaves wandb's state behind)."""
+    code = ("import sys, wandb; run = wandb.init(project='pvllm', dir=sys.argv[1], mode='offline', "
+            "config={'api_key': sys.argv[2]}); run.finish()")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    subprocess.run([sys.executable, "-c", code, str(tmp_path), FAKE_KEYS["GEMINI_API_KEY"]], env=env,
+                   check=True, capture_output=True, timeout=300)
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     assert read_offline_run(run_dir)["config"]["api_key"] == FAKE_KEYS["GEMINI_API_KEY"]
     assert any(

@@ -1,4 +1,5 @@
-"""Bounded retries with exponential backoff and jitter, shared by every remote-API generator and rater.
+"""Bounded retries with exponential backoff and jitter, shared by every remote client: the API generators and
+raters, and the YouTube collector (pvllm.data.collect.youtube).
 
 The SDKs' own retries are switched off (``max_retries=0`` for openai, no ``retry_options`` for google-genai)
 so that one policy, visible in config and in the request log, decides every retry.
@@ -82,14 +83,21 @@ def call_with_retry(
     what: str,
     rng: random.Random | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    reraise: bool = False,
+    on_retry: Callable[[BaseException, Failure], None] | None = None,
 ) -> T:
-    """Run ``fn`` under ``policy``; raise ``RemoteCallError``/``AuthError`` naming ``what`` when it gives up."""
+    """Run ``fn`` under ``policy``; raise ``RemoteCallError``/``AuthError`` naming ``what`` when it gives up.
+
+    ``reraise``: give up by raising the caught exception itself (a caller that tells its kinds apart, e.g. the
+    YouTube collector's skip reasons; it redacts what it shows). ``on_retry``: called before each retry."""
     rng = rng or random.Random()
     for attempt in range(policy.attempts):
         try:
             return fn()
         except Exception as e:  # classified below; nothing is swallowed
             f = classify(e)
+            if reraise and (f.fatal or not f.retryable or attempt + 1 >= policy.attempts):
+                raise
             # a server may echo the key (e.g. "Incorrect API key provided: sk-..."): the reason is redacted,
             # and the SDK's exception (with its unredacted message and request) is not chained
             f = replace(f, reason=redact_text(f.reason))
@@ -100,6 +108,8 @@ def call_with_retry(
             if attempt + 1 >= policy.attempts:
                 raise RemoteCallError(f"{what}: {f.reason} (gave up after {policy.attempts} attempts)") from None
             d = policy.delay(attempt, rng, f.retry_after_s)
+            if on_retry is not None:
+                on_retry(e, f)
             log.warning(
                 "%s: %s (attempt %d/%d), retrying in %.2fs", what, f.reason, attempt + 1, policy.attempts, d
             )

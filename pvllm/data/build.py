@@ -22,11 +22,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pvllm.data import stats
 from pvllm.data.dataset import load_pervidcom
 from pvllm.data.download import find_video_file, video_stem
 from pvllm.data.filters import FilterConfig, PsiFn, apply_filters
 from pvllm.data.split import SPLIT_PROTOCOLS, apply_split_protocol, split_users
-from pvllm.reports import dataset_stats as stats
+from pvllm.utils.cli import config_from_args
 from pvllm.utils.jsonl import read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -395,25 +396,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--font-path", default=None, help="word cloud font file (default: auto)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = BuildConfig(
-        filters=FilterConfig(
-            min_user_videos=args.min_user_videos,
-            min_video_likes=args.min_likes,
-            unknown_likes=args.unknown_likes,
-            psi_threshold=args.psi_threshold,
-            undefined_psi=args.undefined_psi,
-            psi_scope=args.psi_scope,
-        ),
+    cfg = config_from_args(
+        BuildConfig, args,
+        filters=config_from_args(FilterConfig, args, min_video_likes=args.min_likes),
         split=tuple(args.split),
-        split_protocol=args.split_protocol,
-        skip_psi=args.skip_psi,
-        seed=args.seed,
-        model_path=args.model_path,
-        embedding_cache=args.embedding_cache,
-        name=args.name,
-        source=args.source,
-        license=args.license,
-        font_path=args.font_path,
         command="python -m pvllm.data.build " + shlex.join(argv if argv is not None else sys.argv[1:]),
     )
     summary = build_dataset(args.raw, args.out, cfg)

@@ -1,15 +1,11 @@
-"""Decode once: a frame cache on disk (sampled, optionally resized uint8 frames per video) and a
-``FrameSource`` that training and evaluation read frames from.
+"""Decode once: a frame cache (sampled, optionally resized uint8 frames per video, plus the clip metadata a
+processor timestamps them with) and a ``FrameSource`` that training and evaluation read frames from.
 
-Layout (one directory per sampling config, so several configs live side by side under one root)::
-
-    <root>/<sampling key>/manifest.json     {"format", "sampling", "key"}  (the config, checked on open)
-    <root>/<sampling key>/<video_id>.npy    uint8 (T, H, W, 3)
-    <root>/<sampling key>/<video_id>.json   the entry: video file bytes/mtime/sha256, frames shape + sha256
-
-An entry counts only once its ``.json`` exists (written after the ``.npy``, both atomically), so a killed
-build resumes where it stopped. Reading checks the video is the one cached: same size and mtime, else its
-sha256 is recomputed and compared (a changed video is a stale entry: decoded again, counted, warned).
+The frames live in the content-addressed store shared with the feature cache (``pvllm.data.cache_store``:
+key = sha256 of the video file + the sampling settings; one manifest, atomic writes, verified reads;
+layout in docs/data_format.md), so several sampling configs live side by side under one root. A hit
+opens no video: the entry holds the frames and the metadata (``clip_metadata``) taken when it was built.
+A changed video (other bytes under the same id) is a miss ("stale"): decoded again, counted, warned.
 Build it with::
 
     python -m pvllm.data.frame_cache build --root data/sample --cache outputs/frame_cache [--size 224]
@@ -18,11 +14,8 @@ Build it with::
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
 import os
-import re
 from collections import Counter, OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,12 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from pvllm.data.video_io import VideoReadError, read_frames
-from pvllm.utils.atomic import write_bytes_atomic
+from pvllm.data.cache_store import CacheEntryError, CacheStore
+from pvllm.data.video_io import VideoReadError, read_clip
 
 log = logging.getLogger(__name__)
-FORMAT = "pvllm-frame-cache/1"
-_SAFE = re.compile(r"^[A-Za-z0-9_.-]{1,120}$")
+KIND = "frames"
 
 
 @dataclass(frozen=True)
@@ -58,6 +50,10 @@ class Sampling:
     def key(self) -> str:
         return f"{self.sampler}-t{self.num_frames}-" + (f"s{self.size}" if self.size else "orig")
 
+    def settings(self) -> dict[str, Any]:
+        """The store settings of this sampling (what the entries' key covers besides the video)."""
+        return {"kind": KIND, **asdict(self)}
+
 
 def resize_frames(frames: np.ndarray, size: int | None) -> np.ndarray:
     """Shorter edge -> ``size`` px (PIL bicubic, the resample of CLIP-style processors); None: unchanged."""
@@ -73,145 +69,102 @@ def resize_frames(frames: np.ndarray, size: int | None) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(f).resize(new, Image.BICUBIC)) for f in frames])
 
 
+def decode_clip(path: str | os.PathLike, sampling: Sampling) -> tuple[np.ndarray, dict]:
+    """(frames, metadata) a cache entry holds, decoded now (raises VideoReadError naming the file). The
+    metadata describes the file (frame count, rate, its own size), as ``clip_metadata`` does."""
+    frames, meta = read_clip(path, sampling.num_frames)
+    return resize_frames(frames, sampling.size), meta
+
+
 def decode(path: str | os.PathLike, sampling: Sampling) -> np.ndarray:
     """The frames a cache entry holds, decoded now (raises VideoReadError naming the file)."""
-    return resize_frames(read_frames(path, sampling.num_frames), sampling.size)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    write_bytes_atomic(path, data)  # a failed write (disk full) leaves no partial file and names the path
+    return decode_clip(path, sampling)[0]
 
 
 class FrameCache:
-    """One sampling config's directory of cached frames (see the module docstring for the layout)."""
+    """One sampling config's frames in the store under ``root`` (see the module docstring)."""
 
     def __init__(self, root: str | os.PathLike, sampling: Sampling, create: bool = False):
         self.sampling = sampling
-        self.dir = Path(root).expanduser() / sampling.key
-        manifest = {"format": FORMAT, "sampling": asdict(sampling), "key": sampling.key}
-        mf = self.dir / "manifest.json"
-        if mf.is_file():
-            found = json.loads(mf.read_text())
-            if found != manifest:
-                raise ValueError(f"{mf} describes {found}, not {manifest}: another cache format or config")
-        elif create:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            _atomic_write(mf, (json.dumps(manifest, indent=1) + "\n").encode())
-        self.exists = mf.is_file()
+        self.store = CacheStore(root, sampling.settings(), create=create)
+        self.dir = self.store.root
+        self.exists = self.store.exists
 
-    def _paths(self, video_id: str) -> tuple[Path, Path]:
-        name = (
-            video_id if _SAFE.match(video_id) else "h_" + hashlib.sha256(video_id.encode()).hexdigest()[:32]
-        )
-        return self.dir / f"{name}.npy", self.dir / f"{name}.json"
-
-    def entry(self, video_id: str) -> dict[str, Any] | None:
-        meta = self._paths(video_id)[1]
-        return json.loads(meta.read_text()) if meta.is_file() else None
+    def clip(self, video_id: str, video_path: str | os.PathLike | None,
+             require_file: bool = True) -> tuple[np.ndarray | None, dict | None, str]:
+        """(frames, metadata, "hit") or (None, None, "missing" | "stale" | "corrupt"); opens no video. Without
+        the file (``require_file=False``) the entry is found by ``video_id``."""
+        if not self.exists:
+            return None, None, "missing"
+        rec = self.store.lookup(video_id, video_path, require_file)
+        if rec is None:
+            return None, None, "stale" if video_id in self.store.by_video else "missing"
+        try:
+            frames = self.store.read(rec)["frames"]
+        except CacheEntryError as e:
+            log.warning("%s", e)
+            return None, None, "corrupt"
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[0] != self.sampling.num_frames:
+            return None, None, "corrupt"
+        return frames, rec["meta"]["video_metadata"], "hit"
 
     def get(self, video_id: str, video_path: str | os.PathLike) -> tuple[np.ndarray | None, str]:
         """(frames, "hit") or (None, "missing" | "stale" | "corrupt")."""
-        if not self.exists:
-            return None, "missing"
-        npy, meta_p = self._paths(video_id)
-        try:
-            meta = json.loads(meta_p.read_text())
-        except FileNotFoundError:
-            return None, "missing"
-        st = os.stat(video_path)
-        if (st.st_size, st.st_mtime_ns) != (meta["video_bytes"], meta["video_mtime_ns"]):
-            if st.st_size != meta["video_bytes"] or file_sha256(video_path) != meta["video_sha256"]:
-                return None, "stale"
-        try:
-            frames = np.load(npy, allow_pickle=False)
-        except (OSError, ValueError):
-            return None, "corrupt"
-        if list(frames.shape) != meta["shape"] or frames.dtype != np.uint8:
-            return None, "corrupt"
-        return frames, "hit"
+        frames, _, status = self.clip(video_id, video_path)
+        return frames, status
 
-    def put(self, video_id: str, video_path: str | os.PathLike, frames: np.ndarray) -> None:
-        import io
-
+    def put(self, video_id: str, video_path: str | os.PathLike, frames: np.ndarray, metadata: dict) -> None:
         if frames.dtype != np.uint8 or frames.ndim != 4:
             raise ValueError(
                 f"frames of {video_id}: expected uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}"
             )
-        npy, meta_p = self._paths(video_id)
-        buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(frames), allow_pickle=False)
-        _atomic_write(npy, buf.getvalue())
-        st = os.stat(video_path)
-        meta = {
-            "video_id": video_id,
-            "video_bytes": st.st_size,
-            "video_mtime_ns": st.st_mtime_ns,
-            "video_sha256": file_sha256(video_path),
-            "shape": list(frames.shape),
-            "frames_sha256": hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest(),
-        }
-        _atomic_write(meta_p, (json.dumps(meta) + "\n").encode())
+        self.store.put(video_id, video_path, {"frames": frames},
+                       {"num_frames": int(frames.shape[0]), "video_metadata": metadata})
 
     def build(self, videos: list[tuple[str, str]], progress: bool = True) -> Counter[str]:
         """Cache every (video_id, path) not cached yet (resumable); a video that fails to decode is
-        named in a warning and counted, never replaced."""
+        named in a warning and counted, never replaced. The manifest is compacted once at the end."""
         from tqdm import tqdm
 
         counts: Counter[str] = Counter()
+        self.store.refresh()
         for vid, path in tqdm(videos, desc=f"frame cache {self.sampling.key}", disable=not progress):
             if not os.path.isfile(path):
                 log.warning("frame cache: video %s: file not found: %s", vid, path)
                 counts["failed"] += 1
                 continue
-            if self.get(vid, path)[1] == "hit":
+            if self.clip(vid, path)[2] == "hit":
                 counts["already_cached"] += 1
                 continue
             try:
-                self.put(vid, path, decode(path, self.sampling))
+                self.put(vid, path, *decode_clip(path, self.sampling))
                 counts["cached"] += 1
             except VideoReadError as e:
                 log.warning("frame cache: video %s: %s", vid, e)
                 counts["failed"] += 1
+        self.store.compact()  # a build that stops early leaves the appended lines: still a valid manifest
         return counts
 
     def verify(self) -> Counter[str]:
         """Re-hash every cached array against its entry (bit rot, a torn copy): counts ok / bad."""
-        counts: Counter[str] = Counter()
-        for meta_p in sorted(self.dir.glob("*.json")):
-            if meta_p.name == "manifest.json":
-                continue
-            meta = json.loads(meta_p.read_text())
-            try:
-                frames = np.load(meta_p.with_suffix(".npy"), allow_pickle=False)
-                ok = (
-                    hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest()
-                    == meta["frames_sha256"]
-                )
-            except (OSError, ValueError):
-                ok = False
-            counts["ok" if ok else "bad"] += 1
-            if not ok:
-                log.warning("frame cache: %s does not match its entry", meta_p.with_suffix(".npy"))
-        return counts
+        return self.store.verify()
 
 
 class FrameSource:
-    """Where training and evaluation get a video's frames: the frame cache when it holds them, else a
-    decode (counted; a warning once per video when a configured cache misses), and an in-memory LRU of
-    the last ``memo`` videos, so a run that meets a video again (evaluation groups samples by video)
-    decodes it once. ``counts`` says how each request was served."""
+    """Where training and evaluation get a video's frames: the frame cache when it holds them (no video
+    opened), else a decode (counted; a warning once per video when a configured cache misses), and an
+    in-memory LRU of the last ``memo`` videos, so a run that meets a video again (evaluation groups samples
+    by video) decodes it once. ``counts`` says how each request was served. ``require_files=False``: the run
+    goes without the video files (entries found by video id); a video the cache lacks is an error naming it."""
 
-    def __init__(self, sampling: Sampling, cache_dir: str | os.PathLike | None = None, memo: int = 0):
+    def __init__(self, sampling: Sampling, cache_dir: str | os.PathLike | None = None, memo: int = 0,
+                 require_files: bool = True):
         self.sampling = sampling
         self.cache = FrameCache(cache_dir, sampling) if cache_dir else None
+        self.require_files = bool(require_files)
+        if not self.require_files and self.cache is None:
+            raise ValueError("data.require_video_files=false reads every video from the cache: set data.frame_cache "
+                             "(or data.feature_cache)")
         if self.cache is not None and not self.cache.exists:
             log.warning(
                 "frame cache %s has no manifest: every video is decoded (build it with "
@@ -219,23 +172,30 @@ class FrameSource:
                 self.cache.dir,
             )
         self.memo = int(memo)
-        self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._memo: OrderedDict[str, tuple[np.ndarray, dict]] = OrderedDict()
         self.counts: Counter[str] = Counter()
         self._warned: set[str] = set()
 
-    def get(self, video_path: str | os.PathLike, video_id: str | None = None) -> np.ndarray:
-        """uint8 (T, H, W, 3); raises VideoReadError naming the file."""
+    def clip(self, video_path: str | os.PathLike, video_id: str | None = None) -> tuple[np.ndarray, dict]:
+        """(frames uint8 (T, H, W, 3), metadata); raises VideoReadError naming the file."""
         key = os.fspath(video_path)
         if key in self._memo:
             self._memo.move_to_end(key)
             self.counts["memo"] += 1
             return self._memo[key]
-        frames = None
-        if self.cache is not None and os.path.isfile(key):
-            vid = video_id or Path(key).stem
-            frames, status = self.cache.get(vid, key)
+        got = None
+        present = os.path.isfile(key)
+        vid = video_id or Path(key).stem
+        if self.cache is not None and (present or not self.require_files):
+            frames, meta, status = self.cache.clip(vid, key, require_file=self.require_files)
             if frames is not None:
                 self.counts["cache"] += 1
+                got = (frames, meta)
+            elif not present:
+                raise CacheEntryError(f"video {vid}: {status} in the frame cache {self.cache.dir} "
+                                      f"({self.sampling.key}) "
+                                      f"and its file {key} is absent (data.require_video_files=false reads videos "
+                                      "from the cache only): build the cache where the videos are")
             else:
                 self.counts[f"decoded_cache_{status}"] += 1
                 if vid not in self._warned:
@@ -243,14 +203,18 @@ class FrameSource:
                     log.warning(
                         "frame cache %s: video %s is %s there: decoding it", self.cache.dir, vid, status
                     )
-        if frames is None:
-            frames = decode(key, self.sampling)
+        if got is None:
+            got = decode_clip(key, self.sampling)
             self.counts["decoded"] += 1
         if self.memo > 0:
-            self._memo[key] = frames
+            self._memo[key] = got
             while len(self._memo) > self.memo:
                 self._memo.popitem(last=False)
-        return frames
+        return got
+
+    def get(self, video_path: str | os.PathLike, video_id: str | None = None) -> np.ndarray:
+        """uint8 (T, H, W, 3); raises VideoReadError naming the file."""
+        return self.clip(video_path, video_id)[0]
 
     def summary(self) -> dict[str, int]:
         return dict(sorted(self.counts.items()))
@@ -261,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="cache the frames of every video of a PerVidCom directory (resumable)")
     b.add_argument("--root", required=True, help="dataset directory (videos.jsonl + videos/)")
-    b.add_argument("--cache", required=True, help="frame cache root (one subdirectory per sampling config)")
+    b.add_argument("--cache", required=True, help="cache store root (several sampling configs live side by side)")
     b.add_argument("--num-frames", type=int, default=8)
     b.add_argument("--size", type=int, default=None, help="shorter edge in px (default: decoded size)")
     v = sub.add_parser("verify", help="re-hash every cached array against its entry")

@@ -25,12 +25,11 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from pvllm.data.dataset import Comment, PerVidCom
+from pvllm.prompt import HISTORY_MODES, HISTORY_SELECTIONS
 
 if TYPE_CHECKING:
     import numpy as np
 
-HISTORY_MODES = ("k", "none", "others")
-HISTORY_SELECTIONS = ("random", "recent", "retrieved")
 Embed = Callable[[list[str]], "np.ndarray"]  # texts -> L2-normalized embeddings (rows)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -21,23 +22,30 @@ def frame_indices(num_total: int, num_frames: int = 8) -> np.ndarray:
     return np.linspace(0, num_total - 1, num_frames).round().astype(np.int64)
 
 
+def open_video(path: str | os.PathLike, check_file: bool = True) -> tuple[Any, int, float]:
+    """(decord ``VideoReader``, frame count, native fps) of a file, or a VideoReadError naming it (missing,
+    undecodable, zero frames)."""
+    import decord  # lazy: importing decord costs ~0.3 s
+
+    path = os.fspath(path)
+    if check_file and not os.path.isfile(path):
+        raise VideoReadError(f"video file not found: {path}")
+    try:
+        vr = decord.VideoReader(path, num_threads=1)
+        n, native = len(vr), float(vr.get_avg_fps())
+    except Exception as e:  # decord raises DECORDError/RuntimeError with C++ text
+        raise VideoReadError(f"cannot decode video {path}: {str(e).splitlines()[0][:200]}") from e
+    if n == 0:
+        raise VideoReadError(f"video has zero frames: {path}")
+    return vr, n, native
+
+
 def read_frames(path: str | os.PathLike, num_frames: int = 8) -> np.ndarray:
     """Decode ``num_frames`` uniformly spaced RGB frames: uint8 array (T, H, W, 3).
 
     Deterministic (no random offsets): evaluation never augments.
     """
-    import decord  # lazy: importing decord costs ~0.3 s
-
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise VideoReadError(f"video file not found: {path}")
-    try:
-        vr = decord.VideoReader(path, num_threads=1)
-        n = len(vr)
-    except Exception as e:  # decord raises DECORDError/RuntimeError with C++ text
-        raise VideoReadError(f"cannot decode video {path}: {str(e).splitlines()[0][:200]}") from e
-    if n == 0:
-        raise VideoReadError(f"video has zero frames: {path}")
+    vr, n, _ = open_video(path)
     idx = frame_indices(n, num_frames)
     try:
         frames = vr.get_batch(idx.tolist()).asnumpy()
@@ -69,18 +77,7 @@ def read_clip(path: str | os.PathLike, num_frames: int = 8, fps: float | None = 
     ``fps=None``: ``num_frames`` uniformly spaced frames (``read_frames``); ``fps`` set: one frame every
     ``1/fps`` s, at most ``max_frames`` (default ``num_frames``) or a VideoReadError naming the file.
     """
-    import decord
-
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise VideoReadError(f"video file not found: {path}")
-    try:
-        vr = decord.VideoReader(path, num_threads=1)
-        n, native = len(vr), float(vr.get_avg_fps())
-    except Exception as e:
-        raise VideoReadError(f"cannot decode video {path}: {str(e).splitlines()[0][:200]}") from e
-    if n == 0:
-        raise VideoReadError(f"video has zero frames: {path}")
+    vr, n, native = open_video(path)
     if fps is None:
         idx = frame_indices(n, num_frames)
     else:
@@ -99,16 +96,10 @@ def read_clip(path: str | os.PathLike, num_frames: int = 8, fps: float | None = 
 def clip_metadata(path: str | os.PathLike, num_frames: int = 8) -> dict:
     """``read_clip``'s metadata for the ``num_frames`` uniformly spaced frames (frame count, rate, size; one
     frame decoded for the size): what a processor needs to timestamp frames served by the frame cache."""
-    import decord
-
-    path = os.fspath(path)
+    vr, n, native = open_video(path, check_file=False)
     try:
-        vr = decord.VideoReader(path, num_threads=1)
-        n, native = len(vr), float(vr.get_avg_fps())
-        h, w = vr[0].shape[:2] if n else (0, 0)
+        h, w = vr[0].shape[:2]
     except Exception as e:
-        raise VideoReadError(f"cannot decode video {path}: {str(e).splitlines()[0][:200]}") from e
-    if n == 0:
-        raise VideoReadError(f"video has zero frames: {path}")
+        raise VideoReadError(f"cannot decode video {os.fspath(path)}: {str(e).splitlines()[0][:200]}") from e
     return {"total_num_frames": n, "fps": native, "width": int(w), "height": int(h),
             "duration": n / native if native > 0 else None, "frames_indices": frame_indices(n, num_frames).tolist()}

@@ -1,6 +1,5 @@
 """Multi-process training helpers: DeepSpeed on CPU (tests, smoke script) and ZeRO checkpoint consolidation."""
 
 from pvllm.distributed.consolidate import consolidate_zero_checkpoint, find_zero_tag
-from pvllm.distributed.optim import make_adamw
 
-__all__ = ["consolidate_zero_checkpoint", "find_zero_tag", "make_adamw"]
+__all__ = ["consolidate_zero_checkpoint", "find_zero_tag"]

@@ -1,7 +1,8 @@
 """Checkpoint writes that a kill (SLURM preemption, ``kill -9``) or a full disk cannot tear.
 
 - ``AtomicCheckpointIO`` (single-file ``.ckpt``, every strategy but DeepSpeed): ``torch.save`` to a
-  hidden ``.partial-*`` file beside it (``pvllm.utils.atomic.partial_path``), fsync, rename. ``last.ckpt`` is always the previous or the new complete file.
+  hidden ``.partial-*`` file beside it (``pvllm.utils.atomic.partial_path``), fsync, rename. ``last.ckpt``
+  is always the previous or the new complete file.
 - ``AtomicDeepSpeedStrategy``: Lightning's ``DeepSpeedStrategy`` writes its sharded directory in place
   under the same name at every save; this one writes every rank's shards to ``partial_path(NAME)`` and renames it
   over ``NAME`` once all ranks are done (``pvllm.utils.atomic.swap_in``), and finishes or undoes a swap

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from pvllm.distributed.checkpoint_io import save_zero_checkpoint
-from pvllm.distributed.optim import make_adamw
+from pvllm.models.optim import make_adamw
 from pvllm.utils.atomic import recover_dir
 
 COMMENTS = [

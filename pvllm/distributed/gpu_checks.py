@@ -50,8 +50,10 @@ def build_config(tiny: bool, layers: int | None):
                            num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=4096)  # fmt: skip
     else:  # LanguageBind/Video-LLaVA-7B-hf: CLIP ViT-L/14 at 224 px + Vicuna-7B (Llama-2 shape)
         vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                                  num_attention_heads=16, image_size=224, patch_size=14, projection_dim=768)  # fmt: skip
-        text = LlamaConfig(vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=layers or 32,
+                                  num_attention_heads=16, image_size=224, patch_size=14,
+                                  projection_dim=768)  # fmt: skip
+        text = LlamaConfig(vocab_size=32064, hidden_size=4096, intermediate_size=11008,
+                           num_hidden_layers=layers or 32,
                            num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096)  # fmt: skip
     cfg = VideoLlavaConfig(vision_config=vision, text_config=text, image_token_index=text.vocab_size - 2,
                            video_token_index=text.vocab_size - 1, vision_feature_select_strategy="default",
@@ -89,7 +91,7 @@ def run_setting(name: str, args) -> dict:
     from transformers import VideoLlavaForConditionalGeneration
 
     from pvllm.distributed.ds_cpu import load_strategy_config
-    from pvllm.distributed.optim import make_adamw
+    from pvllm.models.optim import make_adamw
 
     device = torch.device(args.device)
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
@@ -156,7 +158,8 @@ def run_setting(name: str, args) -> dict:
     flops = flops_per_sample(model, n_tokens, n_video, args.frames)
     out = {
         "strategy": name, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "dtype": args.dtype, "attn": args.attn, "grad_ckpt": args.grad_ckpt, "llm_layers": cfg.text_config.num_hidden_layers,
+        "dtype": args.dtype, "attn": args.attn, "grad_ckpt": args.grad_ckpt,
+        "llm_layers": cfg.text_config.num_hidden_layers,
         "params_total": sum(p.numel() for p in model.parameters()), "params_trainable": sum(p.numel() for p in params),
         "tokens_per_sample": n_tokens, "video_tokens": n_video, "step_s_median": round(sec, 4),
         "tokens_per_s": round(n_tokens / sec, 1), "model_tflops_per_s": round(flops / sec / 1e12, 2),

@@ -22,8 +22,9 @@ Plus a fixed CUDA context / allocator overhead. "Fits" = at most 90% of the card
 Step time: FLOPs (8 × LLM body params × T with the checkpointing recompute, 2 × vision params × vision
 tokens) at a stated MFU of the card's bf16 peak; collectives at a stated NVLink bus bandwidth, overlapped
 with compute up to half the compute time (``overlap_comm``), the rest exposed; ZeRO-3 gathers weights for
-forward, recompute and backward and pays a stated share of compute for its hooks; offload adds fp32 gradients to host per micro-batch and the updated
-weights back per step over PCIe, and the host Adam at a stated rate. Assumptions are the fields of
+forward, recompute and backward and pays a stated share of compute for its hooks; offload adds fp32 gradients
+to host per micro-batch and the updated weights back per step over PCIe, and the host Adam at a stated rate.
+Assumptions are the fields of
 ``Cluster``: a number here is as good as they are, and the GPU check (pvllm.distributed.gpu_checks) is
 the measurement.
 """

@@ -6,7 +6,8 @@ Added from the command line without touching train.py:
         '+callbacks.probe.out_dir=${paths.output_dir}/probe' [+callbacks.probe.pause_at_step=3]
 
 Each rank appends JSON lines to ``out_dir/rank{R}.jsonl``: a ``start`` record (world size, the step it
-resumed from, SLURM restart count), one ``micro`` record per micro-batch (loss, supervised items), one ``step`` record per optimizer step (global step, loss, the batch's sample ids) and an
+resumed from, SLURM restart count), one ``micro`` record per micro-batch (loss, supervised items), one
+``step`` record per optimizer step (global step, loss, the batch's sample ids) and an
 ``end`` record with a checksum of the trainable weights. ``pause_at_step`` holds the first run (SLURM
 restart count 0) after that step until a signal ends it, so a test can preempt it at a known point.
 """

@@ -1,4 +1,4 @@
-"""A baseline ranker (pvllm.metrics.baseline_rankers) behind the Generator interface: ``evaluate.py
+"""A baseline ranker (pvllm.generators.baseline_rankers) behind the Generator interface: ``evaluate.py
 generator=baseline_ranker generator.ranker=tfidf stage=rank`` ranks the same candidates file under the same
 histories as the models and writes ranking.jsonl + ranking_summary.json beside theirs. Ranking only: it
 writes no comments."""
@@ -9,7 +9,7 @@ import hashlib
 from typing import Any
 
 from pvllm.generators.base import GENERATORS, GenerationRequest, GenerationResult, Generator
-from pvllm.metrics.baseline_rankers import make_ranker
+from pvllm.generators.baseline_rankers import make_ranker
 
 
 @GENERATORS.register("baseline_ranker")
@@ -25,7 +25,7 @@ class BaselineRankerGenerator(Generator):
         self.batch_size = batch_size
         texts = None
         self.train_digest = None
-        from pvllm.metrics.baseline_rankers import BASELINE_RANKERS
+        from pvllm.generators.baseline_rankers import BASELINE_RANKERS
 
         if BASELINE_RANKERS.get(ranker).needs_training_texts:
             if not data_root:

@@ -41,12 +41,7 @@ class GeminiGenerator(Generator):
         greedy: bool = False,
         video_transport: str = "auto",
         inline_max_bytes: int = INLINE_MAX_BYTES,
-        api_key_env: str = "GEMINI_API_KEY",
         vertexai: bool = False,
-        project: str | None = None,
-        location: str | None = None,
-        base_url: str | None = None,
-        api_version: str | None = None,
         timeout_s: float = 300.0,
         retry: dict[str, Any] | None = None,
         max_concurrency: int = 4,
@@ -55,7 +50,10 @@ class GeminiGenerator(Generator):
         upload_timeout_s: float = 600.0,
         delete_uploaded: bool = True,
         batch_size: int = 8,
+        **endpoint: Any,
     ):
+        """``endpoint``: ``api_key_env``, ``project``, ``location``, ``base_url``, ``api_version``, as
+        ``pvllm.clients.gemini_client.make_gemini_client`` takes them."""
         if video_transport not in TRANSPORTS:
             raise ValueError(f"video_transport must be one of {TRANSPORTS}, got {video_transport!r}")
         if vertexai and video_transport == "upload":
@@ -77,14 +75,7 @@ class GeminiGenerator(Generator):
         self.batch_size = int(batch_size)
         # Fails here, before any work, when the key (or Vertex project/credentials) is missing.
         self.client = make_gemini_client(
-            api_key_env=api_key_env,
-            vertexai=vertexai,
-            project=project,
-            location=location,
-            base_url=base_url,
-            api_version=api_version,
-            timeout_s=timeout_s,
-            purpose=f"the gemini generator ({model})",
+            vertexai=vertexai, timeout_s=timeout_s, purpose=f"the gemini generator ({model})", **endpoint
         )
         self._uploads: dict[str, Any] = {}  # video path -> uploaded File (reused by samples of one video)
         self._upload_locks: dict[str, threading.Lock] = {}

@@ -6,8 +6,9 @@ directory's config.json), reads frames with our reader (``pvllm.data.video_io.re
 (``pvllm.models.families.render_prompt``) and generates in left-padded batches. Greedy decoding gives
 the same text at any batch size. ``pretrained`` may be any HF checkpoint of a supported family,
 including one fine-tuned elsewhere (LLaMA-Factory, ms-swift) or a train run's ``hf_model/``.
-Families in Video-LLaVA's format also take requests without a video (the ablation ``video.mode=none``)
-and frozen-encoder features from ``pvllm.data.feature_cache`` instead of frames.
+Families in Video-LLaVA's format also take requests without a video (the ablation ``video.mode=none``).
+With ``feature_cache`` every family replays its frozen tower's cached outputs (``pvllm.models.tower_cache``)
+instead of running it, and opens no video.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 
 from pvllm.data.frame_cache import FrameSource, Sampling
-from pvllm.data.video_io import VideoReadError, clip_metadata, read_clip
+from pvllm.data.video_io import VideoReadError, read_clip
 from pvllm.generators.base import (
     GENERATORS,
     CandidateLogprobs,
@@ -35,13 +36,29 @@ from pvllm.generators.base import (
 )
 from pvllm.models.builder import build_pvllm
 from pvllm.models.families import processor_inputs, render_prompt, reply_token_ids, unwrap
-from pvllm.prompt import build_instruction, chat_prompt, fit_history
+from pvllm.models.tower_cache import TowerFeatures, replay
+from pvllm.prompt import build_instruction, chat_prompt, fit_history, shows_video
 
 log = logging.getLogger(__name__)
 
 
 class UnsafeCheckpointError(RuntimeError):
     """A checkpoint that needs arbitrary code to unpickle: refused (loading it could run that code)."""
+
+
+class CachedClip(tuple):
+    """(black frames of the recorded shape, clip metadata) from the feature cache, carrying the tower's
+    recorded outputs (``pvllm.models.tower_cache.replay``)."""
+
+    def __new__(cls, clip: tuple, outputs: dict):
+        obj = super().__new__(cls, clip)
+        obj.tower_outputs = outputs
+        return obj
+
+
+def tower_outputs(clips: list[Any]) -> list[dict] | None:
+    """The recorded tower outputs of the cached clips among ``clips``, in order (None: no feature cache)."""
+    return [c.tower_outputs for c in clips if isinstance(c, CachedClip)] or None
 
 
 def read_checkpoint_state(ckpt_path: str) -> dict[str, torch.Tensor]:
@@ -81,7 +98,8 @@ def load_lightning_weights(model: torch.nn.Module, ckpt_path: str) -> None:
     state = {k.removeprefix("model."): v for k, v in state.items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or missing:
-        raise RuntimeError(f"{ckpt_path}: does not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise RuntimeError(f"{ckpt_path}: does not match the model "
+                           f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
 
 
 @GENERATORS.register("hf_video")
@@ -107,15 +125,17 @@ class HFVideoGenerator(Generator):
         seed: int = 0,
         family: str | None = None,
         score_tokens: int = 2048,
-        video: bool = True,
+        video: bool | str = True,  # ${video.mode}: none = text-only (no frames read); a bool from Python
         frame_cache: str | None = None,
         frame_size: int | None = None,
         frame_memo: int = 32,
         feature_cache: str | None = None,
+        require_video_files: bool = True,
     ):
         bundle = build_pvllm(pretrained, create=create, dtype=dtype, family=family)
         # frame_memo: videos kept decoded in memory (evaluation groups samples by video); 0 decodes per sample
-        self.frames = FrameSource(Sampling(num_frames, frame_size), frame_cache, memo=frame_memo)
+        self.frames = FrameSource(Sampling(num_frames, frame_size), frame_cache, memo=frame_memo,
+                                  require_files=require_video_files or not frame_cache)
         self._video_tokens: int | None = None
         self.model, self.processor, self.family = bundle.model, bundle.processor, bundle.family
         if checkpoint:
@@ -126,18 +146,18 @@ class HFVideoGenerator(Generator):
         self.batch_size, self.num_frames, self.seed = batch_size, num_frames, seed
         self.fps, self.max_frames = fps, max_frames
         self.score_tokens = int(score_tokens)  # ranking: cached prompts + packed candidate tokens per forward pass
-        self.video = bool(video)  # False: text-only PV-LLM (no frames read, prompt without the video token)
+        self.video = shows_video(video)  # False: text-only (no frames read, prompt without the video token)
         if not self.video and self.family.template != "video_llava":
-            raise ValueError(f"video=false (text-only) uses Video-LLaVA's chat format; family {self.family.name} "
+            raise ValueError(f"video.mode=none (text-only) uses Video-LLaVA's chat format; family {self.family.name} "
                              "is not supported with it")
         self.cache = None
-        if feature_cache:  # frozen encoder outputs read from the cache (built for exactly this encoder)
+        if feature_cache:  # the frozen tower's recorded outputs, replayed (built for exactly this tower)
             from pvllm.data.feature_cache import FeatureCache
 
-            if self.family.template != "video_llava":
-                raise ValueError(f"feature_cache feeds cached encoder features in Video-LLaVA's format; family "
-                                 f"{self.family.name} is not supported with it")
-            self.cache = FeatureCache.for_model(feature_cache, self.model, self.processor, num_frames)
+            if fps is not None:
+                raise ValueError("feature_cache holds num_frames uniformly spaced frames' tower outputs: unset fps")
+            settings = TowerFeatures(self.model, self.processor, num_frames, frame_size).settings()
+            self.cache = FeatureCache(feature_cache, settings, require_files=require_video_files)
         params = dict(self.default_sampling, **(sampling or {}))
         if greedy:
             params.update(do_sample=False, temperature=None, top_p=None)
@@ -168,7 +188,8 @@ class HFVideoGenerator(Generator):
 
     def _frames(self, req: GenerationRequest) -> Any:
         """(frames, metadata): the frame cache / decoder for uniform sampling, our reader for fps sampling;
-        cached encoder features (T, N, C) with a feature cache; None with video off or no video shown."""
+        with a feature cache black frames of the recorded shape carrying the tower's outputs (``CachedClip``,
+        no video opened); None with video off or no video shown."""
         if not self.video:
             return None
         if req.video_path is None:  # the ablation video.mode=none
@@ -176,29 +197,24 @@ class HFVideoGenerator(Generator):
                 raise ValueError(f"{req.sample_id}: a request without a video (video.mode=none) uses Video-LLaVA's "
                                  f"chat format; family {self.family.name} is not supported with it")
             return None
+        # the video shown (the ablation may show another sample's video than the target's)
+        vid = req.extra.get("shown_video_id", req.extra.get("video_id")) or Path(req.video_path).stem
         if self.cache is not None:
-            return self.cache.features(req.video_path)
+            entry = self.cache.get(vid, req.video_path)
+            return CachedClip((entry["frames"], entry["video_metadata"]), entry["tower_outputs"])
         if self.fps is not None:
             return read_clip(req.video_path, self.num_frames, self.fps, self.max_frames)
-        # the video shown (the ablation may show another sample's video than the target's)
-        frames = self.frames.get(req.video_path, req.extra.get("shown_video_id", req.extra.get("video_id")))
-        meta = clip_metadata(req.video_path, self.num_frames) if self.family.needs_video_metadata else None
-        return (frames, meta) if meta else frames
+        frames, meta = self.frames.clip(req.video_path, vid)  # the cache's metadata: no video opened on a hit
+        return (frames, meta) if self.family.needs_video_metadata else frames
 
     def _encode(self, prompts: list[str], clips: list[Any]) -> Any:
         """Instructions (+ clips) -> model inputs in the family's chat format; text-only when there is no
-        video (all items alike); cached features expand the video token as the processor would."""
+        video (all items alike)."""
         if clips[0] is None:
             return self.processor.tokenizer([chat_prompt(p, video_token=None) for p in prompts], padding=True,
                                             return_tensors="pt").to(self.device)
         rendered = [render_prompt(self.processor, p) for p in prompts]
-        if self.cache is None:
-            return processor_inputs(self.processor, rendered, clips, padding=True).to(self.device)
-        vt = self.processor.video_token
-        texts = [t.replace(vt, vt * (f.shape[0] * f.shape[1])) for t, f in zip(rendered, clips)]
-        enc = self.processor.tokenizer(texts, padding=True, return_tensors="pt")
-        enc["pixel_values_videos"] = torch.stack(clips)
-        return enc.to(self.device)
+        return processor_inputs(self.processor, rendered, clips, padding=True).to(self.device)
 
     @torch.inference_mode()
     def generate(self, batch: list[GenerationRequest]) -> list[GenerationResult]:
@@ -222,7 +238,8 @@ class HFVideoGenerator(Generator):
             if self._params.get("do_sample"):
                 # reproducible sampling: the seed depends on the run seed and the chunk's first id
                 torch.manual_seed(self.seed * 1_000_003 + zlib.crc32(chunk[0][0].sample_id.encode()))
-            out = self.model.generate(**enc, **self._params, pad_token_id=tok.pad_token_id)
+            with replay(self.model, tower_outputs([c for _, c in chunk])):
+                out = self.model.generate(**enc, **self._params, pad_token_id=tok.pad_token_id)
             texts = decode_new_tokens(tok, out[:, enc["input_ids"].shape[1]:])
             dt = (time.perf_counter() - t0) / len(chunk)
             for (req, _), (text, notes), (_, fit_notes) in zip(chunk, texts, fitted):
@@ -248,9 +265,7 @@ class HFVideoGenerator(Generator):
             return render_prompt(self.processor, instruction) if has_video else chat_prompt(instruction, None)
 
         video_tokens = 0
-        if has_video and self.cache is not None:  # cached features (T, N, C): T*N video tokens
-            video_tokens = int(clip.shape[0] * clip.shape[1])
-        elif has_video:
+        if has_video:
             if self._video_tokens is None:  # what the video placeholder expands to, measured once
                 probe = wrap("x")
                 full = processor_inputs(self.processor, [probe], [clip])["input_ids"].shape[1]
@@ -290,6 +305,7 @@ class HFVideoGenerator(Generator):
 
         out: list[CandidateLogprobs | None] = [None] * len(batch)
         items: list[tuple[int, list[PromptReplies], list[list[int]]]] = []
+        roots: list[Any] = []  # the clip of each scoring item, in order (the feature cache replays them)
         for i, (req, cands) in enumerate(zip(batch, candidates)):
             try:
                 clip = self._frames(req)
@@ -304,8 +320,10 @@ class HFVideoGenerator(Generator):
                     raise ValueError(f"{req.sample_id}: family {self.family.name} writes the reply differently "
                                      "without the history; PMI would compare other token sequences")
             items.append((i, self._prompt_items(prompts, clip, replies), replies))
+            roots += [clip] * len(items[-1][1])
         flat = [it for _, its, _ in items for it in its]
-        score_prompt_replies(self.model, flat, self.device, max_tokens=self.score_tokens)
+        with replay(self.model, tower_outputs(roots)):  # each item's prompt runs its video once, in order
+            score_prompt_replies(self.model, flat, self.device, max_tokens=self.score_tokens)
         for i, its, replies in items:
             sums = torch.cat([it.sums for it in its])  # one row per prompt: own, then (PMI) none
             out[i] = CandidateLogprobs(sums[0].tolist(), [len(r) for r in replies],

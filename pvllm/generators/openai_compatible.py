@@ -45,8 +45,6 @@ class OpenAICompatibleGenerator(Generator):
     def __init__(
         self,
         model: str,
-        base_url: str | None = None,
-        api_key_env: str | None = "OPENAI_API_KEY",
         num_frames: int = 8,
         max_side: int | None = 512,
         jpeg_quality: int = 90,
@@ -57,7 +55,10 @@ class OpenAICompatibleGenerator(Generator):
         max_concurrency: int = 4,
         requests_per_minute: float | None = None,
         batch_size: int = 8,
+        **endpoint: Any,
     ):
+        """``endpoint``: ``base_url``, ``api_key_env`` (default ``OPENAI_API_KEY``; null for a server without
+        authentication), as ``pvllm.clients.openai_client.make_openai_client`` takes them."""
         self.model = model
         # chat.completions fields (temperature, top_p, max_tokens, seed, ...); {} = the server's defaults.
         self.params = dict(sampling or {})
@@ -69,10 +70,7 @@ class OpenAICompatibleGenerator(Generator):
         self.calls = RemoteCalls(retry, max_concurrency, requests_per_minute, classify_openai_error)
         self.batch_size = int(batch_size)
         self.client = make_openai_client(
-            api_key_env=api_key_env,
-            base_url=base_url,
-            timeout_s=timeout_s,
-            purpose=f"the openai_compatible generator ({model})",
+            timeout_s=timeout_s, purpose=f"the openai_compatible generator ({model})", **endpoint
         )
 
     @property

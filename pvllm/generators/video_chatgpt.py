@@ -62,23 +62,13 @@ def seq_frame_indices(num_total: int, num_frames: int) -> list[int]:
 
 def read_video_frames(path: str | os.PathLike, max_frames: int = 100) -> np.ndarray:
     """``min(len, max_frames)`` RGB frames, uint8 (T, H, W, 3), sampled as Video-ChatGPT's ``load_video``."""
-    import decord
+    from pvllm.data.video_io import VideoReadError, open_video
 
-    from pvllm.data.video_io import VideoReadError
-
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise VideoReadError(f"video file not found: {path}")
+    vr, n, _ = open_video(path)
     try:
-        vr = decord.VideoReader(path, num_threads=1)
-        n = len(vr)
-        if n == 0:
-            raise VideoReadError(f"video has zero frames: {path}")
         return vr.get_batch(seq_frame_indices(n, min(n, max_frames))).asnumpy()
-    except VideoReadError:
-        raise
     except Exception as e:  # decord's C++ errors
-        raise VideoReadError(f"cannot decode video {path}: {str(e).splitlines()[0][:200]}") from e
+        raise VideoReadError(f"cannot decode video {os.fspath(path)}: {str(e).splitlines()[0][:200]}") from e
 
 
 def spatio_temporal_tokens(features: Any, num_frames: int = 100) -> Any:

@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pvllm.raters.base import RUBRIC_VALUES, format_score
 from pvllm.utils.jsonl import load_jsonl
 
-RUBRIC_VALUES = (0.0, 0.25, 0.5, 0.75, 1.0)
 DIMENSIONS = ("emotion", "style", "relevance")
 
 # Table 2, verbatim (the paper's "lets" included).
@@ -62,11 +62,6 @@ class FICLResult:
     error: str | None = None
     snapped: bool = False  # a value off the rubric (e.g. 0.6) was snapped to the nearest rubric value
     raw_values: tuple[float, float, float] | None = None  # out_of_range: the judge's numbers, kept as given
-
-
-def format_score(x: float) -> str:
-    """0 -> '0', 0.25 -> '0.25', 1.0 -> '1' (as the rubric writes them)."""
-    return f"{x:g}"
 
 
 def build_prefix(examples: Sequence[FewShotExample]) -> str:

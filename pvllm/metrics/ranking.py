@@ -23,7 +23,6 @@ not depend on candidate order, and a constant scorer gets exactly chance.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import unicodedata
@@ -206,8 +205,6 @@ def history_overlap(cand_rows: Sequence[dict], rows: Sequence[dict]) -> dict[str
             "n_truths_equal_history": n_t}
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_or_build_candidates(
@@ -410,66 +407,3 @@ def format_ranking(rows: Sequence[tuple[str, dict | None]], title: str = "") -> 
     if chance:
         lines.append("| *chance* | " + " | ".join(f"{chance[c]:.1f}" for c in cols) + " | | | |")
     return "\n".join(lines)
-
-
-def rank_run(
-    generator: Any,
-    rows: Sequence[dict],
-    ds: PerVidCom,
-    run_dir: Path,
-    *,
-    candidates_file: Path,
-    n: int,
-    seed: int,
-    batch_size: int,
-    include_title: bool,
-    score: str = "mean",
-    protocol: str = "same_video",
-    livebot: dict | None = None,
-) -> dict[str, Any]:
-    """Rank the candidates of every sample with ``generator``; writes ``ranking.jsonl`` (resumable) and
-    ``ranking_summary.json`` (metrics, chance levels, the candidates file and its sha256). A generator
-    without log-probabilities gives ``status: n/a`` (never 0). ``score``: :data:`SCORES` (recorded)."""
-    from pvllm.evaluation import to_request
-    from pvllm.generators.base import RankingUnsupported
-
-    if score not in SCORES:
-        raise ValueError(f"ranking.score must be one of {', '.join(SCORES)}, got {score!r}")
-    base = {
-        "generator": generator.registry_name,
-        "model": generator.model_id,
-        "history_mode": rows[0]["history_mode"] if rows else None,
-        "k": rows[0]["k"] if rows else None,
-        "score": score,
-    }
-    items = None
-    if not generator.supports_ranking:
-        reason = f"generator {generator.registry_name!r} gives no log-probabilities"
-    else:
-        cand = load_or_build_candidates(candidates_file, rows, ds, n, seed, protocol, livebot)
-        requests = {r["sample_id"]: to_request(r, ds, include_title) for r in rows}
-        try:
-            items = rank_resumable(generator, cand, requests, run_dir / "ranking.jsonl", batch_size=batch_size,
-                                   score=score)
-        except RankingUnsupported as e:
-            reason = str(e)
-    if items is None:
-        summary = {**base, "status": "n/a", "reason": reason}
-        log.warning("ranking: %s", summary["reason"])
-    else:
-        summary = {
-            **base,
-            "status": "ok",
-            **ranking_metrics(items),
-            "candidates_file": str(candidates_file),
-            "candidates_sha256": file_sha256(candidates_file),
-            "candidates_seed": seed,
-            "n_samples_filled_from_other_videos": sum(1 for c in cand if c["n_from_other_videos"]),
-            "n_candidates_from_other_videos": sum(c["n_from_other_videos"] for c in cand),
-            "candidates_protocol": protocol,
-            **history_overlap(cand, rows),
-        }
-    import json
-
-    (run_dir / "ranking_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    return summary

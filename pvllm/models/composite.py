@@ -7,8 +7,8 @@ loss and ``generate``) whose video tower is an encoder of ``pvllm.models.vision_
 ``from_pretrained`` restores exactly the trained model. Registered with transformers' Auto classes
 (``model_type = "pvllm_video"``).
 
-``pixel_values_videos`` is either frames ``(B, T, 3, S, S)`` or encoder features read from the feature
-cache ``(B, T, tokens_per_frame, width)`` (``pvllm.data.feature_cache``): the encoder is skipped then.
+``pixel_values_videos`` are frames ``(B, T, 3, S, S)``; with the feature cache the encoder replays its
+recorded outputs instead of running (``pvllm.models.tower_cache``).
 """
 
 from __future__ import annotations
@@ -92,15 +92,9 @@ class PVLLMVideoModel(VideoLlavaModel):
         super()._init_weights(module)
 
     def encode_video(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
-        """Encoder tokens ``(B*T, tokens_per_frame, width)`` from frames, or cached features as they are."""
+        """Encoder tokens ``(B*T, tokens_per_frame, width)`` from frames ``(B, T, 3, S, S)``."""
         enc = self.video_tower
-        x = pixel_values_videos
-        if x.ndim == 4:  # cached encoder features (B, T, N, C)
-            if tuple(x.shape[2:]) != (enc.tokens_per_frame, enc.out_dim):
-                raise ValueError(f"cached video features of shape {tuple(x.shape)} do not fit this encoder "
-                                 f"({enc.tokens_per_frame} tokens × {enc.out_dim} per frame)")
-            return x.flatten(0, 1).to(self.multi_modal_projector.linear_1.weight.dtype)
-        frames = x.flatten(0, 1)
+        frames = pixel_values_videos.flatten(0, 1)
         with torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in enc.parameters())):
             return enc(frames)
 

@@ -277,7 +277,7 @@ register_family(Family(
     processor_class="Qwen2_5_VLProcessor",
     vision_encoder=("model.visual",), projector=("model.visual.merger",),
     language_model=("model.language_model", "lm_head"),
-    tiny="pvllm.models.tiny_families.make_tiny_qwen2_5_vl",
+    tiny="pvllm.models.tiny.make_tiny_qwen2_5_vl",
     checkpoints=("Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct"),
 ))
 register_family(Family(
@@ -286,7 +286,7 @@ register_family(Family(
     vision_encoder=("model.visual",), projector=("model.visual.merger", "model.visual.deepstack_merger_list"),
     language_model=("model.language_model", "lm_head"), needs_video_metadata=True,
     processor_kwargs={"do_sample_frames": False},  # frames come from our reader, never resampled
-    tiny="pvllm.models.tiny_families.make_tiny_qwen3_vl",
+    tiny="pvllm.models.tiny.make_tiny_qwen3_vl",
     checkpoints=("Qwen/Qwen3-VL-2B-Instruct", "Qwen/Qwen3-VL-4B-Instruct", "Qwen/Qwen3-VL-8B-Instruct"),
 ))
 register_family(Family(
@@ -295,7 +295,7 @@ register_family(Family(
     processor_class="LlavaOnevisionProcessor",
     vision_encoder=("model.vision_tower",), projector=("model.multi_modal_projector", "model.image_newline"),
     language_model=("model.language_model", "lm_head"),
-    tiny="pvllm.models.tiny_families.make_tiny_llava_onevision",
+    tiny="pvllm.models.tiny.make_tiny_llava_onevision",
     checkpoints=("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "llava-hf/llava-onevision-qwen2-7b-ov-hf"),
 ))
 register_family(Family(
@@ -304,7 +304,7 @@ register_family(Family(
     vision_encoder=("model.vision_model",), projector=("model.connector",),
     language_model=("model.text_model", "lm_head"), lora_target=rf".*text_model.*\.{LLM_ATTENTION}",
     video_kwarg="pixel_values", needs_video_metadata=True,
-    tiny="pvllm.models.tiny_families.make_tiny_smolvlm",
+    tiny="pvllm.models.tiny.make_tiny_smolvlm",
     checkpoints=("HuggingFaceTB/SmolVLM2-256M-Video-Instruct", "HuggingFaceTB/SmolVLM2-500M-Video-Instruct",
                  "HuggingFaceTB/SmolVLM2-2.2B-Instruct"),
 ))
@@ -314,7 +314,7 @@ register_family(Family(
     vision_encoder=("model.vision_tower",), projector=("model.multi_modal_projector",),
     unused=("model.image_newline",),  # images only: video features are pooled without newlines
     language_model=("model.language_model", "lm_head"),
-    tiny="pvllm.models.tiny_families.make_tiny_llava_next_video",
+    tiny="pvllm.models.tiny.make_tiny_llava_next_video",
     checkpoints=("llava-hf/LLaVA-NeXT-Video-7B-hf",),
 ))
 register_family(Family(
@@ -323,6 +323,6 @@ register_family(Family(
     vision_encoder=("model.vision_tower",), projector=("model.multi_modal_projector",),
     language_model=("model.language_model", "lm_head"),
     video_kwarg="pixel_values",  # frames of all videos, flattened (InternVL's processor merges them)
-    tiny="pvllm.models.tiny_families.make_tiny_internvl",
+    tiny="pvllm.models.tiny.make_tiny_internvl",
     checkpoints=("OpenGVLab/InternVL3-1B-hf", "OpenGVLab/InternVL3-2B-hf", "OpenGVLab/InternVL3-8B-hf"),
 ))

@@ -10,6 +10,8 @@ import lightning as L
 import torch
 from torchmetrics import MeanMetric
 
+from pvllm.models.tower_cache import replay
+
 
 class PVLLMModule(L.LightningModule):
     """Wraps a model of any family (from pvllm.models.builder); the loss is over reply tokens only."""
@@ -44,7 +46,7 @@ class PVLLMModule(L.LightningModule):
             self.bundle = self._build()
             self.model = self.bundle.model
             self.model.train()
-        from pvllm.distributed.optim import keep_fp32_master_weights
+        from pvllm.models.optim import keep_fp32_master_weights
 
         # bf16-loaded weights outside DeepSpeed: trainable ones become fp32 masters (or a clear error); here,
         # before DDP wraps the model (its gradient buckets take the parameters' dtype)
@@ -91,8 +93,10 @@ class PVLLMModule(L.LightningModule):
         seq_len = labels.shape[1]
         keep = min(seq_len - int(supervised[0]) + 1, seq_len) if len(supervised) else seq_len
         # every model input the collator built (the family's visual inputs included), not labels / ids
-        inputs = {k: v for k, v in batch.items() if k not in ("sample_id", "labels", "skipped_videos", "loss_weights")}
-        out = self.model(**inputs, logits_to_keep=keep)
+        inputs = {k: v for k, v in batch.items()
+                  if k not in ("sample_id", "labels", "skipped_videos", "loss_weights", "tower_outputs")}
+        with replay(self.model, batch.get("tower_outputs")):  # the feature cache: the tower's recorded outputs
+            out = self.model(**inputs, logits_to_keep=keep)
         logits = out.logits[:, :-1].float()  # position t predicts token t+1
         if not len(supervised):
             return logits, None, None
@@ -227,7 +231,7 @@ class PVLLMModule(L.LightningModule):
         self._log_skipped()
 
     def configure_optimizers(self):
-        from pvllm.distributed.optim import make_adamw
+        from pvllm.models.optim import make_adamw
 
         lr = self.optim_cfg.get("lr", 2e-5)
         params: list = [p for p in self.model.parameters() if p.requires_grad]

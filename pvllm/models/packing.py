@@ -10,8 +10,9 @@ its own positions and attention that stays inside it:
   ``(1, T)`` restarting per sample.
 - attention: with SDPA (the CPU default) each sample's own causal SDPA, sample after sample, in the
   language model (``packed_sdpa_attention``, registered with transformers' ``AttentionInterface``, plain
-  SDPA for unpacked calls; the language model switches to it at the first packed forward: the cost is the sum of the samples' squared lengths, not the
-  row's); with eager attention a block-diagonal causal mask (additive, the model's dtype; dense, T x T);
+  SDPA for unpacked calls; the language model switches to it at the first packed forward: the cost is the
+  sum of the samples' squared lengths, not the row's); with eager attention a block-diagonal causal mask
+  (additive, the model's dtype; dense, T x T);
   with FlashAttention no mask: transformers finds the samples from the restarting positions (its varlen
   path).
 

@@ -17,7 +17,6 @@ A frozen encoder stays in eval mode (no BatchNorm statistics update) whatever ``
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import math
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pvllm.utils.hashing import file_sha256, state_dict_sha256
 from pvllm.utils.registry import Registry
 
 ENCODERS = Registry("vision_encoder")
@@ -51,7 +51,7 @@ def mobilenet_weights_path() -> Path:
     path = Path(spec.submodule_search_locations[0]) / MOBILENET_FILE
     if not path.is_file():
         raise EncoderWeightsError(f"{path} missing; reinstall: {MOBILENET_HINT}")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = file_sha256(path)
     if digest != MOBILENET_SHA256:
         raise EncoderWeightsError(f"{path}: sha256 {digest} != expected {MOBILENET_SHA256}")
     return path
@@ -183,9 +183,4 @@ def build_encoder(spec: dict) -> FrozenAwareEncoder:
 
 def encoder_weights_sha256(encoder: nn.Module) -> str:
     """sha256 over the encoder's state dict (names, shapes, dtypes and bytes, in name order)."""
-    h = hashlib.sha256()
-    for name, t in sorted(encoder.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    return state_dict_sha256(encoder.state_dict())

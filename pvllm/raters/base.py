@@ -10,6 +10,15 @@ from typing import Any
 from pvllm.utils.registry import Registry
 
 RATERS = Registry("rater")
+# The FICL rubric's answers (Table 2): every judge scores each dimension with one of these values, written as the
+# rubric writes them. Shared by the judges (constrained decoding, pvllm.raters.local_hf) and the FICL prompt and
+# parser (pvllm.metrics.ficl), which sits a floor above (metrics use raters, never the reverse).
+RUBRIC_VALUES = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def format_score(x: float) -> str:
+    """0 -> '0', 0.25 -> '0.25', 1.0 -> '1' (as the rubric writes them)."""
+    return f"{x:g}"
 
 
 class Rater(abc.ABC):

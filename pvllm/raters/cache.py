@@ -11,7 +11,6 @@ reason.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import sqlite3
 import threading
@@ -23,6 +22,7 @@ from tqdm.auto import tqdm
 
 from pvllm.raters.base import LLMRater
 from pvllm.utils.atomic import write_failed
+from pvllm.utils.hashing import text_sha256
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS replies (
     key TEXT PRIMARY KEY, backend TEXT, model TEXT, params TEXT, prompt TEXT, reply TEXT, created_at REAL
@@ -34,7 +34,7 @@ def request_key(backend: str, model: str, prompt: str, params: dict[str, Any], s
     no server (its key is the one of caches written before the server was part of it)."""
     fields = [backend, model, prompt, params] + ([] if server is None else [server])
     blob = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    return text_sha256(blob)
 
 
 class CachedRater(LLMRater):

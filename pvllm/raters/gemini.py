@@ -19,31 +19,23 @@ class GeminiRater(RemoteLLMRater):
         model: str | None = None,
         temperature: float = 0.0,
         max_output_tokens: int | None = None,
-        api_key_env: str = "GEMINI_API_KEY",
         vertexai: bool = False,
-        project: str | None = None,
-        location: str | None = None,
-        base_url: str | None = None,
-        api_version: str | None = None,
         timeout_s: float = 120.0,
         retry: dict[str, Any] | None = None,
         max_concurrency: int = 4,
         requests_per_minute: float | None = None,
+        **endpoint: Any,
     ):
+        """``endpoint``: ``api_key_env``, ``project``, ``location``, ``base_url``, ``api_version``, as
+        ``pvllm.clients.gemini_client.make_gemini_client`` takes them."""
         self.model = model or self.default_model
         self.temperature = float(temperature)
         self.max_output_tokens = max_output_tokens
         self.vertexai = bool(vertexai)
         self._init_remote(retry, max_concurrency, requests_per_minute)
         self.client = make_gemini_client(
-            api_key_env=api_key_env,
-            vertexai=vertexai,
-            project=project,
-            location=location,
-            base_url=base_url,
-            api_version=api_version,
-            timeout_s=timeout_s,
-            purpose=f"the {self.registry_name} rater ({self.model})",
+            vertexai=vertexai, timeout_s=timeout_s, purpose=f"the {self.registry_name} rater ({self.model})",
+            **endpoint,
         )
 
     @property

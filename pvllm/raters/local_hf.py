@@ -12,16 +12,15 @@ with it this rater proves the plumbing only. Never present its scores as a measu
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from pvllm.metrics.ficl import RUBRIC_VALUES, format_score
-from pvllm.raters.base import RATERS, LLMRater
+from pvllm.raters.base import RATERS, RUBRIC_VALUES, LLMRater, format_score
 from pvllm.raters.embedding import resolve_model_path
+from pvllm.utils.hashing import text_sha256
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +132,7 @@ class LocalHFRater(LLMRater):
         if not self.converted_dir:
             return self._load_gguf_and_save(src_dir, None)
         st = gguf.stat()
-        tag = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
+        tag = text_sha256(f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}")[:12]
         out = Path(self.converted_dir).expanduser() / f"{gguf.stem}-{tag}"
         if not (out / "config.json").exists():
             self._load_gguf_and_save(src_dir, out)

@@ -16,8 +16,6 @@ class OpenAICompatibleRater(RemoteLLMRater):
     def __init__(
         self,
         model: str,
-        base_url: str | None = None,
-        api_key_env: str | None = "OPENAI_API_KEY",
         temperature: float = 0.0,
         max_tokens: int | None = None,
         seed: int | None = None,
@@ -25,17 +23,17 @@ class OpenAICompatibleRater(RemoteLLMRater):
         retry: dict[str, Any] | None = None,
         max_concurrency: int = 4,
         requests_per_minute: float | None = None,
+        **endpoint: Any,
     ):
+        """``endpoint``: ``base_url``, ``api_key_env`` (default ``OPENAI_API_KEY``; null for a server without
+        authentication), as ``pvllm.clients.openai_client.make_openai_client`` takes them."""
         self.model = model
         self.temperature = float(temperature)
         self.max_tokens = max_tokens
         self.seed = seed
         self._init_remote(retry, max_concurrency, requests_per_minute)
         self.client = make_openai_client(
-            api_key_env=api_key_env,
-            base_url=base_url,
-            timeout_s=timeout_s,
-            purpose=f"the openai_compatible rater ({model})",
+            timeout_s=timeout_s, purpose=f"the openai_compatible rater ({model})", **endpoint
         )
 
     @property

@@ -109,7 +109,8 @@ def alignment_table(
             add(rater.name, label, scores, note=f"{n_failed} FICL failures" if n_failed else "")
     base = {d: random_baseline(human[d], skip_all_zero=skip_all_zero) for d in DIMENSIONS}
     rows.append({"group": "", "metric": "random scores (expected)", "note": "floor with these models",
-                 **{c: base[d] for c, d in zip(COLS, DIMENSIONS)}, "n_samples": rows[0]["n_samples"] if rows else 0})  # fmt: skip
+                 **{c: base[d] for c, d in zip(COLS, DIMENSIONS)},
+                 "n_samples": rows[0]["n_samples"] if rows else 0})  # fmt: skip
     return rows
 
 

@@ -21,10 +21,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from pvllm.evaluation import ficl_scored_of, scored_of
 from pvllm.identity import check_joinable, summary_identity
 from pvllm.metrics.alignment import human_scores
 from pvllm.metrics.scoring import FAILURE_RULE
+from pvllm.reports.summary_table import ficl_scored_of, scored_of
 
 log = logging.getLogger(__name__)
 

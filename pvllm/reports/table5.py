@@ -15,9 +15,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pvllm.evaluation import ficl_scored_of, scored_of
 from pvllm.identity import check_joinable
 from pvllm.metrics.scoring import FAILURE_RULE
+from pvllm.reports.summary_table import ficl_scored_of, scored_of
 from pvllm.reports.table4 import collect_runs
 
 log = logging.getLogger(__name__)

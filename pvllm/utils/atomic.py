@@ -1,7 +1,8 @@
 """Writes that a kill or a full disk cannot leave half done.
 
 A directory (an HF export, a sharded checkpoint) is written under a hidden temporary name beside its final
-name (``partial_path``: ``.partial-<digest of the name>``) and renamed into place only when complete; the previous complete one is kept until then. A file is
+name (``partial_path``: ``.partial-<digest of the name>``) and renamed into place only when complete; the
+previous complete one is kept until then. A file is
 written to a temporary file and renamed. A write that fails (``ENOSPC``: disk full) removes its temporary
 and raises ``WriteFailed`` naming the final path, so the rerun after space is freed starts clean.
 

@@ -1,10 +1,14 @@
-"""Entry-point helpers: a clear error prints its message, not a Hydra traceback above it."""
+"""Entry-point helpers: a clear error prints its message, not a Hydra traceback above it; a dataclass config
+from parsed command-line arguments."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 
 @contextmanager
@@ -32,3 +36,10 @@ def clear_errors(*types: type[BaseException]) -> Iterator[None]:
                     raise
                 where = f" (job {hc.job.num}: {' '.join(hc.overrides.task)})"
         raise SystemExit(f"error{where}: {cause}") from None
+
+
+def config_from_args(cls: type, args: argparse.Namespace, **given: Any) -> Any:
+    """``cls(...)`` (a dataclass) with each field the parsed ``args`` has under the same name, ``given`` (other
+    names, converted values) winning; a field neither has keeps its default."""
+    kw = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    return cls(**{**kw, **given})

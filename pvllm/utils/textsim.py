@@ -1,7 +1,7 @@
 """Lexical similarity of short texts: character n-gram TF-IDF cosine and Okapi BM25.
 
 Character n-grams need no tokenizer, so they work on Japanese danmaku and English alike. Used by the
-baseline rankers (pvllm.metrics.baseline_rankers), the retrieved training histories (pvllm.data.histories)
+baseline rankers (pvllm.generators.baseline_rankers), the retrieved training histories (pvllm.data.histories)
 and the LiveBot candidates (pvllm.metrics.ranking). Pure Python: the texts are short and few per call.
 """
 

@@ -105,15 +105,16 @@ def test_disk_full_while_caching_frames_then_rerun(tmp_path, mini_ds, monkeypatc
     cache = tmp_path / "fc"
     argv = ["build", "--root", str(mini_ds), "--cache", str(cache), "--num-frames", "2", "--size", "16"]
     with monkeypatch.context() as m:
-        # the manifest, then per video its frames and its metadata: the third video's frames find 100 bytes
-        FullDisk(m, lambda p: "/.partial-" in p, rooms=[10**6] * 5 + [100])
-        with pytest.raises(WriteFailed, match=r"^could not write .*/v3\.npy: no space left on device"):
+        # store.json, the settings, then one object per video: the third video's frames find 100 bytes
+        FullDisk(m, lambda p: "/.partial-" in p, rooms=[10**6] * 4 + [100])
+        with pytest.raises(WriteFailed, match=r"^could not write .*/objects/.*\.npy: no space left on device"):
             frame_cache(argv)
     assert not list(cache.rglob(".partial-*"))  # no partial file under any name
+    assert len(list(cache.rglob("*.npy"))) == 2
     frame_cache(argv)  # space freed: completes; each video cached once, readable
-    npys = sorted(p.name for p in cache.rglob("*.npy"))
-    assert npys == ["v1.npy", "v2.npy", "v3.npy", "v4.npy"]
-    assert all(json.loads(p.read_text())["shape"][0] == 2 for p in cache.rglob("v*.json"))
+    lines = [json.loads(x) for x in (cache / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(r["video_id"] for r in lines) == ["v1", "v2", "v3", "v4"] and len(list(cache.rglob("*.npy"))) == 4
+    assert all(r["arrays"]["frames"]["shape"][0] == 2 for r in lines)
 
 
 def test_disk_full_while_saving_a_checkpoint_then_rerun(tmp_path, monkeypatch):

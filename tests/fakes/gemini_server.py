@@ -2,7 +2,8 @@
 
 Endpoints (``v1`` and ``v1beta`` both accepted):
 - ``POST /{v}/models/<model>:generateContent`` (Gemini API) and
-  ``POST /{v}/projects/<p>/locations/<l>/publishers/google/models/<model>:generateContent`` (Vertex AI): the scripted queue, then ``default_text`` (a str or
+  ``POST /{v}/projects/<p>/locations/<l>/publishers/google/models/<model>:generateContent`` (Vertex AI):
+  the scripted queue, then ``default_text`` (a str or
   a callable of the request JSON);
 - Google's resumable upload: ``POST /upload/{v}/files`` (start; answers ``X-Goog-Upload-URL``), chunk
   POSTs to that URL (``X-Goog-Upload-Status: active|final``), ``GET /{v}/files/<id>`` (state PROCESSING for

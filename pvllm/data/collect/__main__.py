@@ -14,6 +14,7 @@ from pathlib import Path
 from pvllm.data.collect.importer import import_comments
 from pvllm.data.collect.youtube import API_KEY_ENV, CollectConfig, MissingApiKeyError, YouTubeCollector
 from pvllm.data.privacy import MissingKeyError
+from pvllm.utils.cli import config_from_args
 from pvllm.utils.secrets import install_redaction
 
 EXIT_QUOTA = 75  # EX_TEMPFAIL: try again later
@@ -62,19 +63,7 @@ def _run(args: argparse.Namespace) -> int:
         summary = import_comments(args.comments, args.out, args.videos, args.title_field, exclude)
         print(json.dumps(summary, indent=1))
         return 0
-    cfg = CollectConfig(
-        out_dir=args.out,
-        query=args.query,
-        playlist_id=args.playlist_id,
-        video_ids=args.video_ids or [],
-        max_videos=args.max_videos,
-        region_code=args.region_code,
-        quota_budget=args.quota_budget,
-        max_retries=args.max_retries,
-        backoff_s=args.backoff_s,
-        endpoint=args.endpoint,
-        api_key_env=args.api_key_env,
-    )
+    cfg = config_from_args(CollectConfig, args, out_dir=args.out, video_ids=args.video_ids or [])
     summary = YouTubeCollector(cfg).run()
     print(json.dumps(summary, indent=1, ensure_ascii=False))
     return EXIT_QUOTA if summary["stopped"] else 0

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from pvllm.clients.retry import Failure, RetryPolicy, call_with_retry
 from pvllm.data.privacy import Pseudonymizer
 from pvllm.utils.jsonl import append_jsonl, read_jsonl_tolerant, write_jsonl
 from pvllm.utils.secrets import redact_url, register_secret
@@ -72,8 +73,8 @@ class CollectConfig:
     max_videos: int = 50  # stop discovering after this many video ids
     region_code: str | None = None  # search.list regionCode
     quota_budget: int = 10_000  # local daily budget in units; the run stops cleanly before exceeding it
-    max_retries: int = 4  # retries of 429/5xx per call
-    backoff_s: float = 2.0  # first retry delay; doubles each retry
+    max_retries: int = 4  # retries of 429/5xx per call (pvllm.clients.retry.RetryPolicy: attempts = this + 1)
+    backoff_s: float = 2.0  # first retry delay; doubles each retry (no jitter: one sequential caller)
     endpoint: str | None = None  # e.g. http://127.0.0.1:PORT for a local server; None = Google's
     api_key_env: str = API_KEY_ENV  # the NAME of the variable holding the API key
 
@@ -193,7 +194,8 @@ class YouTubeCollector:
         if stored is not None:
             self._count(f"replayed.{name}")
             return {**stored, REPLAYED: True}
-        for attempt in range(self.cfg.max_retries + 1):
+
+        def attempt() -> dict[str, Any]:
             if self.quota_used_today + cost > self.cfg.quota_budget:
                 raise QuotaStop(f"local quota budget {self.cfg.quota_budget} units reached")
             day = quota_day()
@@ -204,22 +206,23 @@ class YouTubeCollector:
             except HttpError as e:
                 reason = api_reason(e)
                 self._store(name, params, cost, e.status_code, _error_body(e))
-                retryable = e.status_code == 429 or e.status_code >= 500
                 if reason in STOP_REASONS and e.status_code == 403:
                     raise QuotaStop(f"{name}: {reason}") from None
-                if retryable and attempt < self.cfg.max_retries:
-                    self._count(f"retries.{e.status_code}")
-                    delay = self.cfg.backoff_s * 2**attempt
-                    log.warning(
-                        "%s: HTTP %s %s, retry %d in %.1fs", name, e.status_code, reason, attempt + 1, delay
-                    )
-                    self.sleep(delay)
-                    continue
                 e.uri = redact_url(e.uri)  # the request URL carries key=...: never print it
                 raise
             self._store(name, params, cost, 200, resp)
             return resp
-        raise AssertionError("unreachable")
+
+        def classify(e: BaseException) -> Failure:
+            if isinstance(e, HttpError) and (e.status_code == 429 or e.status_code >= 500):
+                return Failure(retryable=True, reason=f"HTTP {e.status_code} {api_reason(e)}")
+            return Failure(retryable=False, reason=str(e))  # raised as it is (reraise): callers tell kinds apart
+
+        # the one retry policy of every remote client (pvllm.clients.retry), with this collector's settings
+        policy = RetryPolicy(attempts=self.cfg.max_retries + 1, initial_delay_s=self.cfg.backoff_s,
+                             max_delay_s=float("inf"), jitter=0.0)
+        return call_with_retry(attempt, policy=policy, classify=classify, what=name, sleep=self.sleep, reraise=True,
+                               on_retry=lambda e, f: self._count(f"retries.{e.status_code}"))
 
     def _store(self, name: str, params: dict[str, Any], cost: int, status: int, body: Any) -> None:
         """Append one response (errors too) with author fields pseudonymized, before any processing."""

@@ -124,7 +124,8 @@ def statistics(items: list[dict], videos: dict[str, dict], sources: dict[str, li
             fit_shown[s] = content_fit(texts[kind][s], ow, tw)
             fit_ref[s] = content_fit(it["reference"], tw, ow)
         n = len(items)
-        c[kind] = {"own_video": 100.0 * sum(fit_own.values()) / n, "mismatched_video": 100.0 * sum(fit_mis.values()) / n,
+        c[kind] = {"own_video": 100.0 * sum(fit_own.values()) / n,
+                   "mismatched_video": 100.0 * sum(fit_mis.values()) / n,
                    "mismatched_fits_shown": 100.0 * sum(fit_shown.values()) / n,
                    "reference": 100.0 * sum(fit_ref.values()) / n,
                    "difference": paired_interval({s: 100.0 * (fit_own[s] - fit_mis[s]) for s in fit_own}, users, **kw),
@@ -187,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             shown = [*r["candidates"], *([None] if args.with_none else [])]  # every candidate video (, no video)
             reqs = [to_request(dict(r, shown_video_id=v), ds) for v in shown]
-            scores = [s[0] if s is not None else None for s in gen.score_candidates(reqs, [[r["reference"]]] * len(reqs))]
+            scored = gen.score_candidates(reqs, [[r["reference"]]] * len(reqs))
+            scores = [s[0] if s is not None else None for s in scored]
             if any(s is None for s in scores):
                 raise RuntimeError(f"{r['sample_id']}: scoring failed (a video could not be read)")
             by_video = dict(zip(r["candidates"], scores))
@@ -205,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         texts = None
         if not args.no_generate:
             own = (_own_predictions(Path(args.own_predictions), gen, rows) if args.own_predictions
-                   else _generate(gen, [dict(r, own=r["video_id"]) for r in rows], "own", ds, out / "generations_own.jsonl"))
+                   else _generate(gen, [dict(r, own=r["video_id"]) for r in rows], "own", ds,
+                             out / "generations_own.jsonl"))
             texts = {"own": own}
             for kind in ("across", "within"):
                 texts[kind] = _generate(gen, rows, kind, ds, out / f"generations_{kind}.jsonl")

@@ -30,7 +30,8 @@ def test_lanes_all_succeed(tmp_path, monkeypatch, capsys):
 
 def test_stage_output_without_banners():
     text = ("wandb: Tracking run with wandb version 0.31.0\nGPU available: False, used: False\n"
-            "┏━━━┳━━━━━━┓\n┃   ┃ Name ┃\nTrainable params: 135 M\nfeature cache:  50%|█  | 9/18 [00:01<00:01, 4.0it/s]\r"
+            "┏━━━┳━━━━━━┓\n┃   ┃ Name ┃\nTrainable params: 135 M\n"
+            "feature cache:  50%|█  | 9/18 [00:01<00:01, 4.0it/s]\r"
             "feature cache: 100%|██| 18/18 [00:02<00:00, 4.01it/s]\n/x/fit_loop.py:538: UserWarning: blah\n"
             "💡 Tip: For seamless cloud logging, try litlogger\nSeed set to 0\nLoading `train_dataloader` to estimate\n"
             "Epoch 4/19 ━━━━━━━━           8/18 0:02:18 • 0:02:10 0.08it/s v_num: s16u\n"

@@ -44,6 +44,7 @@ def format_video_test(s: dict[str, Any], title: str = "Video test") -> str:
                            ("within", "same source (per-clip word lists)")):
             c = s["c"][kind]
             lines.append(f"| {name} | {c['own_video']:.1f} | {c['mismatched_video']:.1f} | "
-                         f"{_ci(c['difference'], '.1f')} | {_yes(c['difference'])} | {c['mismatched_fits_shown']:.1f} | "
+                         f"{_ci(c['difference'], '.1f')} | {_yes(c['difference'])} | "
+                         f"{c['mismatched_fits_shown']:.1f} | "
                          f"{c['reference']:.1f} | {c['identical_generations']} of {n} |")
     return "\n".join(lines)

@@ -4,10 +4,11 @@ per-sample cross-entropies computed one item at a time."""
 import pytest
 import torch
 
-from pvllm.data.datamodule import PVLLMCollator
+from pvllm.data.collate import PVLLMCollator
 from pvllm.data.video_io import read_frames
 from pvllm.models.builder import build_pvllm
 from pvllm.models.module import PVLLMModule
+from pvllm.models.transform import ModelTransform
 from pvllm.prompt import build_prompt
 from tests.conftest import SAMPLE
 
@@ -15,7 +16,7 @@ from tests.conftest import SAMPLE
 @pytest.fixture(scope="module")
 def setup(tiny_model_dir):
     bundle = build_pvllm(str(tiny_model_dir))
-    collate = PVLLMCollator(bundle.processor)
+    collate = PVLLMCollator(ModelTransform(bundle.processor))
     items = [{"sample_id": v, "frames": read_frames(SAMPLE / "videos" / f"{v}.mp4", 8),
               "prompt": build_prompt(["nice.", "cool rabbit"]), "reply": reply}
              for v, reply in (("bunny_02", "cool rabbit"), ("bikes_03", "the cyclist waits at the light, nice"))]

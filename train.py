@@ -87,7 +87,7 @@ def train(cfg: DictConfig) -> float | None:
             raise ValueError("data.feature_cache is keyed by the tower's weights, which ZeRO-3 builds sharded "
                              "in configure_model: unset data.feature_cache or use strategy=deepspeed_zero2")
         datamodule.attach_transform(ModelTransform(processor, cfg.data.get("max_reply_tokens", 64)))
-        module = PVLLMModule(None, optim=cfg.optim, scheduler=cfg.scheduler, build=build)
+        module = PVLLMModule(None, optim=cfg.optim, scheduler=cfg.scheduler, build=build, loss=cfg.get("loss"))
     else:
         bundle = hydra.utils.instantiate(cfg.model)  # pvllm.models.builder.build_pvllm
         log.info("model %s\n%s", bundle.source, format_parameter_table(bundle.parameter_table))
@@ -97,7 +97,7 @@ def train(cfg: DictConfig) -> float | None:
                  if cfg.data.get("feature_cache") else None)
         datamodule.attach_transform(ModelTransform(bundle.processor, cfg.data.get("max_reply_tokens", 64)),
                                     tower=tower)
-        module = PVLLMModule(bundle.model, optim=cfg.optim, scheduler=cfg.scheduler)
+        module = PVLLMModule(bundle.model, optim=cfg.optim, scheduler=cfg.scheduler, loss=cfg.get("loss"))
     for note in bundle.notes:
         log.info("note: %s", note)
 

@@ -74,6 +74,16 @@ TOPIC_WORDS = {
     },
 }
 
+# Content words per source for the video test's content accuracy (pvllm.metrics.video_ablation): the objects
+# of CLIPS plus the nouns the comment templates use per topic. Written to content_words.json with the per-clip
+# lists (CLIPS' visible objects) by write_content_words.
+SOURCE_WORDS = {
+    "bunny": ["rabbit", "bunny", "burrow", "meadow", "grass", "rocks", "hill", "trees", "yawn", "ears", "belly",
+              "fur", "hare", "hop"],
+    "bikes": ["taxi", "cyclist", "bicycle", "bike", "car", "traffic", "crosswalk", "junction", "road", "van",
+              "helmet", "railing", "houses", "wall", "pedestrian", "wheels", "spokes", "street", "rider"],
+}
+
 PERSONAS = ["hype_emoji", "calm_poet", "grumpy_critic", "question_asker",
             "pun_maker", "tech_nerd", "nostalgic", "minimalist"]
 
@@ -201,10 +211,24 @@ def write_comments(out: Path, videos: list[dict]) -> None:
                           "persona": u["persona"]} for u in users])
 
 
+def write_content_words(out: Path) -> None:
+    """content_words.json: the word list of each source and of each clip (its visible objects), for the video
+    test (docs/data_format.md). Only this file, no video: ``--content-words-only``."""
+    data = {"about": "content words per source (SOURCE_WORDS) and per clip (the objects visible in it, CLIPS) "
+                     "of scripts/make_sample.py; read by python -m pvllm.video_test",
+            "sources": SOURCE_WORDS,
+            "videos": {c[0]: {"source": c[5], "words": c[6]} for c in CLIPS}}
+    (out / "content_words.json").write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "data" / "sample")
+    ap.add_argument("--content-words-only", action="store_true", help="write only content_words.json")
     args = ap.parse_args()
+    write_content_words(args.out)
+    if args.content_words_only:
+        return
     videos = cut_clips(args.out)
     write_comments(args.out, videos)
     print(f"wrote {args.out}")

@@ -1,4 +1,5 @@
-"""data.task=title + experiment=align_small: the projector-alignment stage (video -> its title) before PV-LLM."""
+"""experiment=align_small: the projector-alignment stage before PV-LLM (video -> a training user's comment on it,
+no history; data.task=title: video -> its title)."""
 
 from __future__ import annotations
 
@@ -29,14 +30,34 @@ def test_title_samples_one_per_video_of_the_split():
         {c.video_id for c in ds.comments.values() if c.user_id in set(eligible_users(ds, "val"))})
 
 
-def test_align_small_trains_the_projector_only_on_titles(tmp_path):
-    cfg = compose_config("train", TRAIN + [f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path / "run")
-    assert cfg.data.task == "title" and cfg.model.llm.trainable is False
+def test_title_task_items_ask_for_the_title(tmp_path):
+    cfg = compose_config("train", TRAIN + ["data.task=title"], tmp_path)
     dm = entry_module("train").hydra.utils.instantiate(cfg.data)
     dm.setup("validate")
     item = dm.val_set[0]
     assert INSTRUCTION_TITLE in item["prompt"] and "<video>" in item["prompt"]
     assert item["reply"] == dm.ds.videos[dm.val_set.samples[0].video_id].title
+
+
+def test_align_small_trains_the_projector_only_on_comments_without_history(tmp_path):
+    cfg = compose_config("train", TRAIN + [f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path / "run")
+    assert cfg.data.task == "comment" and cfg.model.llm.trainable is False
+    assert (cfg.history.train_k_min, cfg.history.train_k_max, cfg.data.train_samples_per_user) == (0, 0, 4)
+    dm = entry_module("train").hydra.utils.instantiate(cfg.data)
+    dm.setup("fit")
+    dm.train_set.set_epoch(0)
+    samples = dm.train_set.inner.samples
+    assert len(samples) == 14 * 4 and all(s.history == [] for s in samples)  # 14 training users, 4 videos each
+    item = dm.train_set[0]
+    assert INSTRUCTION_TITLE not in item["prompt"] and "<video>" in item["prompt"]
+    assert item["reply"] == samples[0].reference and samples[0].reference in {
+        c.text for c in dm.ds.comments.values() if c.video_id == samples[0].video_id}
+    entry_module("train").train(cfg)
+    before = load_file(next((tmp_path / "cache" / "models").iterdir()) / "model.safetensors")
+    after = load_file(tmp_path / "run" / "hf_model" / "model.safetensors")
+    moved = {k: float((after[k] - before[k]).abs().max()) for k in after}
+    assert min(v for k, v in moved.items() if "multi_modal_projector" in k) > 1e-4  # lr 1e-3, 3 Adam steps
+    assert max(v for k, v in moved.items() if "multi_modal_projector" not in k) == 0.0
     entry_module("train").train(cfg)
     before = load_file(next((tmp_path / "cache" / "models").iterdir()) / "model.safetensors")
     after = load_file(tmp_path / "run" / "hf_model" / "model.safetensors")
@@ -47,7 +68,7 @@ def test_align_small_trains_the_projector_only_on_titles(tmp_path):
 
 @pytest.mark.parametrize(("overrides", "message", "early"), [
     (["data.task=caption"], "data.task must be one of", "data.task: comment | title, got 'caption'"),
-    (["video.mode=none"], "needs video.mode=own", "needs video.mode=own")])
+    (["data.task=title", "video.mode=none"], "needs video.mode=own", "needs video.mode=own")])
 def test_task_errors(tmp_path, overrides, message, early):
     cfg = compose_config("train", TRAIN + overrides, tmp_path)
     with pytest.raises(ConfigError, match=early):  # before any model is built

@@ -26,3 +26,62 @@ def test_lanes_all_succeed(tmp_path, monkeypatch, capsys):
     times: dict[str, float] = {}
     demo.run_lanes([[("x", ["-c", "print(1)"])], [("y", ["-c", "print(2)"])]], times)
     assert set(times) == {"x", "y"} and "FAILED" not in capsys.readouterr().out
+
+
+def test_stage_output_without_banners():
+    text = ("wandb: Tracking run with wandb version 0.31.0\nGPU available: False, used: False\n"
+            "┏━━━┳━━━━━━┓\n┃   ┃ Name ┃\nTrainable params: 135 M\n"
+            "feature cache:  50%|█  | 9/18 [00:01<00:01, 4.0it/s]\r"
+            "feature cache: 100%|██| 18/18 [00:02<00:00, 4.01it/s]\n/x/fit_loop.py:538: UserWarning: blah\n"
+            "💡 Tip: For seamless cloud logging, try litlogger\nSeed set to 0\nLoading `train_dataloader` to estimate\n"
+            "Epoch 4/19 ━━━━━━━━           8/18 0:02:18 • 0:02:10 0.08it/s v_num: s16u\n"
+            "                                                              train/loss: 4.052 \n"
+            "| method | BLEU-4 |\n|---|---|\nout/cache: {'encoded': 18}\n")
+    assert demo.without_banners(text) == "| method | BLEU-4 |\n|---|---|\nout/cache: {'encoded': 18}\n"
+
+
+def _summary(mode, bleu, sim, copy):
+    ci = {"ROUGE-L": {"mean": 40.0, "lo": 35.0, "hi": 45.0}, "FICL-E": {"mean": sim, "lo": sim - 1, "hi": sim + 1}}
+    rank = {"R@1": 50.0, "R@5": 90.0, "R@10": 100.0, "MRR": 70.0, "mean_rank": 2.0, "truth_logprob": -1.8,
+            "n": 47, "n_candidates": 20, "chance": {"R@1": 5.0, "R@5": 25.0, "R@10": 50.0, "MRR": 18.0,
+                                                    "mean_rank": 10.5}}
+    return {"BLEU-4": bleu, "METEOR": 20.0, "ROUGE-L": 40.0, "CIDEr": 130.0, "FICL-E": sim, "FICL-S": sim,
+            "FICL-R": sim, "copy_history": copy, "distinct-1": 0.5, "mean_len": 9.0, "n_requested": 47,
+            "n_scored": 47, "history_mode": mode, "rater": "embedding/all-MiniLM-L6-v2", "ci95": ci,
+            "ranking": rank}
+
+
+def test_report_tables_readable(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "OUT", tmp_path)
+    (tmp_path / "eval_k").mkdir()
+    (tmp_path / "eval_k" / "predictions.jsonl").write_text('{"user_id": "u1"}\n{"user_id": "u2"}\n')
+    k, none = _summary("k", 20.07, 47.9, 58.0), _summary("none", 0.5, 30.0, float("nan"))
+    report = demo.build_report({"k": k, "none": none}, k["ranking"], "VIDEO", "REENCODED")
+    lines = report.splitlines()
+    header = next(x for x in lines if x.startswith("| history shown | BLEU-4"))
+    assert header.count("BLEU-4") == 1 and header.count("similarity") == 1 and "FICL" not in header
+    assert "| the user's own, k=5 | 20.1 | 20.0 | 40.0 | 130.0 | 47.9 | 58.0 |" in report
+    assert "| none | 0.5 | 20.0 | 40.0 | 130.0 | 30.0 | no history |" in report
+    assert "| another user's, k=5 | 50.0 |" in report and "not generated" in report and "nan" not in report
+    assert "rater `embedding/all-MiniLM-L6-v2`" in report and "(47 samples of 2 users)" in report
+    titles = [x for x in lines if x.startswith("#")]
+    assert len(titles) == len(set(titles)) == 4
+
+
+def test_reencode_dataset(tmp_path):
+    """The re-encoding check's copy of the data: other size and frame rate, same files otherwise."""
+    import decord
+
+    src = demo.ROOT / "data" / "sample"
+    mini = tmp_path / "mini"
+    (mini / "videos").mkdir(parents=True)
+    first = (src / "videos.jsonl").read_text().splitlines()[2]  # bunny_01: 1.2 s, 128 px high, 24 fps
+    (mini / "videos.jsonl").write_text(first + "\n")
+    for name in ("comments.jsonl", "users.jsonl", "content_words.json", "videos/bunny_01.mp4"):
+        (mini / name).write_bytes((src / name).read_bytes())
+    demo.reencode_dataset(mini, tmp_path / "re", height=96, fps=12)
+    before = decord.VideoReader(str(mini / "videos" / "bunny_01.mp4"))
+    after = decord.VideoReader(str(tmp_path / "re" / "videos" / "bunny_01.mp4"))
+    assert before[0].shape[0] == 128 and after[0].shape[0] == 96
+    assert after.get_avg_fps() == 12 and before.get_avg_fps() != 12
+    assert (tmp_path / "re" / "videos.jsonl").read_text() == first + "\n"

@@ -17,12 +17,15 @@ class PVLLMModule(L.LightningModule):
     """Wraps a model of any family (from pvllm.models.builder); the loss is over reply tokens only."""
 
     def __init__(self, model: torch.nn.Module | None, optim: dict[str, Any], scheduler: dict[str, Any] | None = None,
-                 build: Any = None):
+                 build: Any = None, loss: dict[str, Any] | None = None):
         super().__init__()
         # model=None, build=callable: the model is built in configure_model (ZeRO-3 shards it as it loads)
         if model is None and build is None:
             raise ValueError("PVLLMModule needs a model or a build function")
         self.model = model
+        # loss.video_contrast > 0: also penalize ignoring the video (training_step, video_contrast_loss)
+        self.loss_cfg = dict(loss or {})
+        self._last_video: torch.Tensor | None = None
         self._build = build
         self.bundle = None
         if model is not None:  # from_pretrained returns eval mode and Lightning keeps submodule modes
@@ -122,6 +125,34 @@ class PVLLMModule(L.LightningModule):
         count = torch.zeros(n, dtype=ce.dtype, device=ce.device).index_add_(0, owner, sup)
         return total / count
 
+    def video_contrast_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """A loss for ignoring the video: the reply must be likelier with its own video than with another
+        one by ``loss.video_margin`` nats per token (hinge on the per-sample gap of mean cross-entropies).
+
+        The other video is the previous item's in the batch (rolled), or with a batch of one the previous
+        batch's video (kept, detached); items whose other video is identical to their own are left out.
+        Returns (loss, mean gap) or None when the batch has no video or no other video yet."""
+        video = batch.get("pixel_values_videos")
+        if video is None:
+            return None
+        prev, self._last_video = self._last_video, video.detach()
+        if video.shape[0] > 1:
+            other = torch.roll(video, 1, dims=0)
+        elif prev is not None and prev.shape == video.shape:
+            other = prev
+        else:
+            return None
+        differs = (other != video).flatten(1).any(1)
+        if not differs.any():
+            return None
+        own = self.sample_losses(batch)
+        mismatched = self.sample_losses(dict(batch, pixel_values_videos=other))
+        gap = (mismatched - own)[differs & own.isfinite()]
+        if not len(gap):
+            return None
+        margin = float(self.loss_cfg.get("video_margin", 1.0))
+        return torch.relu(margin - gap).mean(), gap.detach().mean()
+
     @staticmethod
     def _n_supervised(batch: dict[str, Any]) -> int:
         """Items of the batch with a supervised reply (a skipped video's placeholder has none)."""
@@ -137,6 +168,11 @@ class PVLLMModule(L.LightningModule):
         if n == 0 and self.trainer.world_size == 1:
             return None  # one process: nothing to learn from this batch, skip the step (counted)
         loss = self(batch)  # under DDP a placeholder-only batch is a zero loss: every rank steps together
+        weight = float(self.loss_cfg.get("video_contrast", 0.0))
+        contrast = self.video_contrast_loss(batch) if weight > 0 and n else None
+        if contrast is not None:
+            self.log("train/video_gap", contrast[1], on_step=True, batch_size=n)
+            loss = loss + weight * contrast[0]
         n_tok = int(batch["attention_mask"].sum())
         now = time.perf_counter()
         if self._t_last is not None:

@@ -1,0 +1,53 @@
+"""loss.video_contrast (PVLLMModule.video_contrast_loss): the hinge on the own-vs-other-video gap, against
+per-sample cross-entropies computed one item at a time."""
+
+import pytest
+import torch
+
+from pvllm.data.collate import PVLLMCollator
+from pvllm.data.video_io import read_frames
+from pvllm.models.builder import build_pvllm
+from pvllm.models.module import PVLLMModule
+from pvllm.models.transform import ModelTransform
+from pvllm.prompt import build_prompt
+from tests.conftest import SAMPLE
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model_dir):
+    bundle = build_pvllm(str(tiny_model_dir))
+    collate = PVLLMCollator(ModelTransform(bundle.processor))
+    items = [{"sample_id": v, "frames": read_frames(SAMPLE / "videos" / f"{v}.mp4", 8),
+              "prompt": build_prompt(["nice.", "cool rabbit"]), "reply": reply}
+             for v, reply in (("bunny_02", "cool rabbit"), ("bikes_03", "the cyclist waits at the light, nice"))]
+    return bundle.model.eval(), collate, items
+
+
+def _ce(module, collate, item, frames_of):
+    return float(module(collate([dict(item, frames=frames_of["frames"])])))
+
+
+def test_hinge_matches_single_item_losses(setup):
+    model, collate, items = setup
+    margin = 50.0  # above any gap of a random model: every item is in the hinge
+    module = PVLLMModule(model, optim={}, loss={"video_contrast": 1.0, "video_margin": margin})
+    with torch.no_grad():
+        loss, gap = module.video_contrast_loss(collate(items))  # batch of 2: the other item's video
+        own = [_ce(module, collate, it, it) for it in items]
+        other = [_ce(module, collate, items[0], items[1]), _ce(module, collate, items[1], items[0])]
+    gaps = [o - w for o, w in zip(other, own)]
+    assert float(gap) == pytest.approx(sum(gaps) / 2, abs=1e-4)
+    assert float(loss) == pytest.approx(sum(max(0.0, margin - g) for g in gaps) / 2, abs=1e-4)
+
+
+def test_batch_of_one_uses_the_previous_video(setup):
+    model, collate, items = setup
+    module = PVLLMModule(model, optim={}, loss={"video_contrast": 1.0, "video_margin": 0.0})
+    with torch.no_grad():
+        assert module.video_contrast_loss(collate([items[0]])) is None           # nothing to compare yet
+        assert module.video_contrast_loss(collate([items[0]])) is None           # the same video: left out
+        loss, gap = module.video_contrast_loss(collate([items[1]]))              # bunny_02 as the other
+        own = _ce(module, collate, items[1], items[1])
+        other = _ce(module, collate, items[1], items[0])
+    assert float(gap) == pytest.approx(other - own, abs=1e-4)
+    assert float(loss) == pytest.approx(max(0.0, -(other - own)), abs=1e-4)

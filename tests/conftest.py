@@ -261,3 +261,25 @@ def pytest_collection_modifyitems(config, items):
     _SESSION_TMP.mkdir(parents=True, exist_ok=True)
     tmp.write_text(json.dumps(groups))
     os.replace(tmp, _GROUPS_FILE)  # every worker writes the same groups
+
+
+# PVLLM_TEST_TIMELINE=FILE: one line per test (worker, start, end, CPU seconds of the worker and the
+# processes it waited for, node id) appended to FILE, to see which worker runs what when and which tests
+# wait rather than compute (the critical path of `make test` under xdist); unset: nothing is written.
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    path = os.environ.get("PVLLM_TEST_TIMELINE")
+    if not path:
+        yield
+        return
+    import resource
+    import time
+
+    def cpu() -> float:
+        return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                      resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+    t0, c0 = time.time(), cpu()
+    yield
+    with open(path, "a") as f:
+        f.write(f"{_WORKER or 'main'}\t{t0:.1f}\t{time.time():.1f}\t{cpu() - c0:.1f}\t{item.nodeid}\n")

@@ -1,8 +1,9 @@
 """DeepSpeed ZeRO on 2 CPU processes with the conf/strategy dicts; consolidation to an HF dir evaluate.py loads.
 
 Lightning's DeepSpeedStrategy refuses CPUs, so DeepSpeed runs directly (pvllm.distributed.ds_cpu):
-DS_ACCELERATOR=cpu, gloo, the tiny model from the real builder. The first run JIT-builds DeepSpeed's
-shm comm op (~30 s) into TORCH_EXTENSIONS_DIR (default ~/.cache/pvllm/torch_extensions).
+DS_ACCELERATOR=cpu, gloo, the tiny model from the real builder. DeepSpeed's CPU ops (the shm comm op,
+cpu_adam) are built by `make install` (python -m pvllm.distributed.ds_ops) into TORCH_EXTENSIONS_DIR
+(default ~/.cache/pvllm/torch_extensions); without that step the first run here JIT-builds them (minutes).
 """
 
 from __future__ import annotations
@@ -342,3 +343,18 @@ def test_lightning_deepspeed_strategy_checkpoint_dir_is_renamed_into_place(tiny_
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.strip().splitlines()[-1] == '["last.ckpt"]'  # no partial / previous dir left
     assert saved_step() == 2 and os.path.isfile(ckpt / "latest")
+
+
+def test_ds_ops_builds_into_the_extensions_dir_and_names_a_bad_op():
+    """What `make install` runs: the ops end up where the runs above load them; a typo lists the valid ops."""
+    from pvllm.distributed.ds_cpu import default_extensions_dir
+
+    ext = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or default_extensions_dir())
+    proc = subprocess.run([sys.executable, "-m", "pvllm.distributed.ds_ops", "--ops", "shm_comm"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "DeepSpeed op shm_comm" in proc.stdout and str(ext) in proc.stdout
+    assert list(ext.glob("deepspeed_shm_comm/*.so"))
+    bad = subprocess.run([sys.executable, "-m", "pvllm.distributed.ds_ops", "--ops", "cpu_adamw"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "unknown op(s) ['cpu_adamw']; valid: shm_comm, cpu_adam" in bad.stderr

@@ -51,3 +51,25 @@ def test_batch_of_one_uses_the_previous_video(setup):
         other = _ce(module, collate, items[1], items[0])
     assert float(gap) == pytest.approx(other - own, abs=1e-4)
     assert float(loss) == pytest.approx(max(0.0, -(other - own)), abs=1e-4)
+
+
+def test_training_step_adds_the_weighted_hinge_with_one_forward_for_the_own_video(setup):
+    """training_step = the mean reply loss + weight x hinge, the loss and the hinge's own side from one forward
+    (two passes per step, not three): the value of the three-pass formula, item by item."""
+    model, collate, items = setup
+    weight, margin = 0.5, 50.0
+    module = PVLLMModule(model, optim={}, loss={"video_contrast": weight, "video_margin": margin})
+    forwards = []
+    hook = model.register_forward_hook(lambda *a: forwards.append(1))
+    try:
+        with torch.no_grad():
+            module._last_video = None
+            module.training_step(collate([items[0]]), 0)  # no other video yet: the plain loss, one forward
+            assert len(forwards) == 1
+            got = float(module.training_step(collate([items[1]]), 1))
+            assert len(forwards) == 3  # own (loss and hinge) + the previous item's video
+            own = _ce(module, collate, items[1], items[1])
+            other = _ce(module, collate, items[1], items[0])
+    finally:
+        hook.remove()
+    assert got == pytest.approx(own + weight * max(0.0, margin - (other - own)), abs=1e-4)

@@ -65,7 +65,11 @@ class PVLLMModule(L.LightningModule):
         A packed batch (``seq_lens``, ``pvllm.data.packing``) keeps exactly the positions that predict a
         supervised token, with per-sample positions and attention (``pvllm.models.packing``).
         """
-        logits, targets, weights = self._supervised_logits(batch)
+        return self._mean_loss(*self._supervised_logits(batch))
+
+    @staticmethod
+    def _mean_loss(logits: torch.Tensor, targets: torch.Tensor | None, weights: torch.Tensor | None) -> torch.Tensor:
+        """forward's loss from ``_supervised_logits``'s output."""
         if targets is None:  # only skipped-video placeholders: zero loss that still reaches every weight,
             return logits.sum() * 0.0  # so DDP's gradient all-reduce runs on this rank like on the others
         flat = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
@@ -107,7 +111,11 @@ class PVLLMModule(L.LightningModule):
     def sample_losses(self, batch: dict[str, Any]) -> torch.Tensor:
         """Each sample's mean reply-token cross-entropy (NaN for a sample with no supervised token), packed
         or padded: what packing must leave unchanged."""
-        logits, targets, _ = self._supervised_logits(batch)
+        return self._per_sample_losses(batch, *self._supervised_logits(batch)[:2])
+
+    @staticmethod
+    def _per_sample_losses(batch: dict[str, Any], logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+        """sample_losses from ``_supervised_logits``'s output (one forward serves both losses)."""
         n = len(batch["seq_lens"]) if "seq_lens" in batch else batch["labels"].shape[0]
         if targets is None:
             return torch.full((n,), float("nan"))
@@ -125,12 +133,15 @@ class PVLLMModule(L.LightningModule):
         count = torch.zeros(n, dtype=ce.dtype, device=ce.device).index_add_(0, owner, sup)
         return total / count
 
-    def video_contrast_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def video_contrast_loss(self, batch: dict[str, Any], own: torch.Tensor | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """A loss for ignoring the video: the reply must be likelier with its own video than with another
         one by ``loss.video_margin`` nats per token (hinge on the per-sample gap of mean cross-entropies).
 
         The other video is the previous item's in the batch (rolled), or with a batch of one the previous
         batch's video (kept, detached); items whose other video is identical to their own are left out.
+        ``own``: the batch's sample_losses when the caller has them (training_step computes them from the
+        forward of the main loss: the hinge then costs one more pass, the mismatched video's).
         Returns (loss, mean gap) or None when the batch has no video or no other video yet."""
         video = batch.get("pixel_values_videos")
         if video is None:
@@ -145,7 +156,7 @@ class PVLLMModule(L.LightningModule):
         differs = (other != video).flatten(1).any(1)
         if not differs.any():
             return None
-        own = self.sample_losses(batch)
+        own = self.sample_losses(batch) if own is None else own
         mismatched = self.sample_losses(dict(batch, pixel_values_videos=other))
         gap = (mismatched - own)[differs & own.isfinite()]
         if not len(gap):
@@ -167,9 +178,14 @@ class PVLLMModule(L.LightningModule):
         n = self._n_supervised(batch)
         if n == 0 and self.trainer.world_size == 1:
             return None  # one process: nothing to learn from this batch, skip the step (counted)
-        loss = self(batch)  # under DDP a placeholder-only batch is a zero loss: every rank steps together
         weight = float(self.loss_cfg.get("video_contrast", 0.0))
-        contrast = self.video_contrast_loss(batch) if weight > 0 and n else None
+        if weight > 0 and n:  # one forward for the loss and the hinge's own-video side
+            out = self._supervised_logits(batch)
+            loss = self._mean_loss(*out)
+            contrast = self.video_contrast_loss(batch, own=self._per_sample_losses(batch, *out[:2]))
+        else:
+            loss = self(batch)  # under DDP a placeholder-only batch is a zero loss: every rank steps together
+            contrast = None
         if contrast is not None:
             self.log("train/video_gap", contrast[1], on_step=True, batch_size=n)
             loss = loss + weight * contrast[0]

@@ -23,6 +23,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pvllm.metrics.ranking import format_ranking
 from pvllm.reports.summary_table import scored_of
 from pvllm.utils.jsonl import load_jsonl
 
@@ -153,25 +154,11 @@ def metrics_table(rows: list[tuple[str, dict]]) -> str:
     return "\n".join(lines)
 
 
-def ranking_table(rows: list[tuple[str, dict, str]]) -> str:
-    """Ranking of the true comment among N candidates by likelihood, chance last."""
-    lines = ["| history shown | R@1 | R@5 | R@10 | MRR | mean rank | true comment's logp/token | copy rate (%) |",
-             "|---|---|---|---|---|---|---|---|"]
-    chance = None
-    for name, s, copy in rows:
-        chance = s["chance"]
-        lines.append(f"| {name} | {_f(s['R@1'])} | {_f(s['R@5'])} | {_f(s['R@10'])} | {_f(s['MRR'])} | "
-                     f"{_f(s['mean_rank'])} | {_f(s['truth_logprob'], 3)} | {copy} |")
-    lines.append(f"| chance (random order) | {_f(chance['R@1'])} | {_f(chance['R@5'])} | {_f(chance['R@10'])} | "
-                 f"{_f(chance['MRR'])} | {_f(chance['mean_rank'])} | | |")
-    return "\n".join(lines)
-
-
 def build_report(summaries: dict[str, dict], others: dict, video_test: str, reencoded: str) -> str:
     """report.md's tables (the demo writes them after one line saying when and from which commit)."""
     k, none = summaries["k"], summaries["none"]
     r = k["ranking"]
-    users = len({json.loads(x)["user_id"] for x in (OUT / "eval_k" / "predictions.jsonl").open()})
+    users = max(ci["n_users"] for ci in k["ci95"].values())  # the users behind the per-user intervals
     copy = _f(k.get("copy_history"))
     head = (f"## PV-LLM-small on the validation users (unseen in training): with and without their history "
             f"({scored_of(k).split('/')[-1]} samples of {users} users)")
@@ -180,8 +167,9 @@ def build_report(summaries: dict[str, dict], others: dict, video_test: str, reen
     return "\n".join([
         head, "", metrics_table([("the user's own, k=5", k), ("none", none)]), "",
         rank_head, "",
-        ranking_table([("the user's own, k=5", r, copy), ("none", none["ranking"], "no history"),
-                       ("another user's, k=5", others, "not generated")]), "",
+        format_ranking([("the user's own, k=5", r), ("none", none["ranking"]), ("another user's, k=5", others)],
+                       first_col="history shown",
+                       extra=("copy of a history comment (%)", [copy, "no history", "not generated"])), "",
         "## Does the video reach the output? (python -m pvllm.video_test, history k=5)", "",
         video_test, "",
         f"## The same test on the clips re-encoded at {REENCODE_HEIGHT} px and {REENCODE_FPS} fps "

@@ -41,7 +41,8 @@ def test_stage_output_without_banners():
 
 
 def _summary(mode, bleu, sim, copy):
-    ci = {"ROUGE-L": {"mean": 40.0, "lo": 35.0, "hi": 45.0}, "FICL-E": {"mean": sim, "lo": sim - 1, "hi": sim + 1}}
+    ci = {"ROUGE-L": {"mean": 40.0, "lo": 35.0, "hi": 45.0, "n_users": 2},
+          "FICL-E": {"mean": sim, "lo": sim - 1, "hi": sim + 1, "n_users": 2}}
     rank = {"R@1": 50.0, "R@5": 90.0, "R@10": 100.0, "MRR": 70.0, "mean_rank": 2.0, "truth_logprob": -1.8,
             "n": 47, "n_candidates": 20, "chance": {"R@1": 5.0, "R@5": 25.0, "R@10": 50.0, "MRR": 18.0,
                                                     "mean_rank": 10.5}}
@@ -52,9 +53,7 @@ def _summary(mode, bleu, sim, copy):
 
 
 def test_report_tables_readable(tmp_path, monkeypatch):
-    monkeypatch.setattr(demo, "OUT", tmp_path)
-    (tmp_path / "eval_k").mkdir()
-    (tmp_path / "eval_k" / "predictions.jsonl").write_text('{"user_id": "u1"}\n{"user_id": "u2"}\n')
+    monkeypatch.setattr(demo, "OUT", tmp_path)  # the report reads the summaries only, no run directory
     k, none = _summary("k", 20.07, 47.9, 58.0), _summary("none", 0.5, 30.0, float("nan"))
     report = demo.build_report({"k": k, "none": none}, k["ranking"], "VIDEO", "REENCODED")
     lines = report.splitlines()
@@ -62,7 +61,11 @@ def test_report_tables_readable(tmp_path, monkeypatch):
     assert header.count("BLEU-4") == 1 and header.count("similarity") == 1 and "FICL" not in header
     assert "| the user's own, k=5 | 20.1 | 20.0 | 40.0 | 130.0 | 47.9 | 58.0 |" in report
     assert "| none | 0.5 | 20.0 | 40.0 | 130.0 | 30.0 | no history |" in report
-    assert "| another user's, k=5 | 50.0 |" in report and "not generated" in report and "nan" not in report
+    assert ("| history shown | R@1 | R@5 | R@10 | MRR | mean_rank | truth logp | n | N "
+            "| copy of a history comment (%) |") in report
+    assert "| the user's own, k=5 | 50.0 | 90.0 | 100.0 | 70.0 | 2.0 | -1.800 | 47 | 20 | 58.0 |" in report
+    assert "| another user's, k=5 | 50.0 | 90.0 | 100.0 | 70.0 | 2.0 | -1.800 | 47 | 20 | not generated |" in report
+    assert "| *chance* | 5.0 | 25.0 | 50.0 | 18.0 | 10.5 | | | | |" in report and "nan" not in report
     assert "rater `embedding/all-MiniLM-L6-v2`" in report and "(47 samples of 2 users)" in report
     titles = [x for x in lines if x.startswith("#")]
     assert len(titles) == len(set(titles)) == 4

@@ -387,23 +387,26 @@ def rank_resumable(
     return sorted([r for r in done if r["sample_id"] in order], key=lambda r: order[r["sample_id"]])
 
 
-def format_ranking(rows: Sequence[tuple[str, dict | None]], title: str = "") -> str:
-    """Markdown: one row per (name, ranking summary); ``None`` (no log-probs, e.g. an API model) is n/a."""
+def format_ranking(rows: Sequence[tuple[str, dict | None]], title: str = "", first_col: str = "method",
+                   extra: tuple[str, Sequence[str]] | None = None) -> str:
+    """Markdown: one row per (name, ranking summary); ``None`` (no log-probs, e.g. an API model) is n/a.
+    ``extra``: (column name, one value per row), a last column (the demo's copy rate)."""
     cols = [f"R@{k}" for k in RECALL_AT] + ["MRR", "mean_rank"]
+    more = [f" {extra[0]} |", *(f" {v} |" for v in extra[1])] if extra else [""] * (len(rows) + 1)
     lines = ([title] if title else []) + [
-        "| method | " + " | ".join(cols) + " | truth logp | n | N |",
-        "|" + "---|" * (len(cols) + 4),
+        f"| {first_col} | " + " | ".join(cols) + " | truth logp | n | N |" + more[0],
+        "|" + "---|" * (len(cols) + 4 + bool(extra)),
     ]
     chance = None
-    for name, s in rows:
+    for (name, s), tail in zip(rows, more[1:]):
         if s is None:
-            lines.append(f"| {name} | " + " | ".join("n/a" for _ in cols) + " | n/a | - | - |")
+            lines.append(f"| {name} | " + " | ".join("n/a" for _ in cols) + " | n/a | - | - |" + tail)
             continue
         chance = s.get("chance") or chance
         lines.append(
             f"| {name} | " + " | ".join(f"{s[c]:.1f}" for c in cols)
-            + f" | {s.get('truth_logprob', float('nan')):.3f} | {s['n']} | {s['n_candidates']} |"
+            + f" | {s.get('truth_logprob', float('nan')):.3f} | {s['n']} | {s['n_candidates']} |" + tail
         )
     if chance:
-        lines.append("| *chance* | " + " | ".join(f"{chance[c]:.1f}" for c in cols) + " | | | |")
+        lines.append("| *chance* | " + " | ".join(f"{chance[c]:.1f}" for c in cols) + " | | | |" + " |" * bool(extra))
     return "\n".join(lines)

@@ -73,3 +73,29 @@ def test_training_step_adds_the_weighted_hinge_with_one_forward_for_the_own_vide
     finally:
         hook.remove()
     assert got == pytest.approx(own + weight * max(0.0, margin - (other - own)), abs=1e-4)
+
+
+def test_with_the_feature_cache_the_recorded_tower_outputs_are_the_video(setup):
+    """data.feature_cache: every item's frames are the same placeholder and its tower's recorded outputs carry
+    the video; the hinge pairs those (it once compared the identical placeholders and never ran)."""
+    from pvllm.data.feature_cache import placeholder_clip
+    from pvllm.models.tower_cache import TowerFeatures
+
+    model, collate, items = setup
+    towers = TowerFeatures(model, collate.transform.processor, num_frames=8)
+    black = placeholder_clip(8)[0]
+    cached = [dict(it, frames=black, tower_outputs={k: torch.from_numpy(v) for k, v in
+                                                   towers.compute(it["frames"], {}).items()}) for it in items]
+    margin = 50.0
+    module = PVLLMModule(model, optim={}, loss={"video_contrast": 1.0, "video_margin": margin})
+    with torch.no_grad():
+        got = module.video_contrast_loss(collate(cached))
+        want = module.video_contrast_loss(collate(items))  # the frames themselves
+        assert module.video_contrast_loss(collate([cached[0]])) is None  # after a batch of 2: no pairing yet
+        module.video_contrast_loss(collate([cached[0]]))
+        assert module.video_contrast_loss(collate([cached[0]])) is None  # the same cached video: left out
+        one = module.video_contrast_loss(collate([cached[1]]))
+        other = _ce(module, collate, items[1], items[0]) - _ce(module, collate, items[1], items[1])
+    assert got is not None and float(got[1]) == pytest.approx(float(want[1]), abs=1e-4)
+    assert float(got[0]) == pytest.approx(float(want[0]), abs=1e-4)
+    assert float(one[1]) == pytest.approx(other, abs=1e-4)

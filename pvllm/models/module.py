@@ -25,7 +25,7 @@ class PVLLMModule(L.LightningModule):
         self.model = model
         # loss.video_contrast > 0: also penalize ignoring the video (training_step, video_contrast_loss)
         self.loss_cfg = dict(loss or {})
-        self._last_video: torch.Tensor | None = None
+        self._last_video: tuple[torch.Tensor, list | None] | None = None  # (frames, cached tower outputs)
         self._build = build
         self.bundle = None
         if model is not None:  # from_pretrained returns eval mode and Lightning keeps submodule modes
@@ -146,18 +146,30 @@ class PVLLMModule(L.LightningModule):
         video = batch.get("pixel_values_videos")
         if video is None:
             return None
-        prev, self._last_video = self._last_video, video.detach()
+        # with the feature cache the frames are placeholders: the tower's recorded outputs are the video
+        tower = batch.get("tower_outputs")
+        if tower is not None and len(tower) != video.shape[0]:
+            raise ValueError(f"loss.video_contrast pairs each item with another item's video, but this batch has "
+                             f"{len(tower)} cached videos for {video.shape[0]} rows of pixel_values_videos: "
+                             "the hinge needs a family whose video input has one row per item (Video-LLaVA)")
+        prev, self._last_video = self._last_video, (video.detach(), tower)
         if video.shape[0] > 1:
-            other = torch.roll(video, 1, dims=0)
-        elif prev is not None and prev.shape == video.shape:
+            other = torch.roll(video, 1, dims=0), (tower[-1:] + tower[:-1] if tower is not None else None)
+        elif prev is not None and prev[0].shape == video.shape and (prev[1] is None) == (tower is None):
             other = prev
         else:
             return None
-        differs = (other != video).flatten(1).any(1)
+        if tower is None:
+            differs = (other[0] != video).flatten(1).any(1)
+        else:
+            differs = torch.tensor([any(not torch.equal(a[k], b[k]) for k in a) for a, b in zip(tower, other[1])])
         if not differs.any():
             return None
         own = self.sample_losses(batch) if own is None else own
-        mismatched = self.sample_losses(dict(batch, pixel_values_videos=other))
+        swapped = dict(batch, pixel_values_videos=other[0])
+        if tower is not None:
+            swapped["tower_outputs"] = other[1]
+        mismatched = self.sample_losses(swapped)
         gap = (mismatched - own)[differs & own.isfinite()]
         if not len(gap):
             return None

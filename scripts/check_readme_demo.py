@@ -5,8 +5,9 @@
 
 The README quotes outputs/demo/report.md between ``<!-- demo-report:begin -->`` and ``<!-- demo-report:end -->``
 (its first line, the date and commit of the quoted run, is not compared). Line by line:
-- all text must match exactly: titles, column names, "yes"/"no" in the "CI excludes 0" columns (so a claimed
-  effect whose interval reaches zero in the new run fails the check), "not generated", ...;
+- all text must match exactly: titles, column names, "not generated", ...; in the "CI excludes 0" columns a
+  "yes" of the README must be "yes" in the run (an effect the README shows whose interval reaches zero in the
+  new run fails the check), while a "no" may become "yes" (no effect was claimed there);
 - integers must match exactly (sample, user and candidate counts, "identical generations");
 - numbers with 3 decimals (log-probabilities per token and their differences) within 0.02;
 - numbers with 1 or 2 decimals (metrics x100, percentages, R@k, MRR, ranks) within 3.0 or 5% of the value,
@@ -59,14 +60,30 @@ def _value(token: str) -> float:
     return float(token.replace("−", "-"))
 
 
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.split("|")] if line.startswith("|") else []
+
+
+def _shape(line: str) -> str:
+    """The line without its numbers and with its yes/no cells blanked (those are compared apart)."""
+    if line.startswith("|"):
+        line = "|".join(" ? " if c.strip() in ("yes", "no") else c for c in line.split("|"))
+    return NUMBER.sub("#", line)
+
+
 def compare(readme: list[str], report: list[str]) -> list[str]:
     """Every difference beyond tolerance, as readable lines (empty: the README matches)."""
     errors = []
     if len(readme) != len(report):
         errors.append(f"the README quotes {len(readme)} lines, the report has {len(report)}")
     for i, (a, b) in enumerate(zip(readme, report), 1):
-        if NUMBER.sub("#", a) != NUMBER.sub("#", b):
+        if _shape(a) != _shape(b):
             errors.append(f"line {i}: text differs\n  README: {a}\n  report: {b}")
+            continue
+        lost = [c for c, (x, y) in enumerate(zip(_cells(a), _cells(b))) if x == "yes" and y == "no"]
+        if lost:
+            errors.append(f"line {i}: an effect the README shows (CI excludes 0: yes) is not reproduced (no)\n"
+                          f"  README: {a}\n  report: {b}")
             continue
         for ta, tb in zip(NUMBER.findall(a), NUMBER.findall(b)):
             kind, absolute, relative = tolerance(tb)

@@ -41,7 +41,10 @@ def test_tolerances():
     assert _errors(REPORT.replace("137.4", "143.9")) == []                # or 5% of a large value (6.87)
     assert len(_errors(REPORT.replace("137.4", "145.0"))) == 1
     assert len(_errors(REPORT.replace("(47 samples)", "(46 samples)"))) == 1   # counts exactly
-    assert len(_errors(REPORT.replace("| yes |", "| no |"))) == 1              # a claimed effect, exactly
+    assert _errors(REPORT.replace("| yes |", "| no |")) == []                  # README "no", run "yes": no claim
+    run = check._body(REPORT.replace("| yes |", "| no |").splitlines())
+    lost = check.compare(check.readme_block(_readme(REPORT)), run)
+    assert len(lost) == 1 and "not reproduced" in lost[0]                      # README "yes", run "no": fails
     assert len(_errors(REPORT.replace("not generated", "nan"))) == 1
     assert len(_errors(REPORT.replace("40.4", "40"))) == 1                     # precision changed
     assert "lines" in _errors(REPORT + "| extra | row |\n")[0]

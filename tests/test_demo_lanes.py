@@ -88,3 +88,16 @@ def test_reencode_dataset(tmp_path):
     assert before[0].shape[0] == 128 and after[0].shape[0] == 96
     assert after.get_avg_fps() == 12 and before.get_avg_fps() != 12
     assert (tmp_path / "re" / "videos.jsonl").read_text() == first + "\n"
+
+
+def test_console_leaves_the_stage_tables_in_the_log():
+    """evaluate.py's own tables (FICL-E = S = R for the embedding rater, corpus and per-item BLEU-4) and their
+    caption lines stay in the stage's log; the console says where they are."""
+    text = ("wandb: Syncing\nval split, history k k=5 (sample-val)\n"
+            "| method | BLEU-4 | FICL-E | FICL-S |\n|---|---|---|---|\n| pvllm | 18.49 | 46.28 | 46.28 |\n"
+            "95% intervals over users (mean of per-item scores [low, high]):\n| method | BLEU-4 |\n|---|---|\n"
+            "| pvllm | 10.31 [3.07, 17.71] |\nwrote /x/summary.json\n")
+    assert demo.for_console(text) == ("wrote /x/summary.json\n"
+                                      "(this stage's tables: in its log; the demo's are in the report printed at "
+                                      "the end)\n")
+    assert demo.for_console("feature cache: {'encoded': 18}\n") == "feature cache: {'encoded': 18}\n"

@@ -28,10 +28,9 @@ OPS = {  # name -> (the builder's class name, what uses it)
 
 def build_ops(names: list[str], log=print) -> dict[str, float]:
     """Build (or find already built) each op of ``names``; returns the seconds each took."""
-    os.environ["DS_ACCELERATOR"] = "cpu"  # the CPU accelerator's builders: what the CPU runs load
-    from pvllm.distributed.ds_cpu import default_extensions_dir
+    from pvllm.distributed.ds_cpu import ds_env
 
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", default_extensions_dir())
+    os.environ.update(ds_env())  # what the CPU runs see: DS_ACCELERATOR=cpu, the same TORCH_EXTENSIONS_DIR
     from deepspeed.accelerator import get_accelerator
 
     took = {}

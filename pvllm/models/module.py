@@ -190,14 +190,11 @@ class PVLLMModule(L.LightningModule):
         n = self._n_supervised(batch)
         if n == 0 and self.trainer.world_size == 1:
             return None  # one process: nothing to learn from this batch, skip the step (counted)
+        out = self._supervised_logits(batch)  # one forward for the loss and the hinge's own-video side
+        loss = self._mean_loss(*out)  # under DDP a placeholder-only batch is a zero loss: every rank steps together
         weight = float(self.loss_cfg.get("video_contrast", 0.0))
-        if weight > 0 and n:  # one forward for the loss and the hinge's own-video side
-            out = self._supervised_logits(batch)
-            loss = self._mean_loss(*out)
-            contrast = self.video_contrast_loss(batch, own=self._per_sample_losses(batch, *out[:2]))
-        else:
-            loss = self(batch)  # under DDP a placeholder-only batch is a zero loss: every rank steps together
-            contrast = None
+        contrast = (self.video_contrast_loss(batch, own=self._per_sample_losses(batch, *out[:2]))
+                    if weight > 0 and n else None)
         if contrast is not None:
             self.log("train/video_gap", contrast[1], on_step=True, batch_size=n)
             loss = loss + weight * contrast[0]

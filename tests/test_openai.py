@@ -227,9 +227,10 @@ def test_hydra_configs_build_working_clients(server):
 
 
 def test_rate_limit_spaces_request_starts(server):
-    gen = make_gen(server, requests_per_minute=600, max_concurrency=3)  # one start every 0.1 s
+    gen = make_gen(server, requests_per_minute=120, max_concurrency=3)  # one start every 0.5 s
     assert [r.error for r in gen.generate([req(f"s{i}") for i in range(3)])] == [None] * 3
     t = sorted(c.t for c in server.chat_calls())
-    # arrival times at the server jitter under load (a delayed first request shortens the gap to the
-    # second), so assert the span: unthrottled, 3 concurrent starts arrive within a few ms
-    assert t[2] - t[0] >= 0.12
+    # arrival times at the server jitter under load (a delayed first request shortens the span: 0.1 s spacing
+    # once measured 0.106 s over 3 starts), so the spacing is wide and the bound leaves 0.4 s for that delay;
+    # unthrottled, 3 concurrent starts arrive within a few ms
+    assert t[2] - t[0] >= 0.6

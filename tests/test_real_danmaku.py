@@ -7,6 +7,7 @@ from the histories and candidates files the run wrote; and checks the committed 
 the issue's independent numbers.
 """
 
+import importlib.util
 import json
 import re
 import statistics
@@ -87,9 +88,23 @@ def test_shrunk_real_danmaku_text_run(tmp_path):
         row = next(x for x in text.split("## The model")[0].splitlines()
                    if x.startswith(f"| {label}") and "| raw | own |" in x)
         assert float(row.split(" | ")[7]) == pytest.approx(want[system], abs=0.051), (system, row)
-    # a rerun skips every finished stage and writes the same rows
-    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0 and proc.stdout.count("skipped") == 6
+    # a try on the validation users, as docs/experiments.md prints it: the build of --dataset (import and build
+    # skipped), the recorded training skipped; its ranking runs and records are its own; the test rows stay
+    val_doc = tmp_path / "val.md"
+    val = [*args[: args.index("--doc")], "--doc", str(val_doc), "--split", "val", "--dataset", str(out / "dataset"),
+           "--stages", "import,build,train,zeroshot,report"]
+    proc = subprocess.run(val, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("skipped") == 3 and "=== train: done" in proc.stdout
+    assert list(json.loads((out / "stages.json").read_text())) == [*state, "zeroshot:val"]
+    assert (out / "rank_val" / "models" / "zeroshot_others" / "ranking.jsonl").is_file()
+    vtext = val_doc.read_text()
+    assert "VALIDATION users' comments" in vtext and "TEST users'" not in vtext and doc.read_text() == text
+    assert "| tiny-chat-lm zero-shot (--zeroshot-model) | PMI | own |" in vtext
+    assert f"--splitval--dataset{out / 'dataset'}" in "".join(vtext.split("## ")[0].split())  # its command (wrapped)
+    val_ids = {json.loads(x)["sample_id"].split(":")[0] for x in (out / "rank_val" / "models" / "zeroshot_k"
+                                                                  / "ranking.jsonl").open()}
+    assert val_ids == {"val"}
     assert not list(out.rglob("*.mp4"))  # comments only: no video anywhere
 
 
@@ -105,3 +120,31 @@ def test_committed_doc_baselines_agree_with_the_issue_recomputation():
     # the README quotes the doc's row
     readme = (REPO / "README.md").read_text()
     assert f"MRR {cells[7]} [{cells[8].replace('-', ', ')}]" in readme.replace("\n", " ")
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("real_danmaku_text_script", REPO / "scripts" / "real_danmaku_text.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_val_split_and_shared_dataset_keep_their_own_files_and_records(tmp_path):
+    """--split val ranks the validation users in files and stage records of their own (a try never resumes
+    from, or overwrites, the test users' runs); --dataset shares one build between tries."""
+    mod = _script()
+    args = mod.argparse.Namespace(split="val", dataset=tmp_path / "ds", n_candidates=20, model_samples_per_user=25)
+    plan = mod.Plan(args, tmp_path / "try")
+    common = plan.common("models", "k")
+    assert "split=val" in common and "samples_per_user=25" in common and f"data.root={tmp_path / 'ds'}" in common
+    assert f"histories_file={tmp_path / 'try' / 'histories' / 'val_models_${history.mode}.jsonl'}" in common
+    assert f"ranking.candidates_file={tmp_path / 'try' / 'candidates' / 'val_models_N20.jsonl'}" in common
+    assert plan.rank == tmp_path / "try" / "rank_val"
+    assert [plan.key(s) for s in ("build", "train", "baselines", "zeroshot", "trained")] == [
+        "build", "train", "baselines:val", "zeroshot:val", "trained:val"]
+    test = mod.Plan(mod.argparse.Namespace(split="test", dataset=None, n_candidates=20, model_samples_per_user=25),
+                    tmp_path / "run")
+    assert test.rank == tmp_path / "run" / "rank" and test.key("baselines") == "baselines"
+    assert test.dataset == tmp_path / "run" / "dataset" and "split=test" in test.common("all", "k")
+    with pytest.raises(SystemExit, match="no build_summary.json there"):
+        mod.main(["--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "try"), "--comments", str(tmp_path)])

@@ -58,10 +58,11 @@ def row_stats(rows: Mapping[str, dict], resamples: int, seed: int = 0) -> dict[s
             **{k: sum(items[k].values()) / n for k in ("R@1", "R@5", "rank")}}
 
 
-def systems(out: Path, tset: str) -> dict[str, dict[str, dict[str, dict] | None]]:
-    """system -> mode -> rows (None: not run yet), from OUT/rank/<tset>/<system>_<mode>/."""
+def systems(rank: Path, tset: str) -> dict[str, dict[str, dict[str, dict] | None]]:
+    """system -> mode -> rows (None: not run yet), from RANK/<tset>/<system>_<mode>/ (RANK: OUT/rank for the
+    test users, OUT/rank_val for the validation users)."""
     found: dict[str, dict[str, Any]] = {}
-    base = Path(out) / "rank" / tset
+    base = Path(rank) / tset
     for d in sorted(base.glob("*_*")) if base.is_dir() else []:
         system, _, mode = d.name.rpartition("_")
         if mode in MODES:

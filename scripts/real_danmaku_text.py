@@ -308,7 +308,7 @@ def findings(stats: dict[str, dict], labels: dict[str, str], args: argparse.Name
     """The paragraph under the tables, every number read from ``stats``."""
     from pvllm.metrics.bootstrap import paired_test
     from pvllm.metrics.ranking import chance_levels
-    from pvllm.reports.real_people import per_item
+    from pvllm.reports.real_people import goal, per_item
 
     out = []
     a = stats.get("all", {})
@@ -355,6 +355,10 @@ def findings(stats: dict[str, dict], labels: dict[str, str], args: argparse.Name
         out.append(f"The model target set has {mb['n']} targets of {mb['users']} users"
                    + (" (at least 1,000, as the issue asks)." if mb["n"] >= 1000 else
                       ": FEWER than the 1,000 the issue asks for (raise --model-samples-per-user)."))
+    for system in ("zeroshot", "trained"):
+        verdict = goal(m, system, labels[system], args.resamples)
+        if verdict:
+            out.append(verdict)
     if not any(k[0] in ("zeroshot", "trained") for k in m):
         out.append("The model rows are pending: the zero-shot and training stages have not run yet on this "
                    "build (the commands are in the table). A model that reads a person's history must beat the "

@@ -148,3 +148,32 @@ def test_val_split_and_shared_dataset_keep_their_own_files_and_records(tmp_path)
     assert test.dataset == tmp_path / "run" / "dataset" and "split=test" in test.common("all", "k")
     with pytest.raises(SystemExit, match="no build_summary.json there"):
         mod.main(["--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "try"), "--comments", str(tmp_path)])
+
+
+def _stats(truth_rank: int, users: int, n_cand: int = 4) -> dict:
+    """One target per user, the truth at ``truth_rank`` among ``n_cand`` distinct scores."""
+    from pvllm.reports.real_people import row_stats
+
+    rows = {}
+    for u in range(users):
+        scores = [float(n_cand - i) for i in range(n_cand)]  # candidate i has rank i + 1
+        rows[f"test:u{u}:c"] = {"user_id": f"u{u}", "scores": scores, "truth_index": truth_rank - 1}
+    return {**row_stats(rows, resamples=200), "rows": rows}
+
+
+@pytest.mark.parametrize("users, verdict", [(8, "MET"), (6, "not met")])
+def test_goal_verdict_by_hand(users, verdict):
+    """own: truth first (MRR 100); none: second (50); others: fourth (25); the best baseline: second (50, its
+    interval [50, 50]), so the bar is max(35.3, 50) = 50. Every user moves the same way, so the exact
+    permutation p is 2 / 2^users: 0.0078 with 8 users (< 0.01: met), 0.031 with 6 (not met)."""
+    from pvllm.reports.real_people import goal
+
+    stats = {("trained", "raw", "k"): _stats(1, users), ("trained", "raw", "none"): _stats(2, users),
+             ("trained", "raw", "others"): _stats(4, users), ("baseline-tfidf", "raw", "k"): _stats(2, users),
+             ("baseline-random", "raw", "k"): _stats(3, users)}
+    text = goal(stats, "trained", "T", resamples=200)
+    p = f"{2 / 2 ** users:.4f}"
+    assert text == (f"Goal (issue 22) for T: own-history MRR above 50.0 (the larger of 35.3 and the best baseline's "
+                    f"upper bound here, 50.0) and own > none, own > others at p < 0.01. raw: MRR 100.0 [100.0, 100.0], "
+                    f"own - none +50.0 (p {p}), own - others +75.0 (p {p}): {verdict}.")
+    assert goal(stats, "zeroshot", "Z", resamples=200) is None

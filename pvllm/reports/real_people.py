@@ -141,3 +141,38 @@ def tests(stats: Mapping[tuple[str, str, str], dict], labels: Mapping[str, str],
                     add(f"best baseline ({labels[bsys]}, own) (A) vs {label} own (B)", scoring, best,
                         stats[system, scoring, "k"])
     return lines
+
+
+GOAL_MRR = 35.3  # issue 22: the n-gram baseline's upper CI over all 8,899 test targets of its recomputation
+
+
+def goal(stats: Mapping[tuple[str, str, str], dict], system: str, label: str, resamples: int) -> str | None:
+    """Issue 22's goal for ``system`` on this target set, read from ``stats``: own-history MRR above the larger
+    of GOAL_MRR and the best no-training baseline's upper 95% bound (own history), and own > none and
+    own > others at p < 0.01 (paired permutation tests over users), for each scoring that ran; None when the
+    system has not ranked yet."""
+    base = [v for k, v in stats.items() if k[0].startswith("baseline-") and k[2] == "k"]
+    rows = [(sc, stats[system, sc, "k"]) for sc in ("raw", "PMI") if (system, sc, "k") in stats]
+    if not rows:
+        return None
+    best_hi = max((b["hi"] for b in base), default=float("nan"))
+    bar = max(GOAL_MRR, best_hi) if base else GOAL_MRR
+    parts = []
+    for scoring, own in rows:
+        checks = [own["MRR"] > bar]
+        text = f"{scoring}: MRR {own['MRR']:.1f} [{own['lo']:.1f}, {own['hi']:.1f}]"
+        for other, name in ((("raw", "none"), "none"), ((scoring, "others"), "others")):
+            a = stats.get((system, *other))
+            if a is None:
+                checks.append(False)
+                text += f", own vs {name} not run"
+                continue
+            users = {k: r["user_id"] for rs in (a["rows"], own["rows"]) for k, r in rs.items()}
+            t = paired_test(per_item(a["rows"])["MRR"], per_item(own["rows"])["MRR"], users, resamples=resamples)
+            checks.append(t["diff"] > 0 and t["p_permutation"] < 0.01)
+            text += f", own - {name} {t['diff']:+.1f} (p {_p(t['p_permutation'])})"
+        parts.append(text + (": MET" if all(checks) else ": not met"))
+    return (f"Goal (issue 22) for {label}: own-history MRR above {bar:.1f} (the larger of {GOAL_MRR} and the best "
+            f"baseline's upper bound here, {best_hi:.1f}) and own > none, own > others at p < 0.01. "
+            + "; ".join(parts) + ".")
+

@@ -228,7 +228,7 @@ def command(args: argparse.Namespace, stages: str) -> str:
     extra = "".join(f" --{k.replace('_', '-')} {v}" for k, v in (
         ("users", args.users), ("model", None if args.model == "pvllm_small" else args.model),
         ("n_candidates", None if args.n_candidates == 20 else args.n_candidates),
-        ("model_samples_per_user", None if args.model_samples_per_user == 15 else args.model_samples_per_user),
+        ("model_samples_per_user", None if args.model_samples_per_user == 25 else args.model_samples_per_user),
         ("zeroshot_model", args.zeroshot_model), ("split", None if args.split == "test" else args.split),
         ("dataset", args.dataset), ("score_dtype", None if args.score_dtype == "bfloat16" else args.score_dtype))
         if v is not None)
@@ -280,10 +280,11 @@ def render(plan: Plan, state: dict) -> str:
         "",
     ]
     found_stats: dict[str, dict] = {}
+    who = "test" if plan.split == "test" else "validation"
     for tset, title, lab in (
-        ("all", "Every comment of every test user (`samples_per_user=all`): the no-training baselines", labels),
+        ("all", f"Every comment of every {who} user (`samples_per_user=all`): the no-training baselines", labels),
         ("models", f"The model target set (`samples_per_user={args.model_samples_per_user}`: up to "
-         f"{args.model_samples_per_user} comments per test user, on distinct episodes)", labels_models),
+         f"{args.model_samples_per_user} comments per {who} user, on distinct episodes)", labels_models),
     ):
         found = systems(plan.rank, tset)
         rows, stats = table(found, lab, pending, args.resamples)

@@ -4,6 +4,7 @@ and pads or packs items into a batch."""
 from __future__ import annotations
 
 import logging
+import random
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,8 @@ class SampleDataset(Dataset):
     def __init__(self, ds: PerVidCom, samples: list[Sample], num_frames: int, include_title: bool,
                  on_bad_video: str = "raise", skipped: Counter[str] | None = None, fps: float | None = None,
                  max_frames: int | None = None, video: bool | str = True, frames: FrameSource | None = None,
-                 feature_cache: Any = None, task: str = "comment"):
+                 feature_cache: Any = None, task: str = "comment", history_negatives: bool = False,
+                 seed: int = 0):
         if on_bad_video not in ("raise", "skip"):
             raise ValueError(f"on_bad_video must be 'raise' or 'skip', got {on_bad_video!r}")
         self.ds, self.samples, self.num_frames = ds, samples, num_frames
@@ -46,6 +48,12 @@ class SampleDataset(Dataset):
         # metadata the processor needs): no video opened, no tower run
         self.feature_cache = feature_cache
         self.task = task  # comment (PV-LLM) | title (projector alignment: the reply is the video's title)
+        # loss.history_contrast: each text-only item also carries its prompt with ANOTHER user's history
+        # (``neg_prompt``, same title and reply), drawn per item from ``seed`` and the sample id
+        self.history_negatives, self.seed = history_negatives, seed
+        if history_negatives and self.video:
+            raise ValueError("loss.history_contrast (data.history_negatives) runs text-only for now: set "
+                             "video.mode=none, or loss.history_contrast=0")
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -54,6 +62,16 @@ class SampleDataset(Dataset):
         title = self.ds.videos[s.video_id].title if self.include_title else None
         return (INSTRUCTION_TITLE if self.task == "title"
                 else build_instruction([h["text"] for h in s.history], title))
+
+    def negative_history(self, i: int) -> list[dict]:
+        """Another user's history for sample ``i``: the history of a sample of another user in this epoch's
+        list (seeded by ``seed`` and the sample id), cut to as many comments as sample ``i``'s own."""
+        s = self.samples[i]
+        others = [t for t in self.samples if t.user_id != s.user_id]
+        if not others:
+            raise ValueError("loss.history_contrast needs training samples of at least two users")
+        other = random.Random(f"{self.seed}:{s.sample_id}").choice(others)
+        return other.history[: len(s.history)]
 
     def text_item(self, i: int) -> dict[str, Any]:
         """Sample ``i`` without its video (nothing read): what packing counts the text tokens of."""
@@ -67,8 +85,13 @@ class SampleDataset(Dataset):
         path = self.ds.video_path(s.video_id)
         instruction = self._instruction(s)
         if not self.video:
-            return {"sample_id": s.sample_id, "frames": None, "reply": s.reference,
+            item = {"sample_id": s.sample_id, "frames": None, "reply": s.reference,
                     "prompt": chat_prompt(instruction, video_token=None)}
+            if self.history_negatives:
+                title = self.ds.videos[s.video_id].title if self.include_title else None
+                neg = build_instruction([h["text"] for h in self.negative_history(i)], title)
+                item["neg_prompt"] = chat_prompt(neg, video_token=None)
+            return item
         # `prompt`: the Video-LLaVA rendering; other families render `instruction` with their chat template
         item = {"sample_id": s.sample_id, "instruction": instruction, "prompt": chat_prompt(instruction),
                 "reply": s.reference}
@@ -131,11 +154,15 @@ class PVLLMCollator:
             if family.template != "video_llava":
                 raise ValueError(f"video.mode=none (text-only) uses Video-LLaVA's chat format; family "
                                  f"{family.name} is not supported with it")
-            prompt_ids = tok([item["prompt"]], return_tensors="pt")["input_ids"][0]
             reply_ids = tok(" " + item["reply"].strip(), add_special_tokens=False)["input_ids"]
             reply = torch.tensor(reply_ids[: self.max_reply_tokens] + [tok.eos_token_id], dtype=torch.long)
-            return {"input_ids": torch.cat([prompt_ids, reply]),
-                    "labels": torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), reply])}
+            out = {}
+            for key, prompt in (("", item["prompt"]), ("neg_", item.get("neg_prompt"))):
+                if prompt is not None:  # neg_: the same reply after another user's history
+                    prompt_ids = tok([prompt], return_tensors="pt")["input_ids"][0]
+                    out[f"{key}input_ids"] = torch.cat([prompt_ids, reply])
+                    out[f"{key}labels"] = torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), reply])
+            return out
         clip = (item["frames"], item["video_metadata"]) if item.get("video_metadata") else item["frames"]
         instruction = item.get("instruction")
         enc = self.transform.encode_example(instruction, clip, item["reply"], self.max_reply_tokens,
@@ -156,11 +183,27 @@ class PVLLMCollator:
             self._logged = True
         return enc
 
+    def _pad(self, encs: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """input_ids, attention_mask, labels of ``encs`` padded to the longest on ``padding_side``."""
+        n = max(len(e["input_ids"]) for e in encs)
+        ids = torch.full((len(encs), n), self.transform.tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(encs), n), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(encs), n), dtype=torch.long)
+        for i, e in enumerate(encs):
+            sl = slice(n - len(e["input_ids"]), n) if self.padding_side == "left" else slice(0, len(e["input_ids"]))
+            ids[i, sl], labels[i, sl], mask[i, sl] = e["input_ids"], e["labels"], 1
+        return ids, mask, labels
+
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         if self.loss_reduction not in LOSS_REDUCTIONS:
             raise ValueError(f"data.loss_reduction must be one of {', '.join(LOSS_REDUCTIONS)}, "
                              f"got {self.loss_reduction!r}")
         encs = [self.encode(it) for it in items]
+        negs = [{"input_ids": e.pop("neg_input_ids"), "labels": e.pop("neg_labels")} for e in encs
+                if "neg_input_ids" in e]
+        if negs and (self.packing or len(negs) != len(encs)):
+            raise ValueError("loss.history_contrast needs every item's other-user history and padded batches "
+                             "(not data.packing)")
         if self.packing:
             batch = collate_packed(encs, loss_weights=self.loss_reduction == "sample")
             n_tok = batch["input_ids"].shape[1]
@@ -170,17 +213,12 @@ class PVLLMCollator:
             batch["sample_id"] = [it["sample_id"] for it in items]
             batch["skipped_videos"] = [it["bad_video"] for it in items if it.get("bad_video")]
             return batch
-        n = max(len(e["input_ids"]) for e in encs)
-        pad = self.transform.tokenizer.pad_token_id
-        ids = torch.full((len(encs), n), pad, dtype=torch.long)
-        labels = torch.full((len(encs), n), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(encs), n), dtype=torch.long)
-        for i, e in enumerate(encs):
-            L_ = len(e["input_ids"])
-            sl = slice(n - L_, n) if self.padding_side == "left" else slice(0, L_)
-            ids[i, sl], labels[i, sl], mask[i, sl] = e["input_ids"], e["labels"], 1
+        ids, mask, labels = self._pad(encs)
+        n = ids.shape[1]
         batch = {"sample_id": [it["sample_id"] for it in items], "input_ids": ids, "attention_mask": mask,
                  "labels": labels, self.transform.family.video_kwarg: None}
+        if negs:  # the same items after other users' histories (text-only): the history hinge's other side
+            batch["negatives"] = dict(zip(("input_ids", "attention_mask", "labels"), self._pad(negs)))
         tower = [it["tower_outputs"] for it in items if it.get("tower_outputs") is not None]
         if tower:  # the feature cache: the tower replays these, in batch order (pvllm.models.tower_cache)
             batch["tower_outputs"] = tower

@@ -68,6 +68,8 @@ class PVLLMDataModule(L.LightningDataModule):
         # training histories: random (the paper) | retrieved_bm25 (LaMP-style: the user's past comments most
         # similar to the target video's title, BM25; only comments published before the target)
         train_history_selection: str = "random",
+        # loss.history_contrast (> 0: on): each training item also with another user's history (text-only)
+        history_negatives: float | bool = 0,
     ):
         super().__init__()
         if loss_reduction not in LOSS_REDUCTIONS:
@@ -81,6 +83,9 @@ class PVLLMDataModule(L.LightningDataModule):
         if not require_video_files and not (frame_cache or feature_cache):
             raise ValueError("data.require_video_files=false reads every video from a cache: set data.frame_cache or "
                              "data.feature_cache")
+        if float(history_negatives or 0) > 0 and (packing or shows_video(video) or task != "comment"):
+            raise ValueError("loss.history_contrast (data.history_negatives) runs on padded text-only comment "
+                             "batches for now: video.mode=none, data.packing=false, data.task=comment")
         if packing and int(pack_tokens) < 1:
             raise ValueError(f"data.pack_tokens must be a positive token budget, got {pack_tokens}")
         if task not in TASKS:
@@ -148,7 +153,9 @@ class PVLLMDataModule(L.LightningDataModule):
                                              selection=hp.get("train_history_selection", "random")))
             return SampleDataset(self.ds, self._keep(samples, f"train epoch {epoch}"), hp.num_frames,
                                  hp.include_title, hp.on_bad_video, fps=hp.fps, max_frames=hp.max_frames,
-                                 video=shows_video(hp.video), frames=self.frames, feature_cache=self.cache, task=task)
+                                 video=shows_video(hp.video), frames=self.frames, feature_cache=self.cache, task=task,
+                                 history_negatives=float(hp.get("history_negatives") or 0) > 0,
+                                 seed=hp.seed * 100_003 + epoch)
 
         make = draw
         if hp.text_instructions:

@@ -98,7 +98,7 @@ class PVLLMModule(L.LightningModule):
         keep = min(seq_len - int(supervised[0]) + 1, seq_len) if len(supervised) else seq_len
         # every model input the collator built (the family's visual inputs included), not labels / ids
         inputs = {k: v for k, v in batch.items()
-                  if k not in ("sample_id", "labels", "skipped_videos", "loss_weights", "tower_outputs")}
+                  if k not in ("sample_id", "labels", "skipped_videos", "loss_weights", "tower_outputs", "negatives")}
         with replay(self.model, batch.get("tower_outputs")):  # the feature cache: the tower's recorded outputs
             out = self.model(**inputs, logits_to_keep=keep)
         logits = out.logits[:, :-1].float()  # position t predicts token t+1
@@ -176,6 +176,24 @@ class PVLLMModule(L.LightningModule):
         margin = float(self.loss_cfg.get("video_margin", 1.0))
         return torch.relu(margin - gap).mean(), gap.detach().mean()
 
+    def history_contrast_loss(self, batch: dict[str, Any], own: torch.Tensor | None = None
+                              ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """A loss for ignoring the history: the reply must be likelier after its user's own history than
+        after another user's (the collator's ``negatives``: the same items, same title and reply, with another
+        user's comments as history; pvllm.data.collate) by ``loss.history_margin`` nats per token: a hinge
+        on the per-sample gap of mean cross-entropies. ``own``: the batch's sample_losses when the caller has
+        them. Returns (loss, mean gap), or None when no item has a supervised reply."""
+        if batch.get("negatives") is None:
+            raise ValueError("loss.history_contrast > 0 but the batch has no other-user histories: the data "
+                             "config must set history_negatives (conf/data/sample.yaml takes it from the loss)")
+        own = self.sample_losses(batch) if own is None else own
+        other = self.sample_losses({**batch, **batch["negatives"], "negatives": None, "loss_weights": None})
+        gap = (other - own)[own.isfinite() & other.isfinite()]
+        if not len(gap):
+            return None
+        margin = float(self.loss_cfg.get("history_margin", 1.0))
+        return torch.relu(margin - gap).mean(), gap.detach().mean()
+
     @staticmethod
     def _n_supervised(batch: dict[str, Any]) -> int:
         """Items of the batch with a supervised reply (a skipped video's placeholder has none)."""
@@ -193,11 +211,14 @@ class PVLLMModule(L.LightningModule):
         out = self._supervised_logits(batch)  # one forward for the loss and the hinge's own-video side
         loss = self._mean_loss(*out)  # under DDP a placeholder-only batch is a zero loss: every rank steps together
         weight = float(self.loss_cfg.get("video_contrast", 0.0))
-        contrast = (self.video_contrast_loss(batch, own=self._per_sample_losses(batch, *out[:2]))
-                    if weight > 0 and n else None)
-        if contrast is not None:
-            self.log("train/video_gap", contrast[1], on_step=True, batch_size=n)
-            loss = loss + weight * contrast[0]
+        h_weight = float(self.loss_cfg.get("history_contrast", 0.0))
+        own = self._per_sample_losses(batch, *out[:2]) if (weight > 0 or h_weight > 0) and n else None
+        for name, w, hinge in (("video", weight, self.video_contrast_loss),
+                               ("history", h_weight, self.history_contrast_loss)):
+            contrast = hinge(batch, own=own) if w > 0 and n else None
+            if contrast is not None:
+                self.log(f"train/{name}_gap", contrast[1], on_step=True, batch_size=n)
+                loss = loss + w * contrast[0]
         n_tok = int(batch["attention_mask"].sum())
         now = time.perf_counter()
         if self._t_last is not None:

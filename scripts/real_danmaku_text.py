@@ -394,7 +394,7 @@ def findings(stats: dict[str, dict], labels: dict[str, str], args: argparse.Name
 
 
 def wrap(lines: list[str]) -> str:
-    return "\n".join(x if x.startswith("|") else textwrap.fill(x, 110) for x in lines)
+    return "\n".join(x if x.startswith("|") else textwrap.fill(x, 110, break_on_hyphens=False) for x in lines)
 
 
 if __name__ == "__main__":

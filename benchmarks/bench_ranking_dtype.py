@@ -28,14 +28,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def mrr(scores: list[list[float]], truth: list[int]) -> tuple[float, list[float]]:
-    """MRR x100 and each target's rank, ties in expectation (as pvllm.metrics.ranking counts them)."""
-    rr, ranks = [], []
-    for s, t in zip(scores, truth):
-        above = sum(1 for i, x in enumerate(s) if i != t and x > s[t])
-        tied = sum(1 for i, x in enumerate(s) if i != t and x == s[t])
-        rr.append(sum(1 / r for r in range(above + 1, above + tied + 2)) / (tied + 1))
-        ranks.append(above + 1 + tied / 2)
-    return 100 * sum(rr) / len(rr), ranks
+    """MRR x100 and each target's rank, ties in expectation: pvllm.metrics.ranking's own counting."""
+    from pvllm.metrics.ranking import expected_metrics, truth_rank_stats
+
+    per = [expected_metrics(*truth_rank_stats(s, t)) for s, t in zip(scores, truth)]
+    return 100 * sum(m["MRR"] for m in per) / len(per), [m["rank"] for m in per]
 
 
 def main() -> None:

@@ -170,10 +170,13 @@ class PVLLMModule(L.LightningModule):
         if tower is not None:
             swapped["tower_outputs"] = other[1]
         mismatched = self.sample_losses(swapped)
-        gap = (mismatched - own)[differs & own.isfinite()]
+        return self._hinge((mismatched - own)[differs & own.isfinite()], "video_margin")
+
+    def _hinge(self, gap: torch.Tensor, margin_key: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(mean of relu(margin - gap), mean gap) over the compared items; None when there are none."""
         if not len(gap):
             return None
-        margin = float(self.loss_cfg.get("video_margin", 1.0))
+        margin = float(self.loss_cfg.get(margin_key, 1.0))
         return torch.relu(margin - gap).mean(), gap.detach().mean()
 
     def history_contrast_loss(self, batch: dict[str, Any], own: torch.Tensor | None = None
@@ -188,11 +191,7 @@ class PVLLMModule(L.LightningModule):
                              "config must set history_negatives (conf/data/sample.yaml takes it from the loss)")
         own = self.sample_losses(batch) if own is None else own
         other = self.sample_losses({**batch, **batch["negatives"], "negatives": None, "loss_weights": None})
-        gap = (other - own)[own.isfinite() & other.isfinite()]
-        if not len(gap):
-            return None
-        margin = float(self.loss_cfg.get("history_margin", 1.0))
-        return torch.relu(margin - gap).mean(), gap.detach().mean()
+        return self._hinge((other - own)[own.isfinite() & other.isfinite()], "history_margin")
 
     @staticmethod
     def _n_supervised(batch: dict[str, Any]) -> int:

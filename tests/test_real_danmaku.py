@@ -63,6 +63,7 @@ def test_shrunk_real_danmaku_text_run(tmp_path):
     doc, out, lm = tmp_path / "result.md", tmp_path / "run", make_tiny_causal_lm(tmp_path / "tiny-chat-lm")
     args = [sys.executable, "scripts/real_danmaku_text.py", "--users", "40", "--model", "tiny", "--max-steps", "2",
             "--zeroshot-model", str(lm),
+            "--train-override", "loss.history_contrast=0.5",  # the recipe chosen on validation users (the doc's)
             "--n-candidates", "5", "--model-samples-per-user", "2", "--resamples", "200", "--out", str(out),
             "--doc", str(doc)]
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=1500)
@@ -71,6 +72,10 @@ def test_shrunk_real_danmaku_text_run(tmp_path):
     state = json.loads((out / "stages.json").read_text())
     assert list(state) == ["import", "build", "baselines", "zeroshot", "train", "trained"]
     assert state["train"]["max_steps"] == 2
+    assert state["train"]["overrides"] == ["loss.history_contrast=0.5"]
+    assert "overrides: loss.history_contrast=0.5)" in " ".join(text.split())
+    assert "The goal is NOT met: the trained model" in " ".join(text.split())  # 2 steps of a tiny model
+    assert "--train-overrideloss.history_contrast=0.5" in "".join(text.split("## ")[0].split())  # its command
     for system in ("random", "length", "tfidf", "bm25", "popularity"):
         for mode in ("k", "none", "others"):
             for tset in ("all", "models"):

@@ -198,6 +198,27 @@ def test_readme_real_people_numbers_are_the_docs():
             in para), para
     assert f"MRR {mrr} [{lo}, {hi}] with the user's own five past comments, {others} with another user's, " \
            f"against chance {chance}." in para, para
+    # the trained rows (PMI scoring, own and another user's history) and the test against the best baseline
+    row = {h: re.search(rf"\| PV-LLM-small trained text-only \(600 steps\) \| PMI \| {h} \| (\d+) \| \d+ \| [\d.]+ "
+                        r"\| [\d.]+ \| ([\d.]+) \| ([\d.]+)-([\d.]+) \|", doc) for h in ("own", "another user's")}
+    assert row["own"] and row["another user's"], "the trained rows changed: update this check and README together"
+    (n, mrr, lo, hi), pmi_others = row["own"].groups(), row["another user's"].group(2)
+    trained_goal = doc[doc.index("Goal (issue 22) for PV-LLM-small trained"):]
+    p = re.search(r"PMI: MRR [\d.]+ \[[\d.]+, [\d.]+\], own - none [+-][\d.]+ \(p [\d.]+\), own - others "
+                  r"[+-][\d.]+ \(p ([\d.]+)\)", trained_goal).group(1)
+    vs = re.search(r"\| best baseline \(char 1-3-gram (\S+) to the history \(no training\), own\) \(A\) vs "
+                   r"PV-LLM-small trained text-only \(600 steps\) own \(B\) \| PMI \| \d+ \| \d+ \| ([\d.]+) \| "
+                   r"[\d.]+ \| (-?[\d.]+) \| (-?[\d.]+)-(-?[\d.]+) \|", doc)
+    assert vs, "the test against the best baseline changed: update this check and README together"
+    name, base, diff, dlo, dhi = vs.groups()
+    assert (f"with PMI scoring, MRR {mrr} [{lo}, {hi}] with the own history and {pmi_others} "
+            f"with another user's ({int(n):,} targets, p {p});" in para), para
+    assert f"({name}, {base}; difference {diff} [{dlo}, {dhi}])" in para, para
+    zs = re.search(r"\| SmolLM2-135M-Instruct zero-shot \(PV-LLM-small's LLM, untrained\) \| PMI \| own \| \d+ \| \d+ "
+                   r"\| [\d.]+ \| [\d.]+ \| ([\d.]+) \| ([\d.]+)-([\d.]+) \|", doc).groups()
+    assert "the untrained SmolLM2 inside it scores {} [{}, {}] the same way.".format(*zs) in para, para
+    assert float(dlo) < 0 < float(dhi) and "does not beat the best no-training baseline" in para
+    assert "The goal is NOT met" in doc and "goal of issue 22 is not met" in para
 
 
 def test_val_tries_are_listed_with_their_command_and_verdicts(tmp_path):
